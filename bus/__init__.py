@@ -1,0 +1,1 @@
+"""docbus: a document-interconnection message bus for government agencies."""

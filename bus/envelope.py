@@ -1,0 +1,65 @@
+"""What the bus knows about a message once it has been validated and accepted.
+
+``ValidatedMessage`` is what validation extracts from a payload (kind, schema, sender, receivers, business id);
+``Envelope`` adds what acceptance gives it (message id, hash, size, time, idempotency key, trace id) and is what
+the store keeps and what travels in Kafka. The payload itself stays bytes and is carried beside the envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class MessageKind(StrEnum):
+    """The four kinds of message the bus carries."""
+
+    EDOC = "edoc"  # edXML document (văn bản điện tử)
+    STATUS = "status"  # edXML status message: a business receipt (thông điệp trạng thái)
+    DOSSIER = "dossier"  # administrative-procedure dossier record (hồ sơ TTHC, DongBoHoSoMC)
+    DOSSIER_PROGRESS = "dossier-progress"  # dossier progress update (CapNhatTienDoHoSoMC)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRef:
+    """A schema in the registry: a stable id and a version."""
+
+    id: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedMessage:
+    """The routing facts validation extracted from a payload that passed every check."""
+
+    kind: MessageKind
+    schema: SchemaRef
+    sender: str
+    receivers: tuple[str, ...]
+    business_id: str
+    # For status messages: the DocumentId of the document this receipt answers, and its 2-digit code.
+    response_for: str | None = None
+    status_code: str | None = None
+    # Extra facts worth indexing (subject, dossier status, ...), small strings only.
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A validated message as accepted by the bus."""
+
+    message_id: str
+    kind: MessageKind
+    schema: SchemaRef
+    sender: str
+    receivers: tuple[str, ...]
+    business_id: str
+    sha256: str
+    size: int
+    received_at: datetime
+    content_type: str
+    idempotency_key: str | None
+    trace_id: str
+    response_for: str | None = None
+    status_code: str | None = None

@@ -1,0 +1,143 @@
+"""The one error tree of docbus.
+
+Every refusal the bus gives an agency is one of these classes, so the gateway can turn any of them into an
+RFC 9457 ``application/problem+json`` answer without an isinstance list::
+
+    DocbusError                      Raised for any failure docbus itself reports.
+    ├── RequestRejected              Raised when a request is refused; carries HTTP status and problem type.
+    │   ├── NotWellFormed            400: the body is not well-formed XML/JSON, or is unsafe XML (DTD, entities).
+    │   ├── Unauthenticated          401: no credential, or one the directory does not know.
+    │   ├── Forbidden                403: the credential may not do this (e.g. sender is another agency).
+    │   ├── NotFound                 404: no such resource visible to the caller.
+    │   ├── IdempotencyConflict      409: the Idempotency-Key was used before for different content.
+    │   ├── PayloadTooLarge          413: the body is over the configured cap (checked while reading).
+    │   ├── UnsupportedMediaType     415: the content type is not one docbus accepts.
+    │   └── ValidationFailed         422: schema or semantic violation (duplicate receiver, bad organ id, ...).
+    └── ServiceUnavailable           503: a dependency the request needs is down.
+
+Errors that concern the message carry ``errors``: a list of :class:`FieldError`, each naming where (XPath or
+JSON pointer, line, column), which rule, and what was expected, in Vietnamese and English.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://docbus.dev/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One precise complaint about a message.
+
+    ``path`` is an XPath (XML) or a JSON pointer (JSON); ``line``/``column`` are set for XML.
+    ``rule`` is a stable machine-readable name (``xsd``, ``required``, ``max-length``, ``organ-id``,
+    ``duplicate-receiver``, ``not-well-formed``, ``dtd-forbidden``, ...).
+    """
+
+    path: str
+    rule: str
+    message_en: str
+    message_vi: str
+    line: int | None = None
+    column: int | None = None
+    expected: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class DocbusError(Exception):
+    """Raised for any failure docbus itself reports."""
+
+
+@dataclass(eq=False)
+class RequestRejected(DocbusError):
+    """Raised when a request is refused; the gateway renders it as problem+json."""
+
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __post_init__(self) -> None:
+        super().__init__(self.detail)
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class NotWellFormed(RequestRejected):
+    """Raised when the body cannot be parsed, or is XML that uses DTDs or entities."""
+
+    status = 400
+    slug = "not-well-formed"
+    title = "Message is not well-formed"
+
+
+class Unauthenticated(RequestRejected):
+    """Raised when no credential is presented or the directory does not know it."""
+
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(RequestRejected):
+    """Raised when the authenticated agency may not do what it asks."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed for this agency"
+
+
+class NotFound(RequestRejected):
+    """Raised when a resource does not exist or is not visible to the caller."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class IdempotencyConflict(RequestRejected):
+    """Raised when an Idempotency-Key is reused for different content."""
+
+    status = 409
+    slug = "idempotency-conflict"
+    title = "Idempotency key reused with different content"
+
+
+class PayloadTooLarge(RequestRejected):
+    """Raised while reading a body as soon as it passes the size cap."""
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Message is too large"
+
+
+class UnsupportedMediaType(RequestRejected):
+    """Raised when the content type is not XML or JSON."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class ValidationFailed(RequestRejected):
+    """Raised when a message breaks its schema or a semantic rule."""
+
+    status = 422
+    slug = "validation-failed"
+    title = "Message does not conform to its schema"
+
+
+class ServiceUnavailable(RequestRejected):
+    """Raised when a dependency the request needs (database) is down."""
+
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"
