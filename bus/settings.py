@@ -1,0 +1,46 @@
+"""The one place docbus reads its environment.
+
+``Settings`` is built once at start-up (``Settings()`` reads ``DOCBUS_*`` variables), validated, and passed down
+to ``create_app(settings)``, the worker and the CLI. Nothing else in the package reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field maps to ``DOCBUS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCBUS_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./docbus-data"), description="Embedded database, keys, payloads.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
+    )
+    kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
+    signing_key_file: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM); unset = data_dir/keys/receipt-signing.pem."
+    )
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading.")
+    group_commit_max_batch: int = Field(default=256, gt=0, description="Most submissions in one transaction.")
+    group_commit_max_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
+    )
+    credential_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a resolved API key is trusted before the directory is asked again."
+    )
+    db_pool_size: int = Field(default=10, gt=0)
+
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'docbus.sqlite3').resolve()}"
+
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or (self.data_dir / "keys" / "receipt-signing.pem")

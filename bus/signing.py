@@ -1,0 +1,116 @@
+"""Signed acceptance receipts: Ed25519 JWS (RFC 7515 compact form, RFC 8037 ``EdDSA``) and the JWKS to check them.
+
+A receipt is the agency's proof that the bus took responsibility for a message: whoever holds it can show, without
+asking the bus, which message (sha256, size) was accepted from whom, for whom, and when. The signing key lives in a
+PEM file shared by every gateway (``DOCBUS_SIGNING_KEY_FILE``); it is created on first use when absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+RECEIPT_TYP = "docbus-receipt+jws"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace: the same fields always give the same bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class ReceiptSigner:
+    """Signs receipt payloads with one Ed25519 key and publishes its public half as a JWK."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        raw_public = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self._public_raw = raw_public
+        # RFC 7638 thumbprint: a key id that any verifier can recompute from the public key.
+        thumb_input = canonical_json({"crv": "Ed25519", "kty": "OKP", "x": b64url(raw_public)})
+        self.key_id = b64url(hashlib.sha256(thumb_input).digest())
+        self._header_b64 = b64url(canonical_json({"alg": "EdDSA", "kid": self.key_id, "typ": RECEIPT_TYP}))
+
+    @classmethod
+    def from_file(cls, path: Path, *, create: bool = True) -> ReceiptSigner:
+        """Load the PEM key at ``path``; create it (mode 0600) when missing and ``create`` is set."""
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            # O_EXCL: two gateways starting at once must not each write a different key.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(pem)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(loaded)
+
+    def sign(self, payload: bytes) -> str:
+        """Compact JWS over ``payload`` (already canonical JSON)."""
+        signing_input = self._header_b64 + "." + b64url(payload)
+        signature = self._key.sign(signing_input.encode("ascii"))
+        return signing_input + "." + b64url(signature)
+
+    def jwk(self) -> dict[str, str]:
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": b64url(self._public_raw),
+            "kid": self.key_id,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [self.jwk()]}
+
+
+def verify_jws(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
+    """Check a compact JWS against a JWKS and return its JSON payload; raises ``ValueError`` when it fails.
+
+    Agencies (and tests) use this to check a receipt offline with nothing but ``GET /v1/keys``.
+    """
+    try:
+        header_b64, payload_b64, signature_b64 = token.split(".")
+    except ValueError as exc:
+        raise ValueError("not a compact JWS") from exc
+    header = orjson.loads(b64url_decode(header_b64))
+    if header.get("alg") != "EdDSA":
+        raise ValueError("unexpected JWS algorithm")
+    for jwk in jwks.get("keys", []):
+        if jwk.get("kid") == header.get("kid") and jwk.get("crv") == "Ed25519":
+            public = Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
+            try:
+                public.verify(b64url_decode(signature_b64), f"{header_b64}.{payload_b64}".encode("ascii"))
+            except InvalidSignature as exc:
+                raise ValueError("signature does not verify") from exc
+            payload: dict[str, Any] = orjson.loads(b64url_decode(payload_b64))
+            return payload
+    raise ValueError("no key in the set matches the JWS key id")

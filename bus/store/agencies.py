@@ -1,0 +1,156 @@
+"""The agency directory (danh bạ đơn vị): who may talk to the bus, in which role, with which API key.
+
+Keys are random 256-bit secrets shown once; only their SHA-256 is stored. A slow password hash buys nothing for
+keys of that entropy and would cost every request, so the lookup is one indexed equality on the hash, cached in
+process for a few seconds (a rotated key stops working within that window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import insert, select, update
+
+from docbus.errors import Unauthenticated, ValidationFailed
+from docbus.store.database import Database
+from docbus.store.tables import agencies
+
+KEY_PREFIX = "dbk_"
+
+
+class Role(StrEnum):
+    """What a credential may do: an agency sends its own messages, an axis posts receipts, an operator sees all."""
+
+    AGENCY = "agency"
+    AXIS = "axis"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Agency:
+    organ_id: str
+    name: str
+    parent: str | None
+    level: int
+    role: Role
+    key_prefix: str
+    created_at: datetime
+    key_rotated_at: datetime
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class AgencyDirectory:
+    """Registers agencies, issues and rotates their keys, and resolves a presented key to its agency."""
+
+    def __init__(self, db: Database, *, cache_seconds: float = 5.0) -> None:
+        self._db = db
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Agency]] = {}
+
+    async def add(
+        self, organ_id: str, *, name: str, role: Role = Role.AGENCY, parent: str | None = None
+    ) -> tuple[Agency, str]:
+        """Register an agency and return it with its new API key (shown once, never stored)."""
+        from docbus.validation.organ_id import parse_organ_id
+
+        try:
+            parsed = parse_organ_id(organ_id)
+        except ValueError as exc:
+            raise ValidationFailed(f"{organ_id!r} is not a valid organ id: {exc}") from exc
+        key = new_key()
+        now = datetime.now(UTC)
+        row = {
+            "organ_id": organ_id,
+            "name": name,
+            "parent": parent if parent is not None else parsed.parent,
+            "level": parsed.level,
+            "role": role.value,
+            "key_hash": hash_key(key),
+            "key_prefix": key[: len(KEY_PREFIX) + 6],
+            "created_at": now,
+            "key_rotated_at": now,
+        }
+        async with self._db.writer.begin() as conn:
+            found = await conn.execute(select(agencies.c.organ_id).where(agencies.c.organ_id == organ_id))
+            if found.first() is not None:
+                raise ValidationFailed(f"agency {organ_id} is already registered; use rotate-key for a new key")
+            await conn.execute(insert(agencies).values(**row))
+        return _agency(row), key
+
+    async def rotate_key(self, organ_id: str) -> str:
+        """Issue a new key for ``organ_id``; the old one stops working (within the cache window)."""
+        key = new_key()
+        async with self._db.writer.begin() as conn:
+            result = await conn.execute(
+                update(agencies)
+                .where(agencies.c.organ_id == organ_id)
+                .values(
+                    key_hash=hash_key(key),
+                    key_prefix=key[: len(KEY_PREFIX) + 6],
+                    key_rotated_at=datetime.now(UTC),
+                )
+            )
+            if result.rowcount != 1:
+                raise ValidationFailed(f"no agency {organ_id} is registered")
+        self._cache.clear()
+        return key
+
+    async def list(self) -> list[Agency]:
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(select(agencies).order_by(agencies.c.organ_id))
+            return [_agency(r._asdict()) for r in rows]
+
+    async def get(self, organ_id: str) -> Agency | None:
+        async with self._db.reader.connect() as conn:
+            row = (await conn.execute(select(agencies).where(agencies.c.organ_id == organ_id))).first()
+        return _agency(row._asdict()) if row is not None else None
+
+    async def authenticate(self, key: str | None) -> Agency:
+        """Resolve a bearer key to its agency, or raise ``Unauthenticated``."""
+        if not key:
+            raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        async with self._db.reader.connect() as conn:
+            row = (await conn.execute(select(agencies).where(agencies.c.key_hash == digest))).first()
+        if row is None:
+            self._cache.pop(digest, None)
+            raise Unauthenticated("the API key is not known to this bus")
+        agency = _agency(row._asdict())
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, agency)
+        return agency
+
+
+def _agency(row: dict[str, object]) -> Agency:
+    return Agency(
+        organ_id=str(row["organ_id"]),
+        name=str(row["name"]),
+        parent=str(row["parent"]) if row["parent"] is not None else None,
+        level=int(str(row["level"])),
+        role=Role(str(row["role"])),
+        key_prefix=str(row["key_prefix"]),
+        created_at=_aware(row["created_at"]),
+        key_rotated_at=_aware(row["key_rotated_at"]),
+    )
+
+
+def _aware(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,259 @@
+"""Reading accepted messages and their timelines, and appending lifecycle events to them.
+
+Every state change after acceptance (PUBLISHED, FORWARDING, DELIVERED, receipts, ...) is appended here as an
+event that extends the message's hash chain; the message row's ``status`` follows the newest event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from docbus.store.audit import GENESIS, event_hash
+from docbus.store.database import Database
+from docbus.store.tables import events, messages, payloads
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    id: str
+    kind: str
+    schema_id: str
+    schema_version: str
+    sender: str
+    receivers: list[str]
+    business_id: str
+    sha256: str
+    size: int
+    content_type: str
+    received_at: datetime
+    idempotency_key: str | None
+    trace_id: str
+    status: str
+    response_for: str | None
+    status_code: str | None
+    payload_ref: str | None
+
+    def visible_to(self, organ_id: str) -> bool:
+        return organ_id == self.sender or organ_id in self.receivers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.id,
+            "kind": self.kind,
+            "schema": {"id": self.schema_id, "version": self.schema_version},
+            "sender": self.sender,
+            "receivers": self.receivers,
+            "business_id": self.business_id,
+            "sha256": self.sha256,
+            "size": self.size,
+            "content_type": self.content_type,
+            "received_at": self.received_at.isoformat(),
+            "idempotency_key": self.idempotency_key,
+            "trace_id": self.trace_id,
+            "status": self.status,
+            "response_for": self.response_for,
+            "status_code": self.status_code,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    type: str
+    at: datetime
+    actor: str
+    destination: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "destination": self.destination,
+            "detail": self.detail,
+            "hash": self.hash,
+        }
+
+
+_MESSAGE_COLUMNS = [c for c in messages.c if c.name not in ("receipt", "dedup_key")]
+
+
+class MessageStore:
+    """Queries over stored messages, and the one way to add an event to a message."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        async with self._db.reader.connect() as conn:
+            row = (await conn.execute(select(*_MESSAGE_COLUMNS).where(messages.c.id == message_id))).first()
+        return _record(row._asdict()) if row is not None else None
+
+    async def receipt(self, message_id: str) -> bytes | None:
+        async with self._db.reader.connect() as conn:
+            value = await conn.scalar(select(messages.c.receipt).where(messages.c.id == message_id))
+        return bytes(value) if value is not None else None
+
+    async def payload(self, message_id: str) -> bytes | None:
+        async with self._db.reader.connect() as conn:
+            value = await conn.scalar(select(payloads.c.body).where(payloads.c.message_id == message_id))
+        return bytes(value) if value is not None else None
+
+    async def timeline(self, message_id: str) -> list[Event]:
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(
+                select(events).where(events.c.message_id == message_id).order_by(events.c.seq)
+            )
+            return [_event(r._asdict()) for r in rows]
+
+    async def search(
+        self,
+        *,
+        visible_to: str | None,
+        sender: str | None = None,
+        business_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[MessageRecord]:
+        """Newest first; ``before`` is a message id to page from (ids sort by arrival time)."""
+        query = select(*_MESSAGE_COLUMNS)
+        conditions = []
+        if visible_to is not None:
+            # Receivers are a JSON array; the quoted id cannot match a longer id that merely contains it.
+            conditions.append(
+                or_(messages.c.sender == visible_to, messages.c.receivers.contains(f'"{visible_to}"'))
+            )
+        if sender:
+            conditions.append(messages.c.sender == sender)
+        if business_id:
+            conditions.append(messages.c.business_id == business_id)
+        if status:
+            conditions.append(messages.c.status == status)
+        if kind:
+            conditions.append(messages.c.kind == kind)
+        if before:
+            conditions.append(messages.c.id < before)
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(messages.c.id.desc()).limit(min(max(limit, 1), 500))
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(query)
+            return [_record(r._asdict()) for r in rows]
+
+    async def append_event(
+        self,
+        message_id: str,
+        type: str,
+        *,
+        actor: str,
+        destination: str | None = None,
+        detail: dict[str, Any] | None = None,
+        status: str | None = None,
+    ) -> Event:
+        """Append one event to the message's chain and, when ``status`` is given, set the message's status."""
+        for _attempt in range(5):
+            try:
+                async with self._db.writer.begin() as conn:
+                    return await append_event_in(
+                        conn, message_id, type, actor=actor, destination=destination, detail=detail, status=status
+                    )
+            except IntegrityError:
+                continue  # another writer took this seq; read the new tail and try again
+        raise RuntimeError(f"could not append an event to {message_id}: the chain kept moving")
+
+
+async def append_event_in(
+    conn: AsyncConnection,
+    message_id: str,
+    type: str,
+    *,
+    actor: str,
+    destination: str | None = None,
+    detail: dict[str, Any] | None = None,
+    status: str | None = None,
+    at: datetime | None = None,
+) -> Event:
+    """Append inside an open transaction (so callers can batch several appends in one commit)."""
+    tail = (
+        await conn.execute(
+            select(events.c.seq, events.c.hash)
+            .where(events.c.message_id == message_id)
+            .order_by(events.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    seq, prev = (tail.seq + 1, tail.hash) if tail is not None else (1, GENESIS)
+    at = at or datetime.now(UTC)
+    detail = detail or {}
+    digest = event_hash(
+        prev, message_id=message_id, seq=seq, type=type, at=at, actor=actor, destination=destination, detail=detail
+    )
+    await conn.execute(
+        insert(events).values(
+            message_id=message_id,
+            seq=seq,
+            type=type,
+            at=at,
+            actor=actor,
+            destination=destination,
+            detail=orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    if status is not None:
+        await conn.execute(update(messages).where(messages.c.id == message_id).values(status=status))
+    return Event(seq, type, at, actor, destination, detail, prev, digest)
+
+
+def _aware(value: Any) -> datetime:
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record(row: dict[str, Any]) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"],
+        kind=row["kind"],
+        schema_id=row["schema_id"],
+        schema_version=row["schema_version"],
+        sender=row["sender"],
+        receivers=list(orjson.loads(row["receivers"])),
+        business_id=row["business_id"],
+        sha256=row["sha256"],
+        size=int(row["size"]),
+        content_type=row["content_type"],
+        received_at=_aware(row["received_at"]),
+        idempotency_key=row["idempotency_key"],
+        trace_id=row["trace_id"],
+        status=row["status"],
+        response_for=row["response_for"],
+        status_code=row["status_code"],
+        payload_ref=row["payload_ref"],
+    )
+
+
+def _event(row: dict[str, Any]) -> Event:
+    return Event(
+        seq=int(row["seq"]),
+        type=row["type"],
+        at=_aware(row["at"]),
+        actor=row["actor"],
+        destination=row["destination"],
+        detail=orjson.loads(row["detail"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

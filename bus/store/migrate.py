@@ -1,0 +1,28 @@
+"""Bring a database to the newest schema with Alembic (called by ``docbus serve|gateway|worker|migrate``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Migrate synchronously; the env script runs its own event loop, so call this outside of one."""
+    command.upgrade(alembic_config(url), "head")
+
+
+async def upgrade_async(url: str) -> None:
+    """Migrate from inside a running event loop (tests, app start-up) on a worker thread."""
+    await asyncio.to_thread(upgrade, url)

@@ -1,0 +1,116 @@
+"""The relational schema of the bus (SQLAlchemy Core tables; Alembic migrations create them).
+
+- ``agencies``: the agency directory (đơn vị), with hashed API keys.
+- ``messages``: one row per accepted message; the signed receipt is kept byte for byte so a replay returns it.
+- ``payloads``: the payload bytes, apart so that listings never drag them along.
+- ``events``: every state change of a message, hash-chained per message (the audit log).
+- ``outbox``: what still has to be published to the broker; written in the same transaction as the message.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived logs.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+agencies = Table(
+    "agencies",
+    metadata,
+    Column("organ_id", String(64), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("parent", String(64), nullable=True),
+    Column("level", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("key_rotated_at", DateTime(timezone=True), nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("kind", String(24), nullable=False),
+    Column("schema_id", String(64), nullable=False),
+    Column("schema_version", String(16), nullable=False),
+    Column("sender", String(64), nullable=False),
+    Column("receivers", Text, nullable=False),  # JSON array of organ ids
+    Column("business_id", String(512), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    # The identity of a submission: "key:<Idempotency-Key>" or "content:<sha256 of business id + payload hash>".
+    Column("dedup_key", String(300), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("response_for", String(512), nullable=True),
+    Column("status_code", String(2), nullable=True),
+    Column("receipt", LargeBinary, nullable=False),
+    Column("payload_ref", String(512), nullable=True),
+    UniqueConstraint("sender", "dedup_key", name="uq_messages_sender_dedup"),
+)
+Index("ix_messages_sender_id", messages.c.sender, messages.c.id)
+Index("ix_messages_business_id", messages.c.business_id)
+Index("ix_messages_response_for", messages.c.response_for)
+
+payloads = Table(
+    "payloads",
+    metadata,
+    Column("message_id", String(26), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("message_id", String(26), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(24), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("destination", String(64), nullable=True),
+    Column("detail", Text, nullable=False),  # JSON object
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("message_id", "seq", name="uq_events_message_seq"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("message_id", String(26), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("record_key", String(512), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+)
+Index("ix_outbox_unpublished", outbox.c.published_at, outbox.c.id)
