@@ -21,18 +21,24 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )
-    kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset = embedded."
+    )
     signing_key_file: Path | None = Field(
         default=None, description="Ed25519 private key (PEM); unset = data_dir/keys/receipt-signing.pem."
     )
 
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading.")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading."
+    )
     group_commit_max_batch: int = Field(default=256, gt=0, description="Most submissions in one transaction.")
     group_commit_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
     )
     credential_cache_seconds: float = Field(
-        default=5.0, ge=0, description="How long a resolved API key is trusted before the directory is asked again."
+        default=5.0,
+        ge=0,
+        description="How long a resolved API key is trusted before the directory is asked again.",
     )
     db_pool_size: int = Field(default=10, gt=0)
 

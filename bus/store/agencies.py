@@ -10,15 +10,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
-
 from docbus.errors import Unauthenticated, ValidationFailed
 from docbus.store.database import Database
 from docbus.store.tables import agencies
+from docbus.validation.organ_id import InvalidOrganId, parse_organ_id
+from sqlalchemy import insert, select, update
 
 KEY_PREFIX = "dbk_"
 
@@ -63,18 +64,16 @@ class AgencyDirectory:
         self, organ_id: str, *, name: str, role: Role = Role.AGENCY, parent: str | None = None
     ) -> tuple[Agency, str]:
         """Register an agency and return it with its new API key (shown once, never stored)."""
-        from docbus.validation.organ_id import parse_organ_id
-
         try:
             parsed = parse_organ_id(organ_id)
-        except ValueError as exc:
-            raise ValidationFailed(f"{organ_id!r} is not a valid organ id: {exc}") from exc
+        except InvalidOrganId as exc:
+            raise ValidationFailed(str(exc)) from exc
         key = new_key()
         now = datetime.now(UTC)
         row = {
             "organ_id": organ_id,
             "name": name,
-            "parent": parent if parent is not None else parsed.parent,
+            "parent": parent if parent is not None else (str(parsed.parent) if parsed.parent else None),
             "level": parsed.level,
             "role": role.value,
             "key_hash": hash_key(key),
@@ -85,7 +84,9 @@ class AgencyDirectory:
         async with self._db.writer.begin() as conn:
             found = await conn.execute(select(agencies.c.organ_id).where(agencies.c.organ_id == organ_id))
             if found.first() is not None:
-                raise ValidationFailed(f"agency {organ_id} is already registered; use rotate-key for a new key")
+                raise ValidationFailed(
+                    f"agency {organ_id} is already registered; use rotate-key for a new key"
+                )
             await conn.execute(insert(agencies).values(**row))
         return _agency(row), key
 
@@ -138,7 +139,7 @@ class AgencyDirectory:
         return agency
 
 
-def _agency(row: dict[str, object]) -> Agency:
+def _agency(row: Mapping[str, object]) -> Agency:
     return Agency(
         organ_id=str(row["organ_id"]),
         name=str(row["name"]),

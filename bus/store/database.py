@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from docbus.settings import Settings
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-from docbus.settings import Settings
 
 
 class Database:
@@ -28,7 +27,9 @@ class Database:
             for engine, immediate in ((self.writer, True), (self.reader, False)):
                 _configure_sqlite(engine, immediate=immediate)
         else:
-            self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self.writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
             self.reader = self.writer
 
     @classmethod

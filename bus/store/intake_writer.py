@@ -20,15 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from docbus.envelope import Envelope
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,9 @@ class IntakeWriter:
                 for pending in batch:
                     await self._commit_batch([pending])
                 return
-            self._fail(batch, IdempotencyConflict("a concurrent submission with the same identity is in progress"))
+            self._fail(
+                batch, IdempotencyConflict("a concurrent submission with the same identity is in progress")
+            )
             return
         except Exception as exc:
             log.exception("database write failed for a batch of %d", len(batch))
@@ -150,9 +151,7 @@ class IntakeWriter:
             if not pending.future.done():
                 pending.future.set_exception(exc)
 
-    async def _write(
-        self, batch: list[_Pending]
-    ) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
+    async def _write(self, batch: list[_Pending]) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
         async with self._db.writer.begin() as conn:
             existing = await _existing_identities(conn, [p.submission for p in batch])
             outcomes: list[IntakeOutcome | Exception] = []
@@ -186,9 +185,9 @@ async def _existing_identities(
 ) -> dict[tuple[str, str], tuple[str, bytes, str]]:
     keys = {s.dedup_key for s in subs}
     rows = await conn.execute(
-        select(messages.c.sender, messages.c.dedup_key, messages.c.sha256, messages.c.receipt, messages.c.id).where(
-            messages.c.dedup_key.in_(keys)
-        )
+        select(
+            messages.c.sender, messages.c.dedup_key, messages.c.sha256, messages.c.receipt, messages.c.id
+        ).where(messages.c.dedup_key.in_(keys))
     )
     return {(r.sender, r.dedup_key): (r.sha256, r.receipt, r.id) for r in rows}
 

@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, payloads
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +167,13 @@ class MessageStore:
             try:
                 async with self._db.writer.begin() as conn:
                     return await append_event_in(
-                        conn, message_id, type, actor=actor, destination=destination, detail=detail, status=status
+                        conn,
+                        message_id,
+                        type,
+                        actor=actor,
+                        destination=destination,
+                        detail=detail,
+                        status=status,
                     )
             except IntegrityError:
                 continue  # another writer took this seq; read the new tail and try again
@@ -199,7 +204,14 @@ async def append_event_in(
     at = at or datetime.now(UTC)
     detail = detail or {}
     digest = event_hash(
-        prev, message_id=message_id, seq=seq, type=type, at=at, actor=actor, destination=destination, detail=detail
+        prev,
+        message_id=message_id,
+        seq=seq,
+        type=type,
+        at=at,
+        actor=actor,
+        destination=destination,
+        detail=detail,
     )
     await conn.execute(
         insert(events).values(

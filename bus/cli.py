@@ -1,0 +1,182 @@
+"""The ``docbus`` command.
+
+    docbus serve [--host H] [--port P] [--workers N]   gateway on the embedded default (SQLite, no Kafka)
+    docbus gateway [...]                               HTTP intake only (scale-out role)
+    docbus migrate                                     bring the database to the newest schema
+    docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
+    docbus agency list
+    docbus agency rotate-key ORGAN_ID
+    docbus send FILE --key KEY [--url URL] [--idempotency-key K]
+
+Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from docbus.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="docbus", description="Document-interconnection message bus.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    for name, help_text in (
+        ("serve", "run the gateway (and, with Kafka configured, the relay) on one machine"),
+        ("gateway", "run the HTTP gateway only"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8080)
+        p.add_argument("--workers", type=int, default=1, help="gateway processes (uvicorn workers)")
+        p.add_argument("--log-level", default="info")
+        p.set_defaults(func=_serve)
+
+    p = sub.add_parser("migrate", help="bring the database to the newest schema")
+    p.set_defaults(func=_migrate)
+
+    agency = sub.add_parser("agency", help="the agency directory").add_subparsers(metavar="ACTION")
+    p = agency.add_parser("add", help="register an agency and print its new API key (last line)")
+    p.add_argument("organ_id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=["agency", "axis", "operator"], default="agency")
+    p.add_argument("--parent")
+    p.set_defaults(func=_agency_add)
+    p = agency.add_parser("list", help="list registered agencies")
+    p.set_defaults(func=_agency_list)
+    p = agency.add_parser("rotate-key", help="issue a new API key (last line); the old one stops working")
+    p.add_argument("organ_id")
+    p.set_defaults(func=_agency_rotate)
+
+    p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
+    p.add_argument("file", type=Path)
+    p.add_argument("--key", required=True, help="the agency's API key")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--validate-only", action="store_true", help="use the conformance sandbox; store nothing")
+    p.set_defaults(func=_send)
+    return parser
+
+
+def _migrate_settings(settings: Settings) -> None:
+    from docbus.store.database import Database
+    from docbus.store.migrate import upgrade
+
+    db = Database.from_settings(settings)  # creates the data dir for the embedded default
+    upgrade(db.url)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    _migrate_settings(settings)
+    uvicorn.run(
+        "docbus.gateway.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    _migrate_settings(Settings())
+    print("database is at the newest schema")
+    return 0
+
+
+def _with_directory(action: str, args: argparse.Namespace) -> int:
+    from docbus.errors import RequestRejected
+    from docbus.store.agencies import AgencyDirectory, Role
+    from docbus.store.database import Database
+
+    settings = Settings()
+    _migrate_settings(settings)
+
+    async def run() -> int:
+        db = Database.from_settings(settings)
+        directory = AgencyDirectory(db)
+        try:
+            if action == "add":
+                agency, key = await directory.add(
+                    args.organ_id, name=args.name, role=Role(args.role), parent=args.parent
+                )
+                print(
+                    f"registered {agency.organ_id} ({agency.name}) as {agency.role.value}, level {agency.level}"
+                )
+                print(key)
+            elif action == "rotate":
+                print(await directory.rotate_key(args.organ_id))
+            else:
+                for a in await directory.list():
+                    print(f"{a.organ_id}\t{a.role.value}\tlevel {a.level}\t{a.key_prefix}…\t{a.name}")
+            return 0
+        except RequestRejected as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 1
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _agency_add(args: argparse.Namespace) -> int:
+    return _with_directory("add", args)
+
+
+def _agency_list(args: argparse.Namespace) -> int:
+    return _with_directory("list", args)
+
+
+def _agency_rotate(args: argparse.Namespace) -> int:
+    return _with_directory("rotate", args)
+
+
+def _send(args: argparse.Namespace) -> int:
+    from docbus.connectors.client import AgencyClient, SubmissionRefused, content_type_for
+
+    path: Path = args.file
+    payload = path.read_bytes()
+
+    async def run() -> int:
+        async with AgencyClient(args.url, args.key) as client:
+            try:
+                if args.validate_only:
+                    result = await client.validate(payload, content_type_for(path))
+                else:
+                    result = await client.submit(
+                        payload, content_type_for(path), idempotency_key=args.idempotency_key
+                    )
+            except SubmissionRefused as exc:
+                print(orjson.dumps(exc.problem, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
+                return 1
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

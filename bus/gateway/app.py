@@ -1,0 +1,38 @@
+"""The gateway application factory: ``create_app(settings)`` builds a FastAPI app with its own state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from docbus.gateway import routes_messages, routes_meta
+from docbus.gateway.problems import install_problem_handlers
+from docbus.gateway.state import GatewayState
+from docbus.settings import Settings
+from fastapi import FastAPI
+
+DESCRIPTION = """
+docbus accepts edXML (QCVN 102:2016) documents and status messages and JSON dossiers from agency systems,
+validates them against versioned schemas, makes them durable, and answers with a signed receipt.
+Authenticate with `Authorization: Bearer <API key>`. Every error is RFC 9457 `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = GatewayState.build(settings)
+        await state.start()
+        app.state.gateway = state
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_problem_handlers(app)
+    app.include_router(routes_messages.router)
+    app.include_router(routes_meta.router)
+    return app

@@ -1,0 +1,32 @@
+"""FastAPI dependencies: the gateway state and the authenticated caller, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from docbus.gateway.state import GatewayState
+from docbus.store.agencies import Agency
+from fastapi import Depends, Request
+
+
+def gateway_state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+State = Annotated[GatewayState, Depends(gateway_state)]
+
+
+def bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def current_agency(request: Request, state: State) -> Agency:
+    return await state.directory.authenticate(bearer_key(request))
+
+
+Caller = Annotated[Agency, Depends(current_agency)]

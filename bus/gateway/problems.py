@@ -1,0 +1,80 @@
+"""RFC 9457 problem details: the one shape every refusal takes, with a stable ``type`` per kind of refusal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from docbus.errors import PROBLEM_BASE, RequestRejected
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_body(exc: RequestRejected, instance: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": exc.type_uri,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if exc.errors:
+        body["errors"] = [e.as_dict() for e in exc.errors]
+    return body
+
+
+def problem_response(exc: RequestRejected, instance: str | None = None) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="docbus"'} if exc.status == 401 else None
+    return Response(
+        orjson.dumps(problem_body(exc, instance)),
+        status_code=exc.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error the app can raise leaves it as problem+json, including FastAPI's own 404/405/422."""
+
+    async def rejected(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestRejected)
+        return problem_response(exc, request.url.path)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        body = {
+            "type": PROBLEM_BASE + f"http-{exc.status_code}",
+            "title": str(exc.detail),
+            "status": exc.status_code,
+            "instance": request.url.path,
+        }
+        return Response(orjson.dumps(body), status_code=exc.status_code, media_type=PROBLEM_JSON)
+
+    async def bad_parameters(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "path": "/" + "/".join(str(p) for p in err.get("loc", ())),
+                "rule": str(err.get("type", "invalid")),
+                "message_en": str(err.get("msg", "")),
+                "message_vi": "Tham số yêu cầu không hợp lệ",
+            }
+            for err in exc.errors()
+        ]
+        body = {
+            "type": PROBLEM_BASE + "invalid-parameters",
+            "title": "Invalid request parameters",
+            "status": 400,
+            "instance": request.url.path,
+            "errors": errors,
+        }
+        return Response(orjson.dumps(body), status_code=400, media_type=PROBLEM_JSON)
+
+    app.add_exception_handler(RequestRejected, rejected)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, bad_parameters)

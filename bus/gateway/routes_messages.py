@@ -1,0 +1,144 @@
+"""``/v1/messages`` (intake, look-up, search) and ``/v1/validate`` (the conformance sandbox)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from docbus.errors import NotFound
+from docbus.gateway.body import read_capped_body
+from docbus.gateway.deps import Caller, State
+from docbus.metrics import INTAKE_ACCEPTED, INTAKE_REPLAYED
+from docbus.store.agencies import Agency, Role
+from docbus.store.messages import MessageRecord
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+
+ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted and durable: the signed receipt (a replay returns the original, byte for byte)."
+    },
+    400: {"description": "Not well-formed, or unsafe XML (DTD, entities, too deep)."},
+    401: {"description": "No or unknown API key."},
+    403: {"description": "The message's sender is not the authenticated agency."},
+    409: {"description": "Idempotency-Key reused for different content."},
+    413: {"description": "Body over the size cap."},
+    415: {"description": "Neither XML nor JSON."},
+    422: {"description": "Schema or semantic violation; `errors` lists every one."},
+}
+BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/xml": {"schema": {"type": "string"}, "example": "<edXML ...>"},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+def _visible(caller: Agency, record: MessageRecord) -> bool:
+    return caller.role is Role.OPERATOR or record.visible_to(caller.organ_id)
+
+
+@router.post("/messages", status_code=202, responses=ACCEPTED_DOC, openapi_extra=BODY_DOC)
+async def submit_message(request: Request, state: State, caller: Caller) -> Response:
+    """Submit an edXML document or status message (XML) or a dossier / dossier progress (JSON)."""
+    content_type = request.headers.get("content-type", "")
+    body = await read_capped_body(request, state.settings.max_body_bytes)
+    outcome = await state.intake.accept(
+        caller,
+        body,
+        content_type,
+        idempotency_key=request.headers.get("idempotency-key"),
+        traceparent=request.headers.get("traceparent"),
+    )
+    headers = {"Location": f"/v1/messages/{outcome.message_id}"}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+        INTAKE_REPLAYED.inc()
+    else:
+        INTAKE_ACCEPTED.inc()
+    return Response(outcome.receipt, status_code=202, media_type="application/json", headers=headers)
+
+
+@router.post(
+    "/validate", openapi_extra=BODY_DOC, responses={k: v for k, v in ACCEPTED_DOC.items() if k != 202}
+)
+async def validate_message(request: Request, state: State, caller: Caller) -> Response:
+    """Run exactly the intake checks and store nothing: 200 with what was recognised, or every error found."""
+    body = await read_capped_body(request, state.settings.max_body_bytes)
+    message = await state.intake.validate(body, request.headers.get("content-type", ""))
+    state.intake.check_sender(caller, message)
+    report = {
+        "valid": True,
+        "kind": message.kind.value,
+        "schema": {"id": message.schema.id, "version": message.schema.version},
+        "sender": message.sender,
+        "receivers": list(message.receivers),
+        "business_id": message.business_id,
+        "response_for": message.response_for,
+        "status_code": message.status_code,
+    }
+    return Response(orjson.dumps(report), media_type="application/json")
+
+
+@router.get("/messages/{message_id}")
+async def get_message(message_id: str, state: State, caller: Caller) -> Response:
+    """A message's metadata, current status and full event timeline."""
+    record = await state.messages.get(message_id)
+    if record is None or not _visible(caller, record):
+        raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
+    timeline = await state.messages.timeline(message_id)
+    body = {**record.as_dict(), "events": [e.as_dict() for e in timeline]}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/messages/{message_id}/receipt")
+async def get_receipt(message_id: str, state: State, caller: Caller) -> Response:
+    """The signed acceptance receipt, byte for byte as first returned."""
+    record = await state.messages.get(message_id)
+    receipt = await state.messages.receipt(message_id) if record is not None else None
+    if record is None or receipt is None or not _visible(caller, record):
+        raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
+    return Response(receipt, media_type="application/json")
+
+
+@router.get("/messages/{message_id}/payload")
+async def get_payload(message_id: str, state: State, caller: Caller) -> Response:
+    """The payload exactly as submitted."""
+    record = await state.messages.get(message_id)
+    if record is None or not _visible(caller, record):
+        raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
+    payload = await state.messages.payload(message_id)
+    if payload is None:
+        raise NotFound(f"the payload of {message_id} is not in the database")
+    return Response(payload, media_type=record.content_type)
+
+
+@router.get("/messages")
+async def search_messages(
+    state: State,
+    caller: Caller,
+    business_id: str | None = None,
+    sender: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    before: Annotated[str | None, Query(description="page: message id to list older messages from")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """Search messages, newest first. Agencies see what they sent or received; operators see all."""
+    records = await state.messages.search(
+        visible_to=None if caller.role is Role.OPERATOR else caller.organ_id,
+        sender=sender,
+        business_id=business_id,
+        status=status,
+        kind=kind,
+        before=before,
+        limit=limit,
+    )
+    items = [r.as_dict() for r in records]
+    body = {"items": items, "next_before": items[-1]["message_id"] if len(items) == limit else None}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,72 @@
+"""What the bus publishes about itself: schemas, signing keys, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import orjson
+from docbus.errors import NotFound
+from docbus.gateway.deps import State
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/v1/schemas")
+async def list_schemas(state: State) -> Response:
+    """Every schema the bus validates against, with id, version and download link."""
+    items = []
+    for info in state.registry.list():
+        items.append(
+            {
+                "id": info.id,
+                "version": info.version,
+                "kind": info.kind.value,
+                "title": info.title,
+                "media_type": info.media_type,
+                "sha256": info.sha256,
+                "href": f"/v1/schemas/{info.id}/{info.version}",
+            }
+        )
+    return Response(orjson.dumps({"items": items}), media_type="application/json")
+
+
+@router.get("/v1/schemas/{schema_id}/{version}")
+async def download_schema(schema_id: str, version: str, state: State) -> Response:
+    """The schema file itself (XSD or JSON Schema)."""
+    try:
+        info = state.registry.info(schema_id, version)
+        source = state.registry.source(schema_id, version)
+    except KeyError as exc:
+        raise NotFound(f"no schema {schema_id} version {version}") from exc
+    return Response(source, media_type=info.media_type)
+
+
+@router.get("/v1/keys")
+async def signing_keys(state: State) -> Response:
+    """JWKS: the public keys that verify acceptance receipts."""
+    return Response(orjson.dumps(state.signer.jwks()), media_type="application/jwk-set+json")
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    """Ready when the database answers; reports each dependency."""
+    checks: dict[str, str] = {}
+    try:
+        await state.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not-ready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,123 @@
+"""Intake: from an authenticated agency's bytes to a durable message and its signed receipt.
+
+The order of checks is the order of cost, so hostile input is turned away before it costs much:
+validate (XML safety, schema, semantics) → identity (the sender is the caller) → idempotency key shape →
+envelope and signed receipt → group-committed write. Nothing is stored unless every check passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from docbus.envelope import Envelope, MessageKind, ValidatedMessage
+from docbus.errors import Forbidden, NotWellFormed
+from docbus.ids import new_message_id, new_trace_id
+from docbus.signing import ReceiptSigner, canonical_json
+from docbus.store.agencies import Agency, Role
+from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
+from docbus.validation import MessageValidator
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+# Bodies above this are validated on a worker thread (lxml releases the GIL) so one big packet cannot stall
+# every other request on the event loop.
+OFFLOAD_BYTES = 256 * 1024
+
+
+def agency_topic(organ_id: str) -> str:
+    """The Kafka topic of one sending agency."""
+    return f"docbus.agency.{organ_id}"
+
+
+class IntakeService:
+    """Validates, identifies, signs and durably stores submissions."""
+
+    def __init__(self, validator: MessageValidator, signer: ReceiptSigner, writer: IntakeWriter) -> None:
+        self._validator = validator
+        self._signer = signer
+        self._writer = writer
+
+    async def validate(self, body: bytes, content_type: str) -> ValidatedMessage:
+        if len(body) > OFFLOAD_BYTES:
+            return await asyncio.to_thread(self._validator.validate, body, content_type)
+        return self._validator.validate(body, content_type)
+
+    @staticmethod
+    def check_sender(caller: Agency, message: ValidatedMessage) -> None:
+        """An agency speaks only for itself; an axis only relays receipts; operators do not submit."""
+        if caller.role is Role.AGENCY and message.sender != caller.organ_id:
+            raise Forbidden(
+                f"the message is sent by {message.sender} but the credential belongs to {caller.organ_id}"
+            )
+        if caller.role is Role.AXIS and message.kind is not MessageKind.STATUS:
+            raise Forbidden("an axis credential may only post status messages (receipts)")
+        if caller.role is Role.OPERATOR:
+            raise Forbidden("operator credentials cannot submit messages; use the sending agency's key")
+
+    async def accept(
+        self,
+        caller: Agency,
+        body: bytes,
+        content_type: str,
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+    ) -> IntakeOutcome:
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise NotWellFormed("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        message = await self.validate(body, content_type)
+        self.check_sender(caller, message)
+        sha256 = hashlib.sha256(body).hexdigest()
+        trace = TRACEPARENT.match(traceparent or "")
+        envelope = Envelope(
+            message_id=new_message_id(),
+            kind=message.kind,
+            schema=message.schema,
+            sender=message.sender,
+            receivers=message.receivers,
+            business_id=message.business_id,
+            sha256=sha256,
+            size=len(body),
+            received_at=datetime.now(UTC),
+            content_type=content_type.split(";", 1)[0].strip().lower(),
+            idempotency_key=idempotency_key,
+            trace_id=trace.group(1) if trace else new_trace_id(),
+            response_for=message.response_for,
+            status_code=message.status_code,
+        )
+        submission = Submission(
+            envelope=envelope,
+            payload=body,
+            dedup_key=dedup_key(envelope),
+            receipt=self.receipt(envelope),
+            topic=agency_topic(envelope.sender),
+        )
+        return await self._writer.submit(submission)
+
+    def receipt(self, envelope: Envelope) -> bytes:
+        """The acceptance receipt: the envelope's facts plus an Ed25519 JWS over exactly those facts."""
+        fields: dict[str, Any] = {
+            "message_id": envelope.message_id,
+            "kind": envelope.kind.value,
+            "schema": {"id": envelope.schema.id, "version": envelope.schema.version},
+            "sender": envelope.sender,
+            "receivers": list(envelope.receivers),
+            "business_id": envelope.business_id,
+            "sha256": envelope.sha256,
+            "size": envelope.size,
+            "received_at": envelope.received_at.isoformat(),
+        }
+        signed = canonical_json(fields)
+        return canonical_json({**fields, "signature": self._signer.sign(signed)})
+
+
+def dedup_key(envelope: Envelope) -> str:
+    """What makes two POSTs the same submission: the agency's key if it sent one, else business id + content."""
+    if envelope.idempotency_key is not None:
+        return "key:" + envelope.idempotency_key
+    digest = hashlib.sha256(f"{envelope.business_id}\n{envelope.sha256}".encode()).hexdigest()
+    return "content:" + digest

@@ -1,0 +1,44 @@
+-- wrk script: POST a unique 10 KB edXML document per request (fresh DocumentId and Idempotency-Key).
+-- Environment: BENCH_TEMPLATE (file with the marker __SEQ__), BENCH_KEY (API key), BENCH_PATH (default /v1/messages).
+local template = assert(io.open(os.getenv("BENCH_TEMPLATE"), "rb")):read("*a")
+local key = os.getenv("BENCH_KEY") or ""
+local path = os.getenv("BENCH_PATH") or "/v1/messages"
+local threads = {}
+local next_id = 1
+
+function setup(thread)
+  thread:set("tid", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  counter = 0
+  failures = 0
+  run = tostring(os.time())
+end
+
+function request()
+  counter = counter + 1
+  local seq = string.format("%s%02d%09d", run, tid, counter)
+  local body = string.gsub(template, "__SEQ__", seq)
+  return wrk.format("POST", path, {
+    ["Content-Type"] = "application/xml",
+    ["Authorization"] = "Bearer " .. key,
+    ["Idempotency-Key"] = "bench-" .. seq,
+  }, body)
+end
+
+function response(status, headers, body)
+  if status ~= 202 then
+    failures = failures + 1
+    if failures <= 3 then io.stderr:write("unexpected status " .. status .. ": " .. string.sub(body, 1, 300) .. "\n") end
+  end
+end
+
+function done(summary, latency, requests)
+  local failed = 0
+  for _, t in ipairs(threads) do failed = failed + t:get("failures") end
+  io.write(string.format("BENCH requests=%d failed=%d seconds=%.3f p50_us=%d p99_us=%d\n",
+    summary.requests, failed, summary.duration / 1e6, latency:percentile(50), latency:percentile(99)))
+end

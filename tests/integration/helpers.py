@@ -1,0 +1,40 @@
+"""Small helpers for integration tests: reading sample facts independently of the bus, counting stored rows."""
+
+from __future__ import annotations
+
+import uuid
+
+from docbus.store.database import Database
+from docbus.store.tables import events, messages, outbox, payloads
+from lxml import etree
+from sqlalchemy import func, select
+
+NS = {"e": "http://www.mic.gov.vn/TBT/QCVN_102_2016"}
+
+
+def header_text(packet: bytes, path: str) -> str:
+    """Text of the first element at ``path`` under MessageHeader (read with plain lxml, not with the bus)."""
+    root = etree.fromstring(packet)
+    found = root.xpath(f"//e:MessageHeader/{path}", namespaces=NS)
+    assert found, f"{path} not in packet"
+    return str(found[0].text).strip()
+
+
+def sender_of(packet: bytes) -> str:
+    return header_text(packet, "e:From/e:OrganId")
+
+
+def with_unique_document_id(packet: bytes) -> bytes:
+    """A copy of a sample document with a fresh DocumentId, so it is a new submission."""
+    root = etree.fromstring(packet)
+    (doc_id,) = root.xpath("//e:MessageHeader/e:DocumentId", namespaces=NS)
+    doc_id.text = f"{sender_of(packet)},2026/11/27,{uuid.uuid4().int % 10**6}/TEST"
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+async def row_counts(db: Database) -> dict[str, int]:
+    counts = {}
+    async with db.reader.connect() as conn:
+        for table in (messages, payloads, events, outbox):
+            counts[table.name] = int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+    return counts

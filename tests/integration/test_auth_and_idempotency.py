@@ -1,0 +1,149 @@
+"""Who may submit (401/403), and exactly one message per submission identity (replays, 409, races)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from docbus.store.agencies import Role
+
+from ..conftest import RunningGateway
+from .helpers import row_counts, with_unique_document_id
+
+XML = {"Content-Type": "application/xml"}
+DOC = "edoc_with_attachment_dc0bdef0.edxml"
+
+
+async def test_missing_and_unknown_keys_are_401(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    async with gateway.client() as client:
+        missing = await client.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
+        unknown = await client.post(
+            "/v1/messages", content=sample_bytes[DOC], headers={**XML, "Authorization": "Bearer dbk_nope"}
+        )
+        basic = await client.post(
+            "/v1/messages", content=sample_bytes[DOC], headers={**XML, "Authorization": "Basic Zm9vOmJhcg=="}
+        )
+        unauth_read = await client.get("/v1/messages")
+    for response in (missing, unknown, basic, unauth_read):
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["type"].endswith("/unauthenticated")
+    assert (await row_counts(gateway.db))["messages"] == 0
+
+
+async def test_sending_as_another_agency_is_403_and_stores_nothing(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.H41")
+    async with gateway.client("000.00.00.H41") as impostor:
+        response = await impostor.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
+    assert response.status_code == 403
+    assert "000.00.00.G22" in response.json()["detail"]
+    assert (await row_counts(gateway.db))["messages"] == 0
+
+
+async def test_axis_may_post_receipts_but_not_documents(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22", role=Role.AXIS)
+    async with gateway.client("000.00.00.G22") as axis:
+        document = await axis.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
+        receipt = await axis.post(
+            "/v1/messages", content=sample_bytes["status_acceptance_03.edxml"], headers=XML
+        )
+    assert document.status_code == 403
+    assert receipt.status_code == 202
+
+
+async def test_rotated_key_replaces_the_old_one(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    old = await gateway.register("000.00.00.G22")
+    new = await gateway.directory.rotate_key("000.00.00.G22")
+    async with gateway.client() as client:
+        stale = await client.get("/v1/messages", headers={"Authorization": f"Bearer {old}"})
+        fresh = await client.get("/v1/messages", headers={"Authorization": f"Bearer {new}"})
+    assert stale.status_code == 401
+    assert fresh.status_code == 200
+
+
+async def test_replay_with_idempotency_key_returns_identical_receipt(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22")
+    headers = {**XML, "Idempotency-Key": "cv-7816-attempt"}
+    async with gateway.client("000.00.00.G22") as client:
+        first = await client.post("/v1/messages", content=sample_bytes[DOC], headers=headers)
+        second = await client.post("/v1/messages", content=sample_bytes[DOC], headers=headers)
+        conflict = await client.post(
+            "/v1/messages", content=sample_bytes["edoc_update.edxml"], headers=headers
+        )
+    assert first.status_code == second.status_code == 202
+    assert second.content == first.content
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert conflict.status_code == 409
+    assert conflict.json()["type"].endswith("/idempotency-conflict")
+    assert await row_counts(gateway.db) == {"messages": 1, "payloads": 1, "events": 1, "outbox": 1}
+
+
+async def test_replay_without_key_is_recognised_by_content(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22")
+    async with gateway.client("000.00.00.G22") as client:
+        first = await client.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
+        second = await client.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
+        changed = await client.post("/v1/messages", content=sample_bytes["edoc_update.edxml"], headers=XML)
+    assert second.content == first.content
+    assert changed.status_code == 202
+    assert changed.json()["message_id"] != first.json()["message_id"]
+    assert (await row_counts(gateway.db))["messages"] == 2
+
+
+async def test_concurrent_identical_submissions_store_one_message(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22")
+    async with gateway.client("000.00.00.G22") as client:
+        responses = await asyncio.gather(
+            *[
+                client.post(
+                    "/v1/messages", content=sample_bytes[DOC], headers={**XML, "Idempotency-Key": "race"}
+                )
+                for _ in range(30)
+            ]
+        )
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.content for r in responses}) == 1
+    assert (await row_counts(gateway.db))["messages"] == 1
+
+
+async def test_a_burst_is_group_committed(gateway: RunningGateway, sample_bytes: dict[str, bytes]) -> None:
+    await gateway.register("000.00.00.G22")
+    packets = [with_unique_document_id(sample_bytes[DOC]) for _ in range(200)]
+    async with gateway.client("000.00.00.G22") as client:
+        responses = await asyncio.gather(
+            *[client.post("/v1/messages", content=p, headers=XML) for p in packets]
+        )
+    assert [r.status_code for r in responses] == [202] * 200
+    assert len({r.json()["message_id"] for r in responses}) == 200
+    assert await row_counts(gateway.db) == {"messages": 200, "payloads": 200, "events": 200, "outbox": 200}
+
+
+@pytest.mark.parametrize("bad_key", ["", " ", "x" * 256, "tab\tkey", "ключ"])
+async def test_malformed_idempotency_keys_are_refused(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes], bad_key: str
+) -> None:
+    await gateway.register("000.00.00.G22")
+    async with gateway.client("000.00.00.G22") as client:
+        response = await client.post(
+            "/v1/messages",
+            content=sample_bytes[DOC],
+            headers={**XML, "Idempotency-Key": bad_key.encode("utf-8").decode("latin-1")},
+        )
+    assert response.status_code == 400
+    assert (await row_counts(gateway.db))["messages"] == 0

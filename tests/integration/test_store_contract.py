@@ -1,0 +1,170 @@
+"""The store contract, run on SQLite and on a real PostgreSQL: the same promises on both."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from docbus.envelope import Envelope, MessageKind, SchemaRef
+from docbus.errors import IdempotencyConflict, Unauthenticated, ValidationFailed
+from docbus.ids import new_message_id, new_trace_id
+from docbus.store.agencies import AgencyDirectory, Role
+from docbus.store.audit import GENESIS, event_hash
+from docbus.store.database import Database
+from docbus.store.intake_writer import IntakeWriter, Submission
+from docbus.store.messages import MessageStore
+from docbus.store.tables import metadata
+
+from .helpers import row_counts
+
+
+def submission(body: bytes, *, dedup: str, sender: str = "000.00.00.G22") -> Submission:
+    sha = hashlib.sha256(body).hexdigest()
+    env = Envelope(
+        message_id=new_message_id(),
+        kind=MessageKind.EDOC,
+        schema=SchemaRef("qcvn102.edoc", "2016.1"),
+        sender=sender,
+        receivers=("000.00.00.H41",),
+        business_id="doc-1",
+        sha256=sha,
+        size=len(body),
+        received_at=datetime.now(UTC),
+        content_type="application/xml",
+        idempotency_key=None,
+        trace_id=new_trace_id(),
+    )
+    return Submission(env, body, dedup, receipt=f'{{"id":"{env.message_id}"}}'.encode(), topic="t")
+
+
+async def test_migrations_match_the_tables(db: Database) -> None:
+    def diff(sync_conn: object) -> list[object]:
+        context = MigrationContext.configure(sync_conn)  # type: ignore[arg-type]
+        return list(compare_metadata(context, metadata))
+
+    async with db.reader.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_writer_batches_and_settles_identity_inside_the_transaction(db: Database) -> None:
+    writer = IntakeWriter(db)
+    await writer.start()
+    try:
+        distinct = [submission(f"<m{i}/>".encode(), dedup=f"k{i}") for i in range(50)]
+        twins = [submission(b"<same/>", dedup="twin") for _ in range(5)]
+        conflicting = submission(b"<other/>", dedup="twin")
+        results = await asyncio.gather(
+            *(writer.submit(s) for s in [*distinct, *twins]),
+            writer.submit(conflicting),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.aclose()
+    fresh = results[:50]
+    assert all(not r.replayed for r in fresh if not isinstance(r, BaseException))
+    twin_results = results[50:55]
+    assert not isinstance(twin_results[0], BaseException)
+    assert len({r.message_id for r in twin_results if not isinstance(r, BaseException)}) == 1
+    assert sum(1 for r in twin_results if not isinstance(r, BaseException) and not r.replayed) == 1
+    assert isinstance(results[55], IdempotencyConflict)
+    assert await row_counts(db) == {"messages": 51, "payloads": 51, "events": 51, "outbox": 51}
+    # Group commit: far fewer transactions than messages.
+    assert writer.committed_batches < 20
+
+
+async def test_identity_survives_a_new_writer(db: Database) -> None:
+    first_writer = IntakeWriter(db)
+    await first_writer.start()
+    original = await first_writer.submit(submission(b"<x/>", dedup="persisted"))
+    await first_writer.aclose()
+    second_writer = IntakeWriter(db)
+    await second_writer.start()
+    try:
+        replay = await second_writer.submit(submission(b"<x/>", dedup="persisted"))
+        with pytest.raises(IdempotencyConflict):
+            await second_writer.submit(submission(b"<y/>", dedup="persisted"))
+    finally:
+        await second_writer.aclose()
+    assert replay.replayed
+    assert replay.receipt == original.receipt
+    assert replay.message_id == original.message_id
+
+
+async def test_two_writers_racing_store_one_message(db: Database) -> None:
+    """Two gateways (two writers, two engines) get the same submission at once: one row, one answer."""
+    other = Database(db.url)
+    writers = [IntakeWriter(db), IntakeWriter(other)]
+    for w in writers:
+        await w.start()
+    try:
+        results = await asyncio.gather(
+            *(w.submit(submission(b"<race/>", dedup=f"race-{i}")) for i in range(20) for w in writers)
+        )
+    finally:
+        for w in writers:
+            await w.aclose()
+        await other.dispose()
+    by_key: dict[str, set[str]] = {}
+    for i, r in enumerate(results):
+        by_key.setdefault(f"race-{i // 2}", set()).add(r.message_id)
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert (await row_counts(db))["messages"] == 20
+
+
+async def test_events_extend_a_verifiable_hash_chain(db: Database) -> None:
+    writer = IntakeWriter(db)
+    await writer.start()
+    outcome = await writer.submit(submission(b"<chain/>", dedup="chain"))
+    await writer.aclose()
+    store = MessageStore(db)
+    await store.append_event(
+        outcome.message_id, "PUBLISHED", actor="relay", detail={"offset": 7}, status="PUBLISHED"
+    )
+    await store.append_event(
+        outcome.message_id, "DELIVERED", actor="national_axis", destination="national_axis"
+    )
+    timeline = await store.timeline(outcome.message_id)
+    assert [e.type for e in timeline] == ["ACCEPTED", "PUBLISHED", "DELIVERED"]
+    prev = GENESIS
+    for e in timeline:
+        assert e.prev_hash == prev
+        expected = event_hash(
+            prev,
+            message_id=outcome.message_id,
+            seq=e.seq,
+            type=e.type,
+            at=e.at,
+            actor=e.actor,
+            destination=e.destination,
+            detail=e.detail,
+        )
+        assert e.hash == expected
+        prev = e.hash
+    record = await store.get(outcome.message_id)
+    assert record is not None
+    assert record.status == "PUBLISHED"
+    assert await store.payload(outcome.message_id) == b"<chain/>"
+
+
+async def test_agency_directory(db: Database) -> None:
+    directory = AgencyDirectory(db, cache_seconds=0)
+    agency, key = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
+    assert agency.level == 1
+    assert (await directory.authenticate(key)).organ_id == "000.00.00.H41"
+    with pytest.raises(ValidationFailed):
+        await directory.add("000.00.00.H41", name="again")
+    with pytest.raises(ValidationFailed):
+        await directory.add("vxp.saas.03", name="not an organ id")
+    operator, _ = await directory.add("H41.01", name="Trung tâm điều hành", role=Role.OPERATOR)
+    assert operator.role is Role.OPERATOR
+    new_key = await directory.rotate_key("000.00.00.H41")
+    with pytest.raises(Unauthenticated):
+        await directory.authenticate(key)
+    assert (await directory.authenticate(new_key)).organ_id == "000.00.00.H41"
+    with pytest.raises(Unauthenticated):
+        await directory.authenticate(None)
+    assert [a.organ_id for a in await directory.list()] == ["000.00.00.H41", "H41.01"]

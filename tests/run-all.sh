@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite against real services: starts PostgreSQL and Apache Kafka on loopback, runs lint,
+# type checks and pytest, and stops the services again whatever happens. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export DOCBUS_PG_DIR="${DOCBUS_PG_DIR:-/tmp/docbus-test-pg}"
+export DOCBUS_KAFKA_DIR="${DOCBUS_KAFKA_DIR:-/tmp/docbus-test-kafka}"
+
+cleanup() {
+  bash deploy/kafka/kafka.sh stop >/dev/null 2>&1 || true
+  bash deploy/postgres/postgres.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "== starting PostgreSQL"
+DOCBUS_TEST_POSTGRES_URL="$(bash deploy/postgres/postgres.sh start | tail -n 1)"
+export DOCBUS_TEST_POSTGRES_URL
+echo "   $DOCBUS_TEST_POSTGRES_URL"
+
+echo "== lint and types"
+"$BIN/ruff" check bus adapters connectors schemas tests
+"$BIN/mypy" -p docbus
+
+echo "== tests"
+"$BIN/pytest" "$@"
