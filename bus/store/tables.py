@@ -112,5 +112,9 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # A relay owns a row until claimed_until: the gateway that committed it publishes at once; a sweeper takes
+    # over only rows whose lease ran out (the owner crashed, or the broker was down).
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
 )
 Index("ix_outbox_unpublished", outbox.c.published_at, outbox.c.id)
