@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+
 from docbus.settings import Settings
 
 

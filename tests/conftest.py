@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+
 from docbus.settings import Settings
 from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.database import Database

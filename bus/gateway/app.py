@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from docbus.gateway import routes_messages, routes_meta
 from docbus.gateway.problems import install_problem_handlers
 from docbus.gateway.state import GatewayState
 from docbus.settings import Settings
-from fastapi import FastAPI
 
 DESCRIPTION = """
 docbus accepts edXML (QCVN 102:2016) documents and status messages and JSON dossiers from agency systems,

@@ -6,8 +6,9 @@ length, or streams without one, is cut off as soon as it crosses the cap; nothin
 
 from __future__ import annotations
 
-from docbus.errors import NotWellFormed, PayloadTooLarge
 from starlette.requests import Request
+
+from docbus.errors import NotWellFormed, PayloadTooLarge
 
 
 async def read_capped_body(request: Request, cap: int) -> bytes:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from docbus.gateway.state import GatewayState
 from docbus.store.agencies import Agency
-from fastapi import Depends, Request
 
 
 def gateway_state(request: Request) -> GatewayState:

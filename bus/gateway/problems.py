@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from docbus.errors import PROBLEM_BASE, RequestRejected
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from docbus.errors import PROBLEM_BASE, RequestRejected
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
 from docbus.errors import NotFound
 from docbus.gateway.body import read_capped_body
 from docbus.gateway.deps import Caller, State
 from docbus.metrics import INTAKE_ACCEPTED, INTAKE_REPLAYED
 from docbus.store.agencies import Agency, Role
 from docbus.store.messages import MessageRecord
-from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 

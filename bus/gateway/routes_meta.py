@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import orjson
-from docbus.errors import NotFound
-from docbus.gateway.deps import State
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
+
+from docbus.errors import NotFound
+from docbus.gateway.deps import State
 
 router = APIRouter(tags=["meta"])
 

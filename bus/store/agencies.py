@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from sqlalchemy import insert, select, update
+
 from docbus.errors import Unauthenticated, ValidationFailed
 from docbus.store.database import Database
 from docbus.store.tables import agencies
 from docbus.validation.organ_id import InvalidOrganId, parse_organ_id
-from sqlalchemy import insert, select, update
 
 KEY_PREFIX = "dbk_"
 

@@ -17,17 +17,19 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from docbus.envelope import Envelope
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,14 @@ class _Pending:
 class IntakeWriter:
     """Owns the one write path for accepted messages in this process."""
 
-    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, db: Database, *, max_batch: int = 256, lease_owner: str | None = None, lease_seconds: float = 15.0
+    ) -> None:
         self._db = db
         self._max_batch = max_batch
+        # When this process runs a relay, new outbox rows are leased to it so no sweeper races its eager publish.
+        self._lease_owner = lease_owner
+        self._lease = timedelta(seconds=lease_seconds)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.committed_batches = 0
@@ -176,7 +183,8 @@ class IntakeWriter:
                 fresh.append(sub)
                 outcomes.append(IntakeOutcome(sub.receipt, sub.envelope.message_id, replayed=False))
             if fresh:
-                await _insert(conn, fresh)
+                lease_until = datetime.now(UTC) + self._lease if self._lease_owner else None
+                await _insert(conn, fresh, self._lease_owner, lease_until)
         return outcomes, fresh
 
 
@@ -205,7 +213,9 @@ def accepted_event(env: Envelope) -> dict[str, Any]:
     }
 
 
-async def _insert(conn: AsyncConnection, fresh: list[Submission]) -> None:
+async def _insert(
+    conn: AsyncConnection, fresh: list[Submission], lease_owner: str | None, lease_until: datetime | None
+) -> None:
     message_rows = []
     payload_rows = []
     event_rows = []
@@ -253,6 +263,8 @@ async def _insert(conn: AsyncConnection, fresh: list[Submission]) -> None:
                 "record_key": env.business_id,
                 "created_at": env.received_at,
                 "attempts": 0,
+                "claimed_by": lease_owner,
+                "claimed_until": lease_until,
             }
         )
     await conn.execute(insert(messages), message_rows)

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from docbus.store.audit import GENESIS, event_hash
-from docbus.store.database import Database
-from docbus.store.tables import events, messages, payloads
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from docbus.store.audit import GENESIS, event_hash
+from docbus.store.database import Database
+from docbus.store.tables import events, messages, payloads
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
+
 from docbus.store.agencies import AgencyDirectory
 from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 from docbus.store.tables import events, messages, outbox, payloads
-from sqlalchemy import select
 
 from ..conftest import free_port
 from .helpers import with_unique_document_id

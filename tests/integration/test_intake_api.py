@@ -6,6 +6,7 @@ import hashlib
 
 import orjson
 import pytest
+
 from docbus.signing import verify_jws
 from docbus.store.agencies import Role
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.errors import IdempotencyConflict, Unauthenticated, ValidationFailed
 from docbus.ids import new_message_id, new_trace_id

@@ -1,0 +1,296 @@
+"""The outbox relay: moves accepted messages from the database to the broker, never losing one.
+
+Two paths lead to the broker:
+
+- **eager**: the gateway that committed a batch hands it straight to its relay (``notify``), which publishes
+  from memory — no database read — and marks the rows published. The rows were written already leased to this
+  relay, so no other relay touches them while it works.
+- **sweeper**: every ``sweep_interval`` a relay claims rows whose lease has run out (their gateway crashed, or the
+  broker was down when it tried) and publishes them from the database.
+
+After the broker acknowledges (``acks=all``), one transaction marks the rows published and appends a PUBLISHED
+event (topic, partition, offset) to each message's timeline. A crash between the two re-publishes the batch:
+delivery to the broker is at least once, and consumers deduplicate by message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
+from docbus.store.audit import event_hash
+from docbus.store.database import Database
+from docbus.store.intake_writer import Submission
+from docbus.store.tables import events, messages, outbox, payloads
+
+log = logging.getLogger(__name__)
+
+RELAY_ACTOR = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPublication:
+    """One outbox row ready to publish: where it goes and the record to send."""
+
+    outbox_id: int | None
+    message_id: str
+    record: OutgoingRecord
+
+
+def record_headers(env: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    """Kafka headers that let a consumer route without parsing the payload."""
+    pairs = [
+        ("message-id", env["message_id"]),
+        ("kind", env["kind"]),
+        ("schema", f"{env['schema_id']}/{env['schema_version']}"),
+        ("sender", env["sender"]),
+        ("receivers", ",".join(env["receivers"])),
+        ("business-id", env["business_id"]),
+        ("sha256", env["sha256"]),
+        ("size", str(env["size"])),
+        ("content-type", env["content_type"]),
+        ("trace-id", env["trace_id"]),
+    ]
+    if env.get("response_for"):
+        pairs.append(("response-for", env["response_for"]))
+    if env.get("status_code"):
+        pairs.append(("status-code", env["status_code"]))
+    if env.get("payload_ref"):
+        pairs.append(("payload-ref", env["payload_ref"]))
+    return tuple((k, str(v).encode("utf-8")) for k, v in pairs)
+
+
+def record_value(payload: bytes | None, env: dict[str, Any]) -> bytes:
+    """The payload itself, or for claim-checked payloads a small pointer with its hash."""
+    if env.get("payload_ref"):
+        return orjson.dumps({"payload_ref": env["payload_ref"], "sha256": env["sha256"], "size": env["size"]})
+    assert payload is not None
+    return payload
+
+
+def publication_for(sub: Submission) -> PendingPublication:
+    env = sub.envelope
+    fields = {
+        "message_id": env.message_id,
+        "kind": env.kind.value,
+        "schema_id": env.schema.id,
+        "schema_version": env.schema.version,
+        "sender": env.sender,
+        "receivers": list(env.receivers),
+        "business_id": env.business_id,
+        "sha256": env.sha256,
+        "size": env.size,
+        "content_type": env.content_type,
+        "trace_id": env.trace_id,
+        "response_for": env.response_for,
+        "status_code": env.status_code,
+        "payload_ref": sub.payload_ref,
+    }
+    record = OutgoingRecord(
+        topic=sub.topic,
+        key=env.business_id.encode("utf-8"),
+        value=record_value(sub.payload, fields),
+        headers=record_headers(fields),
+    )
+    return PendingPublication(None, env.message_id, record)
+
+
+class OutboxRelay:
+    """Publishes committed messages to the broker: eagerly from memory, and by sweeping the outbox."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        owner: str,
+        lease_seconds: float = 15.0,
+        sweep_interval: float = 1.0,
+        batch_size: int = 500,
+        sweep: bool = True,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self.owner = owner
+        self._lease = timedelta(seconds=lease_seconds)
+        self._sweep_interval = sweep_interval
+        self._batch_size = batch_size
+        self._sweep_enabled = sweep
+        self._queue: asyncio.Queue[PendingPublication] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.published = 0
+        self.broker_healthy = True
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._eager_loop(), name="docbus-relay-eager"))
+        if self._sweep_enabled:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name="docbus-relay-sweeper"))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def notify(self, committed: Sequence[Submission]) -> None:
+        """Called by the intake writer right after a commit: publish these without reading them back."""
+        for sub in committed:
+            self._queue.put_nowait(publication_for(sub))
+
+    def lease_until(self) -> datetime:
+        return datetime.now(UTC) + self._lease
+
+    async def _eager_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._publish_and_mark(batch)
+            except BrokerUnavailable as exc:
+                # The rows stay leased to us until the lease runs out; then a sweeper (maybe ours) retries them.
+                self.broker_healthy = False
+                log.warning("broker unavailable; %d messages left to the sweeper: %s", len(batch), exc)
+            except Exception:
+                log.exception("eager publish failed; %d messages left to the sweeper", len(batch))
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                swept = await self.sweep_once()
+            except BrokerUnavailable as exc:
+                self.broker_healthy = False
+                log.warning("broker unavailable during sweep: %s", exc)
+                swept = 0
+            except Exception:
+                log.exception("outbox sweep failed")
+                swept = 0
+            if swept < self._batch_size:
+                await asyncio.sleep(self._sweep_interval)
+
+    async def sweep_once(self) -> int:
+        """Claim up to one batch of expired rows, publish them, mark them. Returns how many were published."""
+        claimed = await self._claim_expired()
+        if not claimed:
+            return 0
+        await self._publish_and_mark(claimed)
+        return len(claimed)
+
+    async def _claim_expired(self) -> list[PendingPublication]:
+        now = datetime.now(UTC)
+        until = now + self._lease
+        expired = and_(
+            outbox.c.published_at.is_(None),
+            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+        )
+        async with self._db.writer.begin() as conn:
+            candidates = select(outbox.c.id).where(expired).order_by(outbox.c.id).limit(self._batch_size)
+            if not self._db.is_sqlite:
+                # Several relays sweep the same PostgreSQL: each row goes to exactly one of them.
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = [row.id for row in await conn.execute(candidates)]
+            if not ids:
+                return []
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_(ids)).values(claimed_by=self.owner, claimed_until=until)
+            )
+            rows = await conn.execute(
+                select(outbox.c.id.label("outbox_id"), outbox.c.topic, messages, payloads.c.body)
+                .join(messages, messages.c.id == outbox.c.message_id)
+                .outerjoin(payloads, payloads.c.message_id == outbox.c.message_id)
+                .where(outbox.c.id.in_(ids))
+                .order_by(outbox.c.id)
+            )
+            claimed = []
+            for row in rows:
+                env = row._asdict()
+                env["message_id"] = env["id"]
+                env["receivers"] = orjson.loads(env["receivers"])
+                record = OutgoingRecord(
+                    topic=env["topic"],
+                    key=env["business_id"].encode("utf-8"),
+                    value=record_value(env["body"], env),
+                    headers=record_headers(env),
+                )
+                claimed.append(PendingPublication(env["outbox_id"], env["id"], record))
+        return claimed
+
+    async def _publish_and_mark(self, batch: list[PendingPublication]) -> None:
+        await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
+        published = await self._broker.publish([p.record for p in batch])
+        self.broker_healthy = True
+        async with self._db.writer.begin() as conn:
+            await mark_published(conn, batch, published, owner=self.owner)
+        self.published += len(batch)
+
+
+async def mark_published(
+    conn: AsyncConnection,
+    batch: Sequence[PendingPublication],
+    published: Sequence[PublishedRecord],
+    *,
+    owner: str,
+) -> None:
+    """In one transaction: outbox rows published, a PUBLISHED event per message, status PUBLISHED."""
+    now = datetime.now(UTC)
+    ids = [p.message_id for p in batch]
+    # Rows another relay already marked (it won a race after our lease expired) get no second event.
+    still_open = {
+        r.message_id
+        for r in await conn.execute(
+            select(outbox.c.message_id).where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
+        )
+    }
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
+        .values(published_at=now, claimed_by=owner)
+    )
+    tails: dict[str, tuple[int, str]] = {}
+    for row in await conn.execute(
+        select(events.c.message_id, events.c.seq, events.c.hash).where(events.c.message_id.in_(still_open))
+    ):
+        if row.message_id not in tails or row.seq > tails[row.message_id][0]:
+            tails[row.message_id] = (row.seq, row.hash)
+    event_rows = []
+    for pending, where in zip(batch, published, strict=True):
+        if pending.message_id not in still_open or pending.message_id not in tails:
+            continue
+        seq, prev = tails.pop(pending.message_id)
+        detail = {"topic": where.topic, "partition": where.partition, "offset": where.offset}
+        fields: dict[str, Any] = {
+            "message_id": pending.message_id,
+            "seq": seq + 1,
+            "type": "PUBLISHED",
+            "at": now,
+            "actor": RELAY_ACTOR,
+            "destination": None,
+            "detail": detail,
+        }
+        event_rows.append(
+            {
+                **fields,
+                "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+                "prev_hash": prev,
+                "hash": event_hash(prev, **fields),
+            }
+        )
+    if event_rows:
+        await conn.execute(events.insert(), event_rows)
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_([r["message_id"] for r in event_rows]), messages.c.status == "ACCEPTED")
+            .values(status="PUBLISHED")
+        )
