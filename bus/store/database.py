@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from docbus.settings import Settings
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from docbus.settings import Settings
 
 
 class Database:

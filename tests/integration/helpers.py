@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from docbus.store.database import Database
-from docbus.store.tables import events, messages, outbox, payloads
 from lxml import etree
 from sqlalchemy import func, select
+
+from docbus.store.database import Database
+from docbus.store.tables import events, messages, outbox, payloads
 
 NS = {"e": "http://www.mic.gov.vn/TBT/QCVN_102_2016"}
 
