@@ -2,6 +2,7 @@
 
     docbus serve [--host H] [--port P] [--workers N]   gateway on the embedded default (SQLite, no Kafka)
     docbus gateway [...]                               HTTP intake only (scale-out role)
+    docbus worker                                      outbox sweeper and adapters (scale-out role)
     docbus migrate                                     bring the database to the newest schema
     docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
     docbus agency list
@@ -39,15 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     for name, help_text in (
-        ("serve", "run the gateway (and, with Kafka configured, the relay) on one machine"),
-        ("gateway", "run the HTTP gateway only"),
+        ("serve", "run gateway and relay in one process (the embedded default needs nothing else)"),
+        ("gateway", "run the HTTP gateway only (publishes what it accepts; workers sweep the rest)"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8080)
         p.add_argument("--workers", type=int, default=1, help="gateway processes (uvicorn workers)")
         p.add_argument("--log-level", default="info")
-        p.set_defaults(func=_serve)
+        p.set_defaults(
+            func=_serve, factory=f"docbus.gateway.app:{'create_app' if name == 'serve' else 'create_gateway_app'}"
+        )
+
+    p = sub.add_parser("worker", help="run the outbox sweeper (and adapters): the scale-out worker role")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_worker)
 
     p = sub.add_parser("migrate", help="bring the database to the newest schema")
     p.set_defaults(func=_migrate)
@@ -89,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     _migrate_settings(settings)
     uvicorn.run(
-        "docbus.gateway.app:create_app",
+        args.factory,
         factory=True,
         host=args.host,
         port=args.port,
@@ -99,6 +106,18 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from docbus.worker import run_worker
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    _migrate_settings(settings)
+    asyncio.run(run_worker(settings))
     return 0
 
 
@@ -124,9 +143,7 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                 agency, key = await directory.add(
                     args.organ_id, name=args.name, role=Role(args.role), parent=args.parent
                 )
-                print(
-                    f"registered {agency.organ_id} ({agency.name}) as {agency.role.value}, level {agency.level}"
-                )
+                print(f"registered {agency.organ_id} ({agency.name}) as {agency.role.value}, level {agency.level}")
                 print(key)
             elif action == "rotate":
                 print(await directory.rotate_key(args.organ_id))
@@ -167,9 +184,7 @@ def _send(args: argparse.Namespace) -> int:
                 if args.validate_only:
                     result = await client.validate(payload, content_type_for(path))
                 else:
-                    result = await client.submit(
-                        payload, content_type_for(path), idempotency_key=args.idempotency_key
-                    )
+                    result = await client.submit(payload, content_type_for(path), idempotency_key=args.idempotency_key)
             except SubmissionRefused as exc:
                 print(orjson.dumps(exc.problem, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
                 return 1

@@ -16,6 +16,7 @@ from typing import Any
 from docbus.envelope import Envelope, MessageKind, ValidatedMessage
 from docbus.errors import Forbidden, NotWellFormed
 from docbus.ids import new_message_id, new_trace_id
+from docbus.payload_store import PayloadStore
 from docbus.signing import ReceiptSigner, canonical_json
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
@@ -36,10 +37,20 @@ def agency_topic(organ_id: str) -> str:
 class IntakeService:
     """Validates, identifies, signs and durably stores submissions."""
 
-    def __init__(self, validator: MessageValidator, signer: ReceiptSigner, writer: IntakeWriter) -> None:
+    def __init__(
+        self,
+        validator: MessageValidator,
+        signer: ReceiptSigner,
+        writer: IntakeWriter,
+        payload_store: PayloadStore,
+        *,
+        claim_check_bytes: int,
+    ) -> None:
         self._validator = validator
         self._signer = signer
         self._writer = writer
+        self._payload_store = payload_store
+        self._claim_check_bytes = claim_check_bytes
 
     async def validate(self, body: bytes, content_type: str) -> ValidatedMessage:
         if len(body) > OFFLOAD_BYTES:
@@ -89,12 +100,17 @@ class IntakeService:
             response_for=message.response_for,
             status_code=message.status_code,
         )
+        payload_ref = None
+        if envelope.size > self._claim_check_bytes:
+            # Durable before the database commit, so the 202 that follows still means "nothing can be lost".
+            payload_ref = await self._payload_store.put(envelope.message_id, body)
         submission = Submission(
             envelope=envelope,
             payload=body,
             dedup_key=dedup_key(envelope),
             receipt=self.receipt(envelope),
             topic=agency_topic(envelope.sender),
+            payload_ref=payload_ref,
         )
         return await self._writer.submit(submission)
 

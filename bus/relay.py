@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
@@ -136,7 +136,17 @@ class OutboxRelay:
         if self._sweep_enabled:
             self._tasks.append(asyncio.create_task(self._sweep_loop(), name="docbus-relay-sweeper"))
 
-    async def aclose(self) -> None:
+    async def backlog(self) -> int:
+        """Outbox rows not yet published (all relays together)."""
+        async with self._db.reader.connect() as conn:
+            count = await conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))
+        return int(count or 0)
+
+    async def aclose(self, drain_seconds: float = 5.0) -> None:
+        """Stop; give what is queued for eager publishing a moment to go out (the sweeper covers the rest)."""
+        deadline = asyncio.get_running_loop().time() + drain_seconds
+        while not self._queue.empty() and asyncio.get_running_loop().time() < deadline and self.broker_healthy:
+            await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

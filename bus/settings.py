@@ -42,11 +42,29 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, gt=0)
 
+    kafka_partitions: int = Field(default=3, gt=0, description="Partitions of each topic docbus creates.")
+    kafka_replication: int = Field(default=1, gt=0, description="Replication factor of each topic docbus creates.")
+    kafka_publish_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a publish may wait for the broker before it counts as down."
+    )
+    relay_lease_seconds: float = Field(
+        default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
+    )
+    relay_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    relay_batch_size: int = Field(default=500, gt=0)
+    claim_check_bytes: int = Field(
+        default=512 * 1024, gt=0, description="Payloads above this go to the payload store, not into Kafka."
+    )
+    payload_dir: Path | None = Field(default=None, description="Payload store directory; unset = data_dir/payloads.")
+
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'docbus.sqlite3').resolve()}"
+
+    def resolved_payload_dir(self) -> Path:
+        return self.payload_dir or (self.data_dir / "payloads")
 
     def resolved_signing_key_file(self) -> Path:
         return self.signing_key_file or (self.data_dir / "keys" / "receipt-signing.pem")

@@ -19,12 +19,13 @@ Authenticate with `Authorization: Bearer <API key>`. Every error is RFC 9457 `ap
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
+    """The app of ``docbus serve``; with ``sweep=False`` (``docbus gateway``) stale outbox rows are left to workers."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = GatewayState.build(settings)
+        state = GatewayState.build(settings, sweep=sweep)
         await state.start()
         app.state.gateway = state
         try:
@@ -37,3 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_messages.router)
     app.include_router(routes_meta.router)
     return app
+
+
+def create_gateway_app() -> FastAPI:
+    """Factory for the scale-out ``docbus gateway`` role: HTTP intake and eager publishing, no sweeping."""
+    return create_app(sweep=False)

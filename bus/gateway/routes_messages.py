@@ -18,9 +18,7 @@ from docbus.store.messages import MessageRecord
 router = APIRouter(prefix="/v1", tags=["messages"])
 
 ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "Accepted and durable: the signed receipt (a replay returns the original, byte for byte)."
-    },
+    202: {"description": "Accepted and durable: the signed receipt (a replay returns the original, byte for byte)."},
     400: {"description": "Not well-formed, or unsafe XML (DTD, entities, too deep)."},
     401: {"description": "No or unknown API key."},
     403: {"description": "The message's sender is not the authenticated agency."},
@@ -65,9 +63,7 @@ async def submit_message(request: Request, state: State, caller: Caller) -> Resp
     return Response(outcome.receipt, status_code=202, media_type="application/json", headers=headers)
 
 
-@router.post(
-    "/validate", openapi_extra=BODY_DOC, responses={k: v for k, v in ACCEPTED_DOC.items() if k != 202}
-)
+@router.post("/validate", openapi_extra=BODY_DOC, responses={k: v for k, v in ACCEPTED_DOC.items() if k != 202})
 async def validate_message(request: Request, state: State, caller: Caller) -> Response:
     """Run exactly the intake checks and store nothing: 200 with what was recognised, or every error found."""
     body = await read_capped_body(request, state.settings.max_body_bytes)
@@ -113,7 +109,10 @@ async def get_payload(message_id: str, state: State, caller: Caller) -> Response
     record = await state.messages.get(message_id)
     if record is None or not _visible(caller, record):
         raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
-    payload = await state.messages.payload(message_id)
+    if record.payload_ref is not None:
+        payload: bytes | None = await state.payload_store.get(record.payload_ref)
+    else:
+        payload = await state.messages.payload(message_id)
     if payload is None:
         raise NotFound(f"the payload of {message_id} is not in the database")
     return Response(payload, media_type=record.content_type)
