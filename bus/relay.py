@@ -28,10 +28,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
-from docbus.store.audit import event_hash
 from docbus.store.database import Database
 from docbus.store.intake_writer import Submission
-from docbus.store.tables import events, messages, outbox, payloads
+from docbus.store.messages import NewEvent, append_events_in
+from docbus.store.tables import messages, outbox, payloads
 
 log = logging.getLogger(__name__)
 
@@ -268,39 +268,22 @@ async def mark_published(
         .where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
         .values(published_at=now, claimed_by=owner)
     )
-    tails: dict[str, tuple[int, str]] = {}
-    for row in await conn.execute(
-        select(events.c.message_id, events.c.seq, events.c.hash).where(events.c.message_id.in_(still_open))
-    ):
-        if row.message_id not in tails or row.seq > tails[row.message_id][0]:
-            tails[row.message_id] = (row.seq, row.hash)
-    event_rows = []
-    for pending, where in zip(batch, published, strict=True):
-        if pending.message_id not in still_open or pending.message_id not in tails:
-            continue
-        seq, prev = tails.pop(pending.message_id)
-        detail = {"topic": where.topic, "partition": where.partition, "offset": where.offset}
-        fields: dict[str, Any] = {
-            "message_id": pending.message_id,
-            "seq": seq + 1,
-            "type": "PUBLISHED",
-            "at": now,
-            "actor": RELAY_ACTOR,
-            "destination": None,
-            "detail": detail,
-        }
-        event_rows.append(
-            {
-                **fields,
-                "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
-                "prev_hash": prev,
-                "hash": event_hash(prev, **fields),
-            }
-        )
-    if event_rows:
-        await conn.execute(events.insert(), event_rows)
-        await conn.execute(
-            update(messages)
-            .where(messages.c.id.in_([r["message_id"] for r in event_rows]), messages.c.status == "ACCEPTED")
-            .values(status="PUBLISHED")
-        )
+    await append_events_in(
+        conn,
+        [
+            NewEvent(
+                message_id=pending.message_id,
+                type="PUBLISHED",
+                actor=RELAY_ACTOR,
+                detail={"topic": where.topic, "partition": where.partition, "offset": where.offset},
+                at=now,
+            )
+            for pending, where in zip(batch, published, strict=True)
+            if pending.message_id in still_open
+        ],
+    )
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
+        .values(status="PUBLISHED")
+    )

@@ -6,12 +6,13 @@ event that extends the message's hash chain; the message row's ``status`` follow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -153,6 +154,17 @@ class MessageStore:
             rows = await conn.execute(query)
             return [_record(r._asdict()) for r in rows]
 
+    async def append_events(self, items: Sequence[NewEvent]) -> None:
+        """Append events in one transaction; retried when a concurrent writer extended the same chain."""
+        for _attempt in range(5):
+            try:
+                async with self._db.writer.begin() as conn:
+                    await append_events_in(conn, items)
+                return
+            except IntegrityError:
+                continue  # another writer took one of these seqs; read the new tails and try again
+        raise RuntimeError("could not append events: the chains kept moving")
+
     async def append_event(
         self,
         message_id: str,
@@ -162,74 +174,83 @@ class MessageStore:
         destination: str | None = None,
         detail: dict[str, Any] | None = None,
         status: str | None = None,
-    ) -> Event:
-        """Append one event to the message's chain and, when ``status`` is given, set the message's status."""
-        for _attempt in range(5):
-            try:
-                async with self._db.writer.begin() as conn:
-                    return await append_event_in(
-                        conn,
-                        message_id,
-                        type,
-                        actor=actor,
-                        destination=destination,
-                        detail=detail,
-                        status=status,
-                    )
-            except IntegrityError:
-                continue  # another writer took this seq; read the new tail and try again
-        raise RuntimeError(f"could not append an event to {message_id}: the chain kept moving")
+    ) -> None:
+        """Append one event and, when ``status`` is given, set the message's status."""
+        await self.append_events([NewEvent(message_id, type, actor, destination, detail, status)])
 
 
-async def append_event_in(
-    conn: AsyncConnection,
-    message_id: str,
-    type: str,
-    *,
-    actor: str,
-    destination: str | None = None,
-    detail: dict[str, Any] | None = None,
-    status: str | None = None,
-    at: datetime | None = None,
-) -> Event:
-    """Append inside an open transaction (so callers can batch several appends in one commit)."""
-    tail = (
-        await conn.execute(
-            select(events.c.seq, events.c.hash)
-            .where(events.c.message_id == message_id)
-            .order_by(events.c.seq.desc())
-            .limit(1)
-        )
-    ).first()
-    seq, prev = (tail.seq + 1, tail.hash) if tail is not None else (1, GENESIS)
-    at = at or datetime.now(UTC)
-    detail = detail or {}
-    digest = event_hash(
-        prev,
-        message_id=message_id,
-        seq=seq,
-        type=type,
-        at=at,
-        actor=actor,
-        destination=destination,
-        detail=detail,
-    )
-    await conn.execute(
-        insert(events).values(
-            message_id=message_id,
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append; ``status`` (when set) becomes the message's status."""
+
+    message_id: str
+    type: str
+    actor: str
+    destination: str | None = None
+    detail: dict[str, Any] | None = None
+    status: str | None = None
+    at: datetime | None = None
+
+
+async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> None:
+    """Append many events (several per message allowed, in order) with one read of the chain tails."""
+    if not items:
+        return
+    ids = sorted({item.message_id for item in items})
+    tails: dict[str, tuple[int, str]] = {}
+    for row in await conn.execute(
+        select(events.c.message_id, func.max(events.c.seq).label("seq"))
+        .where(events.c.message_id.in_(ids))
+        .group_by(events.c.message_id)
+    ):
+        tails[row.message_id] = (int(row.seq), "")
+    if tails:
+        for row in await conn.execute(
+            select(events.c.message_id, events.c.seq, events.c.hash).where(
+                tuple_(events.c.message_id, events.c.seq).in_([(m, s) for m, (s, _) in tails.items()])
+            )
+        ):
+            tails[row.message_id] = (int(row.seq), row.hash)
+    rows = []
+    statuses: dict[str, str] = {}
+    now = datetime.now(UTC)
+    for item in items:
+        seq, prev = tails.get(item.message_id, (0, GENESIS))
+        seq += 1
+        at = item.at or now
+        detail = item.detail or {}
+        digest = event_hash(
+            prev,
+            message_id=item.message_id,
             seq=seq,
-            type=type,
+            type=item.type,
             at=at,
-            actor=actor,
-            destination=destination,
-            detail=orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
-            prev_hash=prev,
-            hash=digest,
+            actor=item.actor,
+            destination=item.destination,
+            detail=detail,
         )
-    )
-    if status is not None:
-        await conn.execute(update(messages).where(messages.c.id == message_id).values(status=status))
-    return Event(seq, type, at, actor, destination, detail, prev, digest)
+        rows.append(
+            {
+                "message_id": item.message_id,
+                "seq": seq,
+                "type": item.type,
+                "at": at,
+                "actor": item.actor,
+                "destination": item.destination,
+                "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        tails[item.message_id] = (seq, digest)
+        if item.status is not None:
+            statuses[item.message_id] = item.status
+    await conn.execute(insert(events), rows)
+    by_status: dict[str, list[str]] = {}
+    for message_id, status in statuses.items():
+        by_status.setdefault(status, []).append(message_id)
+    for status, message_ids in by_status.items():
+        await conn.execute(update(messages).where(messages.c.id.in_(message_ids)).values(status=status))
 
 
 def _aware(value: Any) -> datetime:
