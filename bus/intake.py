@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from docbus.envelope import Envelope, MessageKind, ValidatedMessage
-from docbus.errors import Forbidden, NotWellFormed
+from docbus.errors import FieldError, Forbidden, NotWellFormed, ValidationFailed
 from docbus.ids import new_message_id, new_trace_id
 from docbus.payload_store import PayloadStore
+from docbus.routing import RouteTable
 from docbus.signing import ReceiptSigner, canonical_json
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
@@ -27,6 +29,9 @@ TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$
 # Bodies above this are validated on a worker thread (lxml releases the GIL) so one big packet cannot stall
 # every other request on the event loop.
 OFFLOAD_BYTES = 256 * 1024
+
+
+OriginalLookup = Callable[[ValidatedMessage], Awaitable[bool]]
 
 
 def agency_topic(organ_id: str) -> str:
@@ -45,7 +50,13 @@ class IntakeService:
         payload_store: PayloadStore,
         *,
         claim_check_bytes: int,
+        routes: RouteTable | None = None,
+        local_agencies: Callable[[], frozenset[str]] = frozenset,
+        originals: OriginalLookup | None = None,
     ) -> None:
+        self._routes = routes or RouteTable()
+        self._local_agencies = local_agencies
+        self._originals = originals
         self._validator = validator
         self._signer = signer
         self._writer = writer
@@ -69,9 +80,39 @@ class IntakeService:
         if caller.role is Role.OPERATOR:
             raise Forbidden("operator credentials cannot submit messages; use the sending agency's key")
 
+    def check_routes(self, message: ValidatedMessage) -> None:
+        """With routing configured, a receiver that no destination serves would never get the message: 422."""
+        if not self._routes.enabled:
+            return
+        _, uncovered = self._routes.plan(message.receivers, self._local_agencies())
+        if uncovered:
+            raise ValidationFailed(
+                "no route serves these receivers: " + ", ".join(uncovered),
+                errors=[
+                    FieldError(
+                        path="receivers",
+                        rule="no-route",
+                        message_en=f"no destination is configured for receiver {r}",
+                        message_vi=f"Chưa có tuyến chuyển tiếp nào cho đơn vị nhận {r}",
+                        expected="a receiver covered by the bus' routes",
+                    )
+                    for r in uncovered
+                ],
+            )
+
+    async def check_axis_receipt(self, caller: Agency, message: ValidatedMessage) -> None:
+        """An axis may post receipts only for documents that were sent to the receipt's sender."""
+        if caller.role is not Role.AXIS or self._originals is None:
+            return
+        if not await self._originals(message):
+            raise Forbidden(
+                f"no document {message.response_for!r} from {message.receivers[0] if message.receivers else '?'} "
+                f"was sent to {message.sender}; an axis may post receipts only for documents sent through it"
+            )
+
     async def accept(
         self,
-        caller: Agency,
+        caller: Agency | None,
         body: bytes,
         content_type: str,
         *,
@@ -81,7 +122,10 @@ class IntakeService:
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise NotWellFormed("Idempotency-Key must be 1 to 255 visible ASCII characters")
         message = await self.validate(body, content_type)
-        self.check_sender(caller, message)
+        if caller is not None:  # None: a receipt an adapter fetched from an axis it is configured for
+            self.check_sender(caller, message)
+            await self.check_axis_receipt(caller, message)
+        self.check_routes(message)
         sha256 = hashlib.sha256(body).hexdigest()
         trace = TRACEPARENT.match(traceparent or "")
         envelope = Envelope(

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import orjson
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
+from docbus.records import record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.intake_writer import Submission
 from docbus.store.messages import NewEvent, append_events_in
@@ -47,37 +47,6 @@ class PendingPublication:
     record: OutgoingRecord
 
 
-def record_headers(env: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
-    """Kafka headers that let a consumer route without parsing the payload."""
-    pairs = [
-        ("message-id", env["message_id"]),
-        ("kind", env["kind"]),
-        ("schema", f"{env['schema_id']}/{env['schema_version']}"),
-        ("sender", env["sender"]),
-        ("receivers", ",".join(env["receivers"])),
-        ("business-id", env["business_id"]),
-        ("sha256", env["sha256"]),
-        ("size", str(env["size"])),
-        ("content-type", env["content_type"]),
-        ("trace-id", env["trace_id"]),
-    ]
-    if env.get("response_for"):
-        pairs.append(("response-for", env["response_for"]))
-    if env.get("status_code"):
-        pairs.append(("status-code", env["status_code"]))
-    if env.get("payload_ref"):
-        pairs.append(("payload-ref", env["payload_ref"]))
-    return tuple((k, str(v).encode("utf-8")) for k, v in pairs)
-
-
-def record_value(payload: bytes | None, env: dict[str, Any]) -> bytes:
-    """The payload itself, or for claim-checked payloads a small pointer with its hash."""
-    if env.get("payload_ref"):
-        return orjson.dumps({"payload_ref": env["payload_ref"], "sha256": env["sha256"], "size": env["size"]})
-    assert payload is not None
-    return payload
-
-
 def publication_for(sub: Submission) -> PendingPublication:
     env = sub.envelope
     fields = {
@@ -92,6 +61,7 @@ def publication_for(sub: Submission) -> PendingPublication:
         "size": env.size,
         "content_type": env.content_type,
         "trace_id": env.trace_id,
+        "received_at": env.received_at,
         "response_for": env.response_for,
         "status_code": env.status_code,
         "payload_ref": sub.payload_ref,

@@ -7,6 +7,7 @@ to ``create_app(settings)``, the worker and the CLI. Nothing else in the package
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,13 @@ class Settings(BaseSettings):
     claim_check_bytes: int = Field(
         default=512 * 1024, gt=0, description="Payloads above this go to the payload store, not into Kafka."
     )
+    routes_file: Path | None = Field(
+        default=None, description="TOML routing rules; unset = accept and publish only, forward nothing."
+    )
+    adapters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-destination adapter settings: DOCBUS_ADAPTERS__<NAME>__<KEY>."
+    )
+    receipt_poll_seconds: float = Field(default=2.0, gt=0, description="How often adapters fetch receipts.")
     payload_dir: Path | None = Field(default=None, description="Payload store directory; unset = data_dir/payloads.")
 
     def resolved_database_url(self) -> str:

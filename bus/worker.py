@@ -1,8 +1,9 @@
-"""The worker role (``docbus worker``): sweeps the outbox into the broker; adapters run here as well.
+"""The worker role (``docbus worker``): sweeps the outbox into the broker and forwards to the destinations.
 
-Gateways publish what they commit at once; a worker publishes what they could not (a gateway crashed after its
-commit, or the broker was down). Any number of workers can run against one PostgreSQL: each outbox row is
-claimed by one relay at a time.
+Gateways publish what they commit at once; workers publish what they could not (a gateway crashed after its
+commit, or the broker was down), run one consumer per destination, match receipts and fetch them from the axes.
+Any number of workers can run against one PostgreSQL and one Kafka: outbox rows are claimed by one relay at a
+time, and each destination's consumer group shares its partitions among the workers.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import contextlib
 import logging
 import signal
 
-from docbus.broker import broker_from_settings
-from docbus.gateway.state import instance_name
-from docbus.relay import OutboxRelay
+from docbus.delivery.node import DeliveryNode
+from docbus.runtime import BusRuntime
 from docbus.settings import Settings
-from docbus.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +27,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    db = Database.from_settings(settings)
-    broker = broker_from_settings(settings, db)
-    relay = OutboxRelay(
-        db,
-        broker,
-        owner=instance_name("worker"),
-        lease_seconds=settings.relay_lease_seconds,
-        sweep_interval=settings.relay_sweep_interval_seconds,
-        batch_size=settings.relay_batch_size,
-        sweep=True,
-    )
-    await broker.start()
-    await relay.start()
-    log.info("worker %s running", relay.owner)
+    runtime = BusRuntime.build(settings, sweep=True)
+    await runtime.start()
+    delivery = DeliveryNode(runtime)
+    await delivery.start()
+    log.info("worker %s running with destinations %s", runtime.relay.owner, sorted(delivery.workers))
     try:
         await stop.wait()
     finally:
-        await relay.aclose()
-        await broker.aclose()
-        await db.dispose()
+        await delivery.aclose()
+        await runtime.aclose()

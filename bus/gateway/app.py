@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from docbus.delivery.node import DeliveryNode
 from docbus.gateway import routes_messages, routes_meta
 from docbus.gateway.problems import install_problem_handlers
-from docbus.gateway.state import GatewayState
+from docbus.runtime import BusRuntime
 from docbus.settings import Settings
 
 DESCRIPTION = """
@@ -25,12 +26,19 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = GatewayState.build(settings, sweep=sweep)
+        state = BusRuntime.build(settings, sweep=sweep)
         await state.start()
+        # `serve` forwards too; a pure `gateway` leaves forwarding to workers.
+        delivery = DeliveryNode(state) if sweep else None
+        if delivery is not None:
+            await delivery.start()
         app.state.gateway = state
+        app.state.delivery = delivery
         try:
             yield
         finally:
+            if delivery is not None:
+                await delivery.aclose()
             await state.aclose()
 
     app = FastAPI(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

@@ -6,16 +6,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from docbus.gateway.state import GatewayState
+from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency
 
 
-def gateway_state(request: Request) -> GatewayState:
-    state: GatewayState = request.app.state.gateway
+def gateway_state(request: Request) -> BusRuntime:
+    state: BusRuntime = request.app.state.gateway
     return state
 
 
-State = Annotated[GatewayState, Depends(gateway_state)]
+State = Annotated[BusRuntime, Depends(gateway_state)]
 
 
 def bearer_key(request: Request) -> str | None:

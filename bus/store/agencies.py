@@ -114,6 +114,11 @@ class AgencyDirectory:
             rows = await conn.execute(select(agencies).order_by(agencies.c.organ_id))
             return [_agency(r._asdict()) for r in rows]
 
+    async def organ_ids(self, role: Role = Role.AGENCY) -> frozenset[str]:
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(select(agencies.c.organ_id).where(agencies.c.role == role.value))
+            return frozenset(r.organ_id for r in rows)
+
     async def get(self, organ_id: str) -> Agency | None:
         async with self._db.reader.connect() as conn:
             row = (await conn.execute(select(agencies).where(agencies.c.organ_id == organ_id))).first()

@@ -154,6 +154,18 @@ class MessageStore:
             rows = await conn.execute(query)
             return [_record(r._asdict()) for r in rows]
 
+    async def was_sent_to(self, business_id: str | None, sender: str | None, receiver: str) -> bool:
+        """Whether ``sender`` sent a document with ``business_id`` to ``receiver`` through this bus."""
+        if not business_id or not sender:
+            return False
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(
+                select(messages.c.receivers).where(
+                    messages.c.business_id == business_id, messages.c.sender == sender, messages.c.kind == "edoc"
+                )
+            )
+            return any(receiver in orjson.loads(r.receivers) for r in rows)
+
     async def append_events(self, items: Sequence[NewEvent]) -> None:
         """Append events in one transaction; retried when a concurrent writer extended the same chain."""
         for _attempt in range(5):

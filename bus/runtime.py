@@ -1,20 +1,27 @@
-"""Everything a gateway process holds for its lifetime, built once in the app lifespan."""
+"""Everything a docbus process holds for its lifetime (database, schemas, signer, intake, broker, relay), built once.
+
+The gateway serves HTTP on top of it; the worker runs the delivery node on top of it; `serve` does both.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 
 from docbus.broker import Broker, broker_from_settings
+from docbus.envelope import ValidatedMessage
 from docbus.intake import IntakeService
 from docbus.payload_store import DirectoryPayloadStore, PayloadStore
 from docbus.relay import OutboxRelay
+from docbus.routing import RouteTable
 from docbus.schemas.registry import SchemaRegistry
 from docbus.settings import Settings
 from docbus.signing import ReceiptSigner
-from docbus.store.agencies import AgencyDirectory
+from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
@@ -26,8 +33,40 @@ def instance_name(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+class LocalAgencies:
+    """The organ ids registered here as agencies (served by the bus itself), refreshed in the background."""
+
+    def __init__(self, directory: AgencyDirectory, refresh_seconds: float = 5.0) -> None:
+        self._directory = directory
+        self._refresh = refresh_seconds
+        self._ids: frozenset[str] = frozenset()
+        self._task: asyncio.Task[None] | None = None
+
+    def current(self) -> frozenset[str]:
+        return self._ids
+
+    async def refresh(self) -> None:
+        self._ids = await self._directory.organ_ids(Role.AGENCY)
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="docbus-local-agencies")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            with contextlib.suppress(Exception):
+                await self.refresh()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 @dataclass
-class GatewayState:
+class BusRuntime:
     settings: Settings
     db: Database
     registry: SchemaRegistry
@@ -39,9 +78,11 @@ class GatewayState:
     intake: IntakeService
     broker: Broker
     relay: OutboxRelay
+    routes: RouteTable
+    local_agencies: LocalAgencies
 
     @classmethod
-    def build(cls, settings: Settings, *, sweep: bool = True) -> GatewayState:
+    def build(cls, settings: Settings, *, sweep: bool = True) -> BusRuntime:
         """``sweep``: also take over stale outbox rows (``serve``); a pure ``gateway`` leaves that to workers."""
         db = Database.from_settings(settings)
         registry = SchemaRegistry()
@@ -63,23 +104,42 @@ class GatewayState:
         )
         writer.on_commit(relay.notify)
         validator = MessageValidator(registry)
+        directory = AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds)
+        message_store = MessageStore(db)
+        routes = RouteTable.load(settings.routes_file)
+        local_agencies = LocalAgencies(directory)
+
+        async def sent_through_us(message: ValidatedMessage) -> bool:
+            addressee = message.receivers[0] if message.receivers else None
+            return await message_store.was_sent_to(message.response_for, addressee, message.sender)
+
         return cls(
             settings=settings,
             db=db,
             registry=registry,
             signer=signer,
-            directory=AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds),
-            messages=MessageStore(db),
+            directory=directory,
+            messages=message_store,
             payload_store=payload_store,
             writer=writer,
             intake=IntakeService(
-                validator, signer, writer, payload_store, claim_check_bytes=settings.claim_check_bytes
+                validator,
+                signer,
+                writer,
+                payload_store,
+                claim_check_bytes=settings.claim_check_bytes,
+                routes=routes,
+                local_agencies=local_agencies.current,
+                originals=sent_through_us,
             ),
             broker=broker,
             relay=relay,
+            routes=routes,
+            local_agencies=local_agencies,
         )
 
     async def start(self) -> None:
+        await self.local_agencies.start()
         # The broker may be down at start-up: intake still works, the relay catches up when it returns.
         await self.broker.start()
         await self.writer.start()
@@ -89,4 +149,5 @@ class GatewayState:
         await self.writer.aclose()
         await self.relay.aclose()
         await self.broker.aclose()
+        await self.local_agencies.aclose()
         await self.db.dispose()

@@ -1,0 +1,223 @@
+"""One destination's consumer: reads the agency topics, delivers what routes to it, retries, dead-letters.
+
+Each destination has its own consumer group (``docbus.deliver.<destination>``), retry policy and circuit breaker,
+so a destination that is down or slow never delays another. Within a destination, records with different keys
+(business ids) are delivered concurrently and records with the same key in order, so one document's messages
+arrive in the order they were accepted. Offsets are committed only after every record of a batch is delivered or
+dead-lettered and its events are stored: a crash re-delivers, and the destination deduplicates by message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from docbus.adapters.base import Adapter, DeliveryError, Outbound, RetriableDeliveryError
+from docbus.broker.base import Broker, ConsumedRecord, OutgoingRecord
+from docbus.delivery.dead_letters import DeadLetterStore, resend_topic
+from docbus.delivery.policy import CircuitBreaker, RetryPolicy
+from docbus.delivery.recorder import EventRecorder
+from docbus.envelope import Envelope
+from docbus.payload_store import PayloadStore
+from docbus.records import envelope_from_record
+from docbus.routing import RouteTable
+from docbus.store.database import Database
+from docbus.store.messages import NewEvent
+from docbus.store.tables import events
+
+log = logging.getLogger(__name__)
+
+AGENCY_TOPICS = r"docbus\.agency\..*"
+
+
+class DestinationWorker:
+    def __init__(
+        self,
+        name: str,
+        adapter: Adapter,
+        *,
+        broker: Broker,
+        db: Database,
+        routes: RouteTable,
+        local_agencies: Callable[[], frozenset[str]],
+        recorder: EventRecorder,
+        dead_letters: DeadLetterStore,
+        payload_store: PayloadStore,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        concurrency: int = 32,
+    ) -> None:
+        self.name = name
+        self.adapter = adapter
+        self._broker = broker
+        self._db = db
+        self._routes = routes
+        self._local_agencies = local_agencies
+        self._recorder = recorder
+        self._dead_letters = dead_letters
+        self._payload_store = payload_store
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self.group = f"docbus.deliver.{name}"
+        self.delivered = 0
+        self.duplicates_skipped = 0
+        self.dead = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._broker.ensure_topics([resend_topic(self.name)])
+        consumer = self._broker.consumer(self.group, topics=[resend_topic(self.name)], pattern=AGENCY_TOPICS)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    records = await consumer.poll(max_records=500, timeout=0.5)
+                    if not records:
+                        continue
+                    await self.process(records)
+                    await self._recorder.flush()
+                    await consumer.commit(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("destination %s: batch failed; it will be delivered again", self.name)
+                    await asyncio.sleep(1.0)
+                    await consumer.seek_to_committed()
+        finally:
+            await consumer.aclose()
+
+    async def process(self, records: list[ConsumedRecord]) -> None:
+        """Deliver a polled batch: keys concurrently, each key's records in order."""
+        already = await self._already_delivered(records)
+        by_key: dict[bytes | None, list[ConsumedRecord]] = {}
+        for record in records:
+            by_key.setdefault(record.key, []).append(record)
+
+        async def run_key(batch: list[ConsumedRecord]) -> None:
+            for record in batch:
+                async with self._concurrency:
+                    await self.handle(record, already)
+
+        await asyncio.gather(*(run_key(batch) for batch in by_key.values()))
+
+    async def _already_delivered(self, records: list[ConsumedRecord]) -> set[str]:
+        """Message ids this destination already delivered (a republished or re-read record is not sent twice)."""
+        ids = set()
+        for record in records:
+            if not any(k == "resend-of" for k, _ in record.headers):
+                ids.update(v.decode() for k, v in record.headers if k == "message-id")
+        if not ids:
+            return set()
+        async with self._db.reader.connect() as conn:
+            rows = await conn.execute(
+                select(events.c.message_id).where(
+                    events.c.message_id.in_(ids), events.c.destination == self.name, events.c.type == "DELIVERED"
+                )
+            )
+            return {r.message_id for r in rows}
+
+    def receivers_for(self, envelope: Envelope) -> tuple[str, ...]:
+        plan, _ = self._routes.plan(envelope.receivers, self._local_agencies())
+        return plan.get(self.name, ())
+
+    async def handle(self, record: ConsumedRecord, already_delivered: set[str]) -> None:
+        envelope, payload_ref = envelope_from_record(record)
+        receivers = self.receivers_for(envelope)
+        if not receivers:
+            return
+        if envelope.message_id in already_delivered:
+            self.duplicates_skipped += 1
+            return
+        payload = await self._payload_store.get(payload_ref) if payload_ref else record.value
+        self._event(envelope.message_id, "FORWARDING", {"receivers": list(receivers)}, status="FORWARDING")
+        attempts: list[dict[str, Any]] = []
+        attempt = 1
+        while True:
+            wait = self.breaker.wait_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = time.perf_counter()
+            try:
+                result = await self.adapter.deliver(Outbound(envelope, payload, self.name, receivers, attempt))
+            except Exception as exc:
+                error = (
+                    exc if isinstance(exc, DeliveryError) else RetriableDeliveryError(f"{type(exc).__name__}: {exc}")
+                )
+                attempts.append(
+                    {
+                        "attempt": attempt,
+                        "at": datetime.now(UTC).isoformat(),
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                        **error.as_dict(),
+                    }
+                )
+                if error.retriable:
+                    self.breaker.record_failure()
+                age = (datetime.now(UTC) - envelope.received_at).total_seconds()
+                if not error.retriable or self.policy.gives_up(attempt, age):
+                    await self._give_up(envelope, receivers, record, attempts, error)
+                    return
+                delay = self.policy.delay(attempt)
+                self._event(
+                    envelope.message_id,
+                    "RETRYING",
+                    {"attempt": attempt, "next_in_seconds": round(delay, 3), "error": error.reason[:300]},
+                    status="RETRYING",
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            self.breaker.record_success()
+            self.delivered += 1
+            self._event(
+                envelope.message_id,
+                "DELIVERED",
+                {
+                    "remote_id": result.remote_id,
+                    "duplicate": result.duplicate,
+                    "attempts": attempt,
+                    "receivers": list(receivers),
+                    **result.detail,
+                },
+                status="DELIVERED",
+            )
+            return
+
+    async def _give_up(
+        self,
+        envelope: Envelope,
+        receivers: tuple[str, ...],
+        record: ConsumedRecord,
+        attempts: list[dict[str, Any]],
+        error: DeliveryError,
+    ) -> None:
+        self.dead += 1
+        if not error.retriable:
+            self._event(envelope.message_id, "FAILED", {"reason": error.reason[:500], **error.as_dict()}, "FAILED")
+        # Events queued so far must precede DEAD in the chain.
+        await self._recorder.flush()
+        await self._dead_letters.add(
+            message_id=envelope.message_id,
+            destination=self.name,
+            receivers=receivers,
+            reason=error.reason,
+            attempts=attempts,
+            record=OutgoingRecord(record.topic, record.key, record.value, record.headers),
+        )
+
+    def _event(self, message_id: str, type: str, detail: dict[str, Any], status: str | None = None) -> None:
+        self._recorder.record(
+            NewEvent(message_id, type, actor=self.name, destination=self.name, detail=detail, status=status)
+        )
+
+
+def as_delivery_error(exc: Exception) -> DeliveryError:
+    """An adapter bug or an unexpected library error counts as retriable: it may be transient, and the policy
+    still dead-letters the message once it has tried enough."""
+    return exc if isinstance(exc, DeliveryError) else RetriableDeliveryError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,119 @@
+"""Everything that forwards, in one process: a worker per destination, the receipt matcher, receipt pollers.
+
+Built on a :class:`~docbus.runtime.BusRuntime` (database, broker, intake) by ``docbus worker`` and ``docbus serve``.
+Without a routes file there is nothing to forward to and the node does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from docbus.adapters.base import Adapter
+from docbus.adapters.registry import build_adapter
+from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.delivery.destination_worker import DestinationWorker
+from docbus.delivery.policy import CircuitBreaker, RetryPolicy
+from docbus.delivery.receipts import ReceiptMatcher
+from docbus.delivery.recorder import EventRecorder
+from docbus.errors import RequestRejected
+from docbus.routing import LOCAL
+from docbus.runtime import BusRuntime
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryNode:
+    def __init__(self, runtime: BusRuntime) -> None:
+        self.runtime = runtime
+        self.recorder = EventRecorder(runtime.messages)
+        self.dead_letters = DeadLetterStore(runtime.db, runtime.broker)
+        self.workers: dict[str, DestinationWorker] = {}
+        self.adapters: dict[str, Adapter] = {}
+        self.receipts = ReceiptMatcher(
+            broker=runtime.broker, db=runtime.db, recorder=self.recorder, payload_store=runtime.payload_store
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        routes = self.runtime.routes
+        if not routes.enabled:
+            log.info("no routes configured: messages are accepted and published, not forwarded")
+            return
+        await self.recorder.start()
+        settings = self.runtime.settings
+        for destination in routes.destinations:
+            if destination.name == LOCAL:
+                continue
+            config = _config_for(settings.adapters, destination.name)
+            policy = RetryPolicy.model_validate(config.pop("retry", {}))
+            breaker = CircuitBreaker(**config.pop("breaker", {}))
+            adapter = build_adapter(destination.adapter, config)
+            await adapter.start()
+            self.adapters[destination.name] = adapter
+            worker = DestinationWorker(
+                destination.name,
+                adapter,
+                broker=self.runtime.broker,
+                db=self.runtime.db,
+                routes=routes,
+                local_agencies=self.runtime.local_agencies.current,
+                recorder=self.recorder,
+                dead_letters=self.dead_letters,
+                payload_store=self.runtime.payload_store,
+                policy=policy,
+                breaker=breaker,
+            )
+            self.workers[destination.name] = worker
+            self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"docbus-deliver-{destination.name}"))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._poll_receipts(destination.name, adapter), name=f"docbus-receipts-{destination.name}"
+                )
+            )
+        self._tasks.append(asyncio.create_task(self.receipts.run(self._stop), name="docbus-receipt-matcher"))
+
+    async def _poll_receipts(self, name: str, adapter: Adapter) -> None:
+        """Fetch business receipts waiting at an axis and take them in like any message (trusted: the adapter
+        speaks for the axis it is configured for)."""
+        interval = self.runtime.settings.receipt_poll_seconds
+        while not self._stop.is_set():
+            try:
+                for packet in await adapter.fetch_receipts():
+                    try:
+                        await self.runtime.intake.accept(None, packet, "application/xml")
+                        ok = True
+                    except RequestRejected as exc:
+                        log.warning("receipt from %s refused: %s %s", name, exc.status, exc.detail)
+                        ok = False
+                    await adapter.acknowledge_receipt(packet, ok)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetching receipts from %s failed", name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for adapter in self.adapters.values():
+            with contextlib.suppress(Exception):
+                await adapter.aclose()
+        await self.recorder.aclose()
+
+
+def _config_for(adapters: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """Environment keys arrive lower-cased (``DOCBUS_ADAPTERS__NATIONAL_AXIS__URL`` → ``national_axis.url``)."""
+    for key, value in adapters.items():
+        if key.lower() == name.lower():
+            return {k.lower(): v for k, v in value.items()}
+    return {}

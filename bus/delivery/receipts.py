@@ -1,0 +1,159 @@
+"""Business receipts: edXML status messages (01–16) matched to the document they answer.
+
+A status message reaches the bus like any other message (POSTed by an agency or an axis, or fetched from an axis
+by its adapter) and is published to its sender's topic. This consumer (group ``docbus.receipts``) reads them,
+finds the original — the message whose business id is the receipt's ResponseFor/DocumentId, sent by the
+receipt's addressee and addressed to the receipt's sender — and appends a RECEIPT event to the original's
+timeline. The original's sender sees it at ``GET /v1/messages/{id}``, on ``GET /v1/events``, and on its webhook
+when its routes give it one (the status message itself is routed to it like any message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+from sqlalchemy import select
+
+from docbus.broker.base import Broker, ConsumedRecord
+from docbus.delivery.destination_worker import AGENCY_TOPICS
+from docbus.delivery.recorder import EventRecorder
+from docbus.envelope import Envelope, MessageKind
+from docbus.payload_store import PayloadStore
+from docbus.records import envelope_from_record
+from docbus.store.database import Database
+from docbus.store.messages import NewEvent
+from docbus.store.tables import events, messages
+
+log = logging.getLogger(__name__)
+
+EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
+
+# What each status code means, and the status it gives the original message (None: timeline only).
+STATUS_CODES: dict[str, tuple[str, str | None]] = {
+    "01": ("arrived at the recipient (đã đến)", "ACKNOWLEDGED"),
+    "02": ("refused by the recipient (từ chối tiếp nhận)", "FAILED"),
+    "03": ("accepted and registered (đã tiếp nhận)", "ACKNOWLEDGED"),
+    "04": ("assigned for handling (phân công)", "PROCESSING"),
+    "05": ("being handled (đang xử lý)", "PROCESSING"),
+    "06": ("handling finished (hoàn thành)", "COMPLETED"),
+    "13": ("sender asks for the document back (yêu cầu lấy lại)", None),
+    "14": ("recipient agrees to recall or update (đồng ý lấy lại / cập nhật)", None),
+    "15": ("recipient agrees to recall or update (đồng ý lấy lại / cập nhật)", None),
+    "16": ("recipient refuses to recall or update (từ chối lấy lại / cập nhật)", None),
+}
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedReceipt:
+    original_id: str
+    code: str
+
+
+def status_description(payload: bytes) -> str | None:
+    """The Description of a status message (the reason of a refusal), from an already validated payload."""
+    try:
+        root = etree.fromstring(payload, _PARSER)
+    except etree.XMLSyntaxError:
+        return None
+    found = root.find(f".//{{{EDXML_NS}}}MessageHeader/{{{EDXML_NS}}}Description")
+    return (found.text or "").strip()[:1000] if found is not None else None
+
+
+class ReceiptMatcher:
+    group = "docbus.receipts"
+
+    def __init__(self, *, broker: Broker, db: Database, recorder: EventRecorder, payload_store: PayloadStore) -> None:
+        self._broker = broker
+        self._db = db
+        self._recorder = recorder
+        self._payload_store = payload_store
+        self.matched = 0
+        self.unmatched = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = self._broker.consumer(self.group, pattern=AGENCY_TOPICS)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    records = await consumer.poll(max_records=500, timeout=0.5)
+                    if not records:
+                        continue
+                    for record in records:
+                        await self.handle(record)
+                    await self._recorder.flush()
+                    await consumer.commit(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("receipt matching failed; the batch will be read again")
+                    await asyncio.sleep(1.0)
+                    await consumer.seek_to_committed()
+        finally:
+            await consumer.aclose()
+
+    async def handle(self, record: ConsumedRecord) -> MatchedReceipt | None:
+        if dict(record.headers).get("kind") != MessageKind.STATUS.value.encode():
+            return None
+        envelope, payload_ref = envelope_from_record(record)
+        payload = await self._payload_store.get(payload_ref) if payload_ref else record.value
+        return await self.match(envelope, payload)
+
+    async def match(self, receipt: Envelope, payload: bytes) -> MatchedReceipt | None:
+        code = receipt.status_code or ""
+        original = await self._find_original(receipt)
+        if original is None:
+            self.unmatched += 1
+            log.info("receipt %s (%s) answers no message in this bus", receipt.message_id, receipt.response_for)
+            return None
+        if await self._seen(original, receipt.message_id):
+            return MatchedReceipt(original, code)
+        meaning, status = STATUS_CODES.get(code, ("unknown status code", None))
+        detail: dict[str, Any] = {
+            "code": code,
+            "meaning": meaning,
+            "from": receipt.sender,
+            "status_message_id": receipt.message_id,
+        }
+        description = status_description(payload)
+        if description:
+            detail["description"] = description
+        self._recorder.record(NewEvent(original, "RECEIPT", actor=receipt.sender, detail=detail, status=status))
+        self.matched += 1
+        return MatchedReceipt(original, code)
+
+    async def _find_original(self, receipt: Envelope) -> str | None:
+        if not receipt.response_for:
+            return None
+        addressee = receipt.receivers[0] if receipt.receivers else None
+        query = (
+            select(messages.c.id, messages.c.receivers)
+            .where(messages.c.business_id == receipt.response_for, messages.c.kind == MessageKind.EDOC.value)
+            .order_by(messages.c.id.desc())
+        )
+        if addressee:
+            query = query.where(messages.c.sender == addressee)
+        async with self._db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        # The newest document with that id that was sent to the receipt's sender (updates share the DocumentId).
+        for row in rows:
+            if f'"{receipt.sender}"' in row.receivers:
+                return str(row.id)
+        return None
+
+    async def _seen(self, original: str, status_message_id: str) -> bool:
+        async with self._db.reader.connect() as conn:
+            found = await conn.scalar(
+                select(events.c.id).where(
+                    events.c.message_id == original,
+                    events.c.type == "RECEIPT",
+                    events.c.detail.contains(status_message_id),
+                )
+            )
+        return found is not None
