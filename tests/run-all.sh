@@ -18,6 +18,11 @@ DOCBUS_TEST_POSTGRES_URL="$(bash deploy/postgres/postgres.sh start | tail -n 1)"
 export DOCBUS_TEST_POSTGRES_URL
 echo "   $DOCBUS_TEST_POSTGRES_URL"
 
+echo "== starting Apache Kafka (KRaft, one broker; tests that break clusters start their own)"
+DOCBUS_TEST_KAFKA_BOOTSTRAP="$(bash deploy/kafka/kafka.sh start | tail -n 1)"
+export DOCBUS_TEST_KAFKA_BOOTSTRAP
+echo "   $DOCBUS_TEST_KAFKA_BOOTSTRAP"
+
 echo "== lint and types"
 "$BIN/ruff" check bus adapters connectors schemas tests
 "$BIN/mypy" -p docbus

@@ -15,9 +15,7 @@ XML = {"Content-Type": "application/xml"}
 DOC = "edoc_with_attachment_dc0bdef0.edxml"
 
 
-async def test_missing_and_unknown_keys_are_401(
-    gateway: RunningGateway, sample_bytes: dict[str, bytes]
-) -> None:
+async def test_missing_and_unknown_keys_are_401(gateway: RunningGateway, sample_bytes: dict[str, bytes]) -> None:
     async with gateway.client() as client:
         missing = await client.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
         unknown = await client.post(
@@ -52,16 +50,12 @@ async def test_axis_may_post_receipts_but_not_documents(
     await gateway.register("000.00.00.G22", role=Role.AXIS)
     async with gateway.client("000.00.00.G22") as axis:
         document = await axis.post("/v1/messages", content=sample_bytes[DOC], headers=XML)
-        receipt = await axis.post(
-            "/v1/messages", content=sample_bytes["status_acceptance_03.edxml"], headers=XML
-        )
+        receipt = await axis.post("/v1/messages", content=sample_bytes["status_acceptance_03.edxml"], headers=XML)
     assert document.status_code == 403
     assert receipt.status_code == 202
 
 
-async def test_rotated_key_replaces_the_old_one(
-    gateway: RunningGateway, sample_bytes: dict[str, bytes]
-) -> None:
+async def test_rotated_key_replaces_the_old_one(gateway: RunningGateway, sample_bytes: dict[str, bytes]) -> None:
     old = await gateway.register("000.00.00.G22")
     new = await gateway.directory.rotate_key("000.00.00.G22")
     async with gateway.client() as client:
@@ -79,9 +73,7 @@ async def test_replay_with_idempotency_key_returns_identical_receipt(
     async with gateway.client("000.00.00.G22") as client:
         first = await client.post("/v1/messages", content=sample_bytes[DOC], headers=headers)
         second = await client.post("/v1/messages", content=sample_bytes[DOC], headers=headers)
-        conflict = await client.post(
-            "/v1/messages", content=sample_bytes["edoc_update.edxml"], headers=headers
-        )
+        conflict = await client.post("/v1/messages", content=sample_bytes["edoc_update.edxml"], headers=headers)
     assert first.status_code == second.status_code == 202
     assert second.content == first.content
     assert second.headers["idempotent-replayed"] == "true"
@@ -112,9 +104,7 @@ async def test_concurrent_identical_submissions_store_one_message(
     async with gateway.client("000.00.00.G22") as client:
         responses = await asyncio.gather(
             *[
-                client.post(
-                    "/v1/messages", content=sample_bytes[DOC], headers={**XML, "Idempotency-Key": "race"}
-                )
+                client.post("/v1/messages", content=sample_bytes[DOC], headers={**XML, "Idempotency-Key": "race"})
                 for _ in range(30)
             ]
         )
@@ -127,9 +117,7 @@ async def test_a_burst_is_group_committed(gateway: RunningGateway, sample_bytes:
     await gateway.register("000.00.00.G22")
     packets = [with_unique_document_id(sample_bytes[DOC]) for _ in range(200)]
     async with gateway.client("000.00.00.G22") as client:
-        responses = await asyncio.gather(
-            *[client.post("/v1/messages", content=p, headers=XML) for p in packets]
-        )
+        responses = await asyncio.gather(*[client.post("/v1/messages", content=p, headers=XML) for p in packets])
     assert [r.status_code for r in responses] == [202] * 200
     assert len({r.json()["message_id"] for r in responses}) == 200
     assert await row_counts(gateway.db) == {"messages": 200, "payloads": 200, "events": 200, "outbox": 200}

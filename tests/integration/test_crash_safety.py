@@ -75,9 +75,7 @@ async def test_kill_9_during_a_stream_of_posts(
                 if response.status_code == 202:
                     acknowledged[response.json()["message_id"]] = hashlib.sha256(packet).hexdigest()
 
-        async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
-        ) as client:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
             streams = [asyncio.create_task(client_loop(client)) for _ in range(16)]
             while len(acknowledged) < 300:
                 await asyncio.sleep(0.02)

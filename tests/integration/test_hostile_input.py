@@ -24,8 +24,7 @@ XXE_NETWORK = b"""<?xml version="1.0"?>
 BILLION_LAUGHS = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n<!ENTITY lol "lol">\n'
     + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'.encode()
-        for i in range(1, 10)
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'.encode() for i in range(1, 10)
     )
     + b']>\n<edXML xmlns="http://www.mic.gov.vn/TBT/QCVN_102_2016">&lol9;</edXML>'
 )
@@ -33,9 +32,7 @@ BILLION_LAUGHS = (
 DEEP = b'<?xml version="1.0"?>' + b"<a>" * 10_000 + b"</a>" * 10_000
 
 
-async def _post(
-    gateway: RunningGateway, body: bytes, headers: dict[str, str]
-) -> tuple[int, dict[str, object]]:
+async def _post(gateway: RunningGateway, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
     async with gateway.client(SENDER) as client:
         response = await client.post("/v1/messages", content=body, headers=headers)
     assert response.headers["content-type"] == "application/problem+json", response.text
@@ -78,9 +75,7 @@ async def test_unsafe_xml_is_refused_quickly(gateway: RunningGateway, name: str,
         ),
     ],
 )
-async def test_malformed_bodies_are_400(
-    gateway: RunningGateway, name: str, body: bytes, rule_fragment: str
-) -> None:
+async def test_malformed_bodies_are_400(gateway: RunningGateway, name: str, body: bytes, rule_fragment: str) -> None:
     await gateway.register(SENDER)
     status, problem = await _post(gateway, body, XML)
     assert status == 400, (name, problem)
@@ -88,9 +83,7 @@ async def test_malformed_bodies_are_400(
     assert (await row_counts(gateway.db))["messages"] == 0
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/octet-stream", "multipart/form-data", ""]
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "multipart/form-data", ""])
 async def test_wrong_content_type_is_415(
     gateway: RunningGateway, sample_bytes: dict[str, bytes], content_type: str
 ) -> None:

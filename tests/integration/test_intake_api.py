@@ -43,9 +43,7 @@ async def test_every_valid_sample_is_accepted_with_a_verifiable_receipt(
         if sender not in gateway.keys:
             await gateway.register(sender)
         async with gateway.client(sender) as client:
-            response = await client.post(
-                "/v1/messages", content=packet, headers={"Content-Type": "application/xml"}
-            )
+            response = await client.post("/v1/messages", content=packet, headers={"Content-Type": "application/xml"})
             assert response.status_code == 202, (name, response.text)
             receipt = response.json()
             is_status = name.startswith("status")
@@ -155,9 +153,7 @@ async def test_operator_sees_all_and_agencies_only_their_own(
         assert seen.status_code == 200
         listed = (await operator.get("/v1/messages", params={"business_id": receipt["business_id"]})).json()
         assert [m["message_id"] for m in listed["items"]] == [receipt["message_id"]]
-        refused = await operator.post(
-            "/v1/messages", content=packet, headers={"Content-Type": "application/xml"}
-        )
+        refused = await operator.post("/v1/messages", content=packet, headers={"Content-Type": "application/xml"})
         assert refused.status_code == 403
 
 

@@ -122,12 +122,8 @@ async def test_events_extend_a_verifiable_hash_chain(db: Database) -> None:
     outcome = await writer.submit(submission(b"<chain/>", dedup="chain"))
     await writer.aclose()
     store = MessageStore(db)
-    await store.append_event(
-        outcome.message_id, "PUBLISHED", actor="relay", detail={"offset": 7}, status="PUBLISHED"
-    )
-    await store.append_event(
-        outcome.message_id, "DELIVERED", actor="national_axis", destination="national_axis"
-    )
+    await store.append_event(outcome.message_id, "PUBLISHED", actor="relay", detail={"offset": 7}, status="PUBLISHED")
+    await store.append_event(outcome.message_id, "DELIVERED", actor="national_axis", destination="national_axis")
     timeline = await store.timeline(outcome.message_id)
     assert [e.type for e in timeline] == ["ACCEPTED", "PUBLISHED", "DELIVERED"]
     prev = GENESIS
