@@ -8,6 +8,9 @@
     docbus agency list
     docbus agency rotate-key ORGAN_ID
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
+    docbus dlq list|show ID|resend ID                  dead letters
+    docbus messages list|show ID                       messages and their timelines
+    docbus audit verify                                recompute every event hash chain
 
 Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
 """
@@ -71,6 +74,34 @@ def _parser() -> argparse.ArgumentParser:
     p = agency.add_parser("rotate-key", help="issue a new API key (last line); the old one stops working")
     p.add_argument("organ_id")
     p.set_defaults(func=_agency_rotate)
+
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(metavar="ACTION")
+    p = dlq.add_parser("list", help="list dead letters, newest first")
+    p.add_argument("--destination")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=_dlq, action="list")
+    p = dlq.add_parser("show", help="show one dead letter with every attempt")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_dlq, action="show")
+    p = dlq.add_parser("resend", help="put a dead letter back in front of its destination")
+    p.add_argument("id", type=int)
+    p.add_argument("--actor", default="operator-cli")
+    p.set_defaults(func=_dlq, action="resend")
+
+    messages = sub.add_parser("messages", help="look at messages").add_subparsers(metavar="ACTION")
+    p = messages.add_parser("list", help="newest messages first")
+    p.add_argument("--sender")
+    p.add_argument("--business-id")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_messages, action="list")
+    p = messages.add_parser("show", help="a message with its timeline")
+    p.add_argument("id")
+    p.set_defaults(func=_messages, action="show")
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(metavar="ACTION")
+    p = audit.add_parser("verify", help="recompute every message's event hash chain")
+    p.set_defaults(func=_audit_verify)
 
     p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
     p.add_argument("file", type=Path)
@@ -170,6 +201,96 @@ def _agency_list(args: argparse.Namespace) -> int:
 
 def _agency_rotate(args: argparse.Namespace) -> int:
     return _with_directory("rotate", args)
+
+
+def _dump(value: object) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from docbus.broker import broker_from_settings
+    from docbus.delivery.dead_letters import DeadLetterStore
+    from docbus.errors import RequestRejected
+    from docbus.store.database import Database
+
+    settings = Settings()
+
+    async def run() -> int:
+        db = Database.from_settings(settings)
+        broker = broker_from_settings(settings, db)
+        store = DeadLetterStore(db, broker)
+        try:
+            if args.action == "list":
+                for d in await store.list(destination=args.destination, limit=args.limit):
+                    state = f"resent {d.resent_at:%Y-%m-%d %H:%M}" if d.resent_at else "dead"
+                    print(f"{d.id}\t{d.destination}\t{d.message_id}\t{state}\t{d.reason[:80]}")
+            elif args.action == "show":
+                _dump((await store.get(args.id)).as_dict())
+            else:
+                await broker.start()
+                _dump((await store.resend(args.id, actor=args.actor)).as_dict())
+            return 0
+        except RequestRejected as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 1
+        finally:
+            await broker.aclose()
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _messages(args: argparse.Namespace) -> int:
+    from docbus.store.database import Database
+    from docbus.store.messages import MessageStore
+
+    settings = Settings()
+
+    async def run() -> int:
+        db = Database.from_settings(settings)
+        store = MessageStore(db)
+        try:
+            if args.action == "list":
+                found = await store.search(
+                    visible_to=None,
+                    sender=args.sender,
+                    business_id=args.business_id,
+                    status=args.status,
+                    limit=args.limit,
+                )
+                for m in found:
+                    print(f"{m.id}\t{m.kind}\t{m.status}\t{m.sender}\t{m.business_id}")
+                return 0
+            record = await store.get(args.id)
+            if record is None:
+                print(f"error: no message {args.id}", file=sys.stderr)
+                return 1
+            _dump({**record.as_dict(), "events": [e.as_dict() for e in await store.timeline(args.id)]})
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _audit_verify(_args: argparse.Namespace) -> int:
+    from docbus.audit_verify import verify_all
+    from docbus.store.database import Database
+
+    settings = Settings()
+
+    async def run() -> int:
+        db = Database.from_settings(settings)
+        try:
+            checked, event_count, problems = await verify_all(db)
+        finally:
+            await db.dispose()
+        for problem in problems:
+            print(problem)
+        print(f"{checked} messages, {event_count} events checked: {len(problems)} problems")
+        return 1 if problems else 0
+
+    return asyncio.run(run())
 
 
 def _send(args: argparse.Namespace) -> int:

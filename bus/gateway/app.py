@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from docbus.delivery.node import DeliveryNode
-from docbus.gateway import routes_messages, routes_meta
+from docbus.gateway import routes_messages, routes_meta, routes_operations
 from docbus.gateway.problems import install_problem_handlers
 from docbus.runtime import BusRuntime
 from docbus.settings import Settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     app = FastAPI(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
     app.include_router(routes_messages.router)
+    app.include_router(routes_operations.router)
     app.include_router(routes_meta.router)
     return app
 

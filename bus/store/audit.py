@@ -41,3 +41,28 @@ def utc_iso(at: datetime) -> str:
     """One spelling of an instant, whether the database hands it back aware (PostgreSQL) or naive UTC (SQLite)."""
     aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     return aware.isoformat()
+
+
+def verify_chain(message_id: str, chain: list[dict[str, Any]]) -> list[str]:
+    """Problems found in one message's events (ordered by seq); empty when the chain is intact."""
+    problems = []
+    prev = GENESIS
+    for expected_seq, event in enumerate(chain, start=1):
+        if event["seq"] != expected_seq:
+            problems.append(f"{message_id}: event {expected_seq} is missing (found seq {event['seq']})")
+        if event["prev_hash"] != prev:
+            problems.append(f"{message_id}: event {event['seq']} does not follow the one before it")
+        digest = event_hash(
+            prev,
+            message_id=message_id,
+            seq=event["seq"],
+            type=event["type"],
+            at=event["at"],
+            actor=event["actor"],
+            destination=event["destination"],
+            detail=event["detail"],
+        )
+        if digest != event["hash"]:
+            problems.append(f"{message_id}: event {event['seq']} ({event['type']}) was altered")
+        prev = event["hash"]
+    return problems

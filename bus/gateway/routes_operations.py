@@ -1,0 +1,122 @@
+"""What operators use: routes, dead letters (list, show, resend) and the live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import select
+from starlette.responses import Response, StreamingResponse
+
+from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.errors import Forbidden
+from docbus.gateway.deps import Caller, State
+from docbus.store.agencies import Agency, Role
+from docbus.store.audit import utc_iso
+from docbus.store.tables import events, messages
+
+router = APIRouter(prefix="/v1", tags=["operations"])
+
+
+def _operator(caller: Agency) -> None:
+    if caller.role is not Role.OPERATOR:
+        raise Forbidden("only operator credentials may do this")
+
+
+@router.get("/routes")
+async def show_routes(state: State, caller: Caller) -> Response:
+    """The routing rules in force: destinations, ordered rules, per-agency overrides."""
+    return Response(orjson.dumps(state.routes.as_dict()), media_type="application/json")
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    state: State, caller: Caller, destination: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> Response:
+    """Messages a destination gave up on, newest first (operators only)."""
+    _operator(caller)
+    letters = await DeadLetterStore(state.db, state.broker).list(destination=destination, limit=limit)
+    return Response(orjson.dumps({"items": [d.as_dict() for d in letters]}), media_type="application/json")
+
+
+@router.get("/dead-letters/{dead_id}")
+async def show_dead_letter(dead_id: int, state: State, caller: Caller) -> Response:
+    _operator(caller)
+    letter = await DeadLetterStore(state.db, state.broker).get(dead_id)
+    return Response(orjson.dumps(letter.as_dict()), media_type="application/json")
+
+
+@router.post("/dead-letters/{dead_id}/resend", status_code=202)
+async def resend_dead_letter(dead_id: int, state: State, caller: Caller) -> Response:
+    """Put a dead letter back in front of its destination; it keeps its message id and its history."""
+    _operator(caller)
+    letter = await DeadLetterStore(state.db, state.broker).resend(dead_id, actor=caller.organ_id)
+    return Response(orjson.dumps(letter.as_dict()), status_code=202, media_type="application/json")
+
+
+@router.get("/events")
+async def event_stream(
+    request: Request,
+    state: State,
+    caller: Caller,
+    last_event_id: Annotated[str | None, Header()] = None,
+    since: Annotated[int | None, Query(description="resume after this event id (or send Last-Event-ID)")] = None,
+) -> StreamingResponse:
+    """Server-sent events: every lifecycle event the caller may see (its own messages; operators: all).
+
+    The stream tails the events table, so it shows what every gateway and worker recorded, and resumes
+    where it left off from ``Last-Event-ID``.
+    """
+    cursor = since if since is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    if cursor is None:
+        async with state.db.reader.connect() as conn:
+            cursor = int(await conn.scalar(select(events.c.id).order_by(events.c.id.desc()).limit(1)) or 0)
+    everything = caller.role is Role.OPERATOR
+    me = f'"{caller.organ_id}"'
+
+    async def stream() -> AsyncIterator[bytes]:
+        position = cursor
+        yield b": docbus event stream\n\n"
+        idle = 0.0
+        while not await request.is_disconnected():
+            query = (
+                select(events, messages.c.sender, messages.c.receivers, messages.c.business_id, messages.c.kind)
+                .join(messages, messages.c.id == events.c.message_id)
+                .where(events.c.id > position)
+                .order_by(events.c.id)
+                .limit(500)
+            )
+            async with state.db.reader.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                position = row.id
+                if not (everything or row.sender == caller.organ_id or me in row.receivers):
+                    continue
+                data = {
+                    "message_id": row.message_id,
+                    "business_id": row.business_id,
+                    "kind": row.kind,
+                    "sender": row.sender,
+                    "seq": row.seq,
+                    "type": row.type,
+                    "at": utc_iso(row.at),
+                    "actor": row.actor,
+                    "destination": row.destination,
+                    "detail": orjson.loads(row.detail),
+                }
+                yield f"id: {row.id}\nevent: {row.type}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+            if rows:
+                idle = 0.0
+                continue
+            await asyncio.sleep(0.25)
+            idle += 0.25
+            if idle >= 15:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
