@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from docbus.adapters.base import Adapter
-from docbus.adapters.registry import build_adapter
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.destination_worker import DestinationWorker
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
@@ -43,6 +42,8 @@ class DeliveryNode:
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
             return
+        from docbus.adapters.registry import build_adapter  # entry points are read only when forwarding
+
         await self.recorder.start()
         settings = self.runtime.settings
         for destination in routes.destinations:

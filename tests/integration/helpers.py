@@ -34,8 +34,11 @@ def with_unique_document_id(packet: bytes) -> bytes:
 
 
 async def row_counts(db: Database) -> dict[str, int]:
+    """Rows per table; ``events`` counts ACCEPTED events only (the relay adds PUBLISHED ones on its own time)."""
     counts = {}
     async with db.reader.connect() as conn:
-        for table in (messages, payloads, events, outbox):
+        for table in (messages, payloads, outbox):
             counts[table.name] = int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+        accepted = select(func.count()).select_from(events).where(events.c.type == "ACCEPTED")
+        counts["events"] = int(await conn.scalar(accepted) or 0)
     return counts
