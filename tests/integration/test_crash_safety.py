@@ -26,12 +26,13 @@ pytestmark = pytest.mark.slow
 
 
 def spawn_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
