@@ -1,0 +1,379 @@
+"""What both axis simulators share: settings, the in-memory axis, fault injection, inspection routes, serving.
+
+An :class:`AxisState` is one axis as seen by one registered system (docbus): it keeps every packet the system
+sent (deduplicated by idempotency key, duplicates counted), and, for every document, schedules the business
+receipts its receivers "send back" — status 01 → 03 → 06 per receiver (or 02 for receivers the faults say
+refuse) — which become visible to the system's received list once their time has come and leave it when the
+system acknowledges them ``done`` / ``fail``.
+
+Test and operator routes (no authentication; simulators listen on loopback)::
+
+    GET    /_sim/received     packets the system sent: DocId, messagetype, sender, receivers, idempotency key,
+                              number of duplicate submissions, sha256
+    GET    /_sim/receipts     receipts issued (also those not yet due) and their transport status
+    GET    /_sim/faults       the faults in force
+    POST   /_sim/faults       replace them: {"latency_ms", "error_rate", "down", "refuse_with_02",
+                              "refuse_reason", "permanent_error_code"}
+    DELETE /_sim/faults       clear them
+    POST   /_sim/reset        forget everything received and issued
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from docbus.simulators.receipts import PacketHeader, UnreadablePacket, read_header, status_message
+
+RECEIPT_CODES = ("01", "03", "06")
+
+# Error codes shared by the axes (see docbus.connectors.provincial_axis for their meanings).
+INVALID_FILE = 10
+BAD_CREDENTIALS = 15
+UNKNOWN_RECIPIENT = 18
+INTERNAL_ERROR = 20
+FILE_ERROR = 21
+NOT_EDXML = 22
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """How a simulator behaves: the one system it knows, and when receipts come back."""
+
+    system_id: str = "docbus"
+    secret: str = "docbus-secret"  # noqa: S105 - a simulator's documented default
+    # Seconds after a document arrives at which each receiver's 01, 03 and 06 become visible.
+    receipt_delays: tuple[float, float, float] = (0.2, 0.5, 1.0)
+    token_ttl: float = 3600.0  # provincial axis: lifetime of a login token
+    timestamp_skew: float = 300.0  # national axis: how far a signed timestamp may be from the clock
+    max_body_bytes: int = 50 * 1024 * 1024
+    seed: int | None = None  # of the error-rate dice
+
+    def __post_init__(self) -> None:
+        delays = self.receipt_delays
+        if len(delays) != len(RECEIPT_CODES) or any(d < 0 for d in delays) or list(delays) != sorted(delays):
+            raise ValueError("receipt_delays must be three non-negative, non-decreasing numbers of seconds")
+
+
+class Faults(BaseModel):
+    """Faults in force (``POST /_sim/faults``); the defaults are a healthy axis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: int = Field(0, ge=0, le=120_000)
+    error_rate: float = Field(0.0, ge=0.0, le=1.0)  # share of calls answered 5xx / ErrorCode 20
+    down: bool = False  # answer 503 to every axis call
+    refuse_with_02: list[str] = Field(default_factory=list)  # receiver organ ids, or "*": they refuse (02)
+    refuse_reason: str = "Không đúng thẩm quyền tiếp nhận (simulated refusal)"
+    permanent_error_code: int | None = Field(None, ge=1)  # answer every sendEdoc with this error code
+
+    @field_validator("refuse_with_02", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def refuses(self, organ_id: str) -> bool:
+        return "*" in self.refuse_with_02 or organ_id in self.refuse_with_02
+
+
+class Refusal(Exception):
+    """Raised by the axis state when it will not take a packet; rendered as a FAIL answer."""
+
+    def __init__(self, code: int, description: str, http_status: int = 400) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.http_status = http_status
+
+
+@dataclass(slots=True)
+class ReceivedPacket:
+    """A packet the system sent to the axis."""
+
+    doc_id: str
+    messagetype: str
+    header: PacketHeader
+    idempotency_key: str | None
+    content: bytes
+    received_at: datetime
+    duplicates: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "DocId": self.doc_id,
+            "messagetype": self.messagetype,
+            "sender": self.header.sender.organ_id,
+            "receivers": [party.organ_id for party in self.header.receivers],
+            "document_id": self.header.document_id,
+            "idempotency_key": self.idempotency_key,
+            "duplicates": self.duplicates,
+            "sha256": hashlib.sha256(self.content).hexdigest(),
+            "size": len(self.content),
+            "received_at": self.received_at.isoformat(),
+        }
+
+
+@dataclass(slots=True)
+class Receipt:
+    """A status message issued by one receiver for the system, visible from ``due`` (epoch seconds) on."""
+
+    doc_id: str
+    sender: str  # the receiver organ reporting
+    receiver: str  # the document's sender
+    status_code: str
+    answers: str  # DocId of the document it is about
+    content: bytes
+    due: float
+    sequence: int
+    transport_status: str = "pending"  # pending | processing | done | fail
+
+    def summary(self, now: float) -> dict[str, Any]:
+        return {
+            "DocId": self.doc_id,
+            "from": self.sender,
+            "to": self.receiver,
+            "StatusCode": self.status_code,
+            "answers": self.answers,
+            "due": datetime.fromtimestamp(self.due, UTC).isoformat(),
+            "available": self.due <= now,
+            "transport_status": self.transport_status,
+        }
+
+
+@dataclass
+class AxisState:
+    """One axis in memory, as one registered system sees it."""
+
+    config: SimulatorConfig
+    clock: Callable[[], float] = time.time
+    faults: Faults = field(default_factory=Faults)
+    received: dict[str, ReceivedPacket] = field(default_factory=dict)  # by DocId
+    receipts: dict[str, Receipt] = field(default_factory=dict)  # by DocId
+    _by_key: dict[str, str] = field(default_factory=dict)
+    _sequence: int = 0
+
+    def __post_init__(self) -> None:
+        self.dice = random.Random(self.config.seed)
+
+    def accept(
+        self, raw: bytes, messagetype: str, idempotency_key: str | None, *, expected_sender: str | None = None
+    ) -> tuple[ReceivedPacket, bool]:
+        """Take a packet (or recognise a repeated one); returns it and whether it was a duplicate.
+
+        ``expected_sender``: the sending organ the request declared; it must be the packet's From/OrganId.
+        """
+        if idempotency_key and idempotency_key in self._by_key:
+            known = self.received[self._by_key[idempotency_key]]
+            known.duplicates += 1
+            return known, True
+        if messagetype not in ("edoc", "status"):
+            raise Refusal(INVALID_FILE, f"messagetype must be edoc or status, not {messagetype!r}")
+        if not raw:
+            raise Refusal(FILE_ERROR, "empty file")
+        if len(raw) > self.config.max_body_bytes:
+            raise Refusal(FILE_ERROR, "file too large", http_status=413)
+        try:
+            header = read_header(raw)
+        except UnreadablePacket as exc:
+            raise Refusal(NOT_EDXML, f"edXML not in the required format: {exc}") from exc
+        if expected_sender is not None and header.sender.organ_id != expected_sender:
+            raise Refusal(INVALID_FILE, f"declared sender {expected_sender!r} is not the packet's From/OrganId")
+        if header.is_status != (messagetype == "status"):
+            raise Refusal(NOT_EDXML, f"messagetype {messagetype} does not match the packet")
+        if not header.receivers:
+            raise Refusal(UNKNOWN_RECIPIENT, "the packet names no recipient")
+        packet = ReceivedPacket(
+            doc_id=str(uuid.uuid4()),
+            messagetype=messagetype,
+            header=header,
+            idempotency_key=idempotency_key,
+            content=raw,
+            received_at=datetime.fromtimestamp(self.clock(), UTC),
+        )
+        self.received[packet.doc_id] = packet
+        if idempotency_key:
+            self._by_key[idempotency_key] = packet.doc_id
+        if not header.is_status:
+            self._schedule_receipts(packet)
+        return packet, False
+
+    def waiting(self) -> list[Receipt]:
+        """Receipts due and not yet acknowledged done / fail, oldest first."""
+        now = self.clock()
+        due = [r for r in self.receipts.values() if r.due <= now and r.transport_status in ("pending", "processing")]
+        return sorted(due, key=lambda r: (r.due, r.sequence))
+
+    def receipt(self, doc_id: str) -> Receipt | None:
+        """A due receipt by DocId (``None`` if unknown or not yet due)."""
+        found = self.receipts.get(doc_id)
+        return found if found is not None and found.due <= self.clock() else None
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.receipts.clear()
+        self._by_key.clear()
+
+    def _schedule_receipts(self, packet: ReceivedPacket) -> None:
+        arrived = self.clock()
+        delays = self.config.receipt_delays
+        for receiver in packet.header.receivers:
+            plan: list[tuple[str, float, str | None]]
+            if self.faults.refuses(receiver.organ_id):
+                plan = [("02", delays[0], f"Từ chối tiếp nhận: {self.faults.refuse_reason}")]
+            else:
+                plan = [(code, delay, None) for code, delay in zip(RECEIPT_CODES, delays, strict=True)]
+            for code, delay, description in plan:
+                due = arrived + delay
+                content = status_message(
+                    reporter=receiver,
+                    original=packet.header,
+                    status_code=code,
+                    at=datetime.fromtimestamp(due, UTC),
+                    description=description,
+                )
+                self._sequence += 1
+                receipt = Receipt(
+                    doc_id=str(uuid.uuid4()),
+                    sender=receiver.organ_id,
+                    receiver=packet.header.sender.organ_id,
+                    status_code=code,
+                    answers=packet.doc_id,
+                    content=content,
+                    due=due,
+                    sequence=self._sequence,
+                )
+                self.receipts[receipt.doc_id] = receipt
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; :class:`Refusal` (invalid file) if it is not one."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise Refusal(INVALID_FILE, "body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise Refusal(INVALID_FILE, "body is not a JSON object")
+    return body
+
+
+FailureBody = Callable[[int, str], dict[str, Any]]
+
+
+class FaultInjection:
+    """ASGI middleware applying the faults in force to every axis call (never to ``/_sim``)."""
+
+    def __init__(self, app: ASGIApp, state: AxisState, failure_body: FailureBody) -> None:
+        self.app = app
+        self.state = state
+        self.failure_body = failure_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope["path"]).startswith("/_sim"):
+            await self.app(scope, receive, send)
+            return
+        faults = self.state.faults
+        if faults.down:
+            await self._answer(send, 503, self.failure_body(INTERNAL_ERROR, "axis is down (simulated)"))
+            return
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.error_rate and self.state.dice.random() < faults.error_rate:
+            await self._answer(send, 500, self.failure_body(INTERNAL_ERROR, "internal error (simulated)"))
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+        payload = orjson.dumps(body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def inspection_router(state: AxisState) -> APIRouter:
+    """The ``/_sim`` routes: what was received, which receipts were issued, the faults in force."""
+    router = APIRouter(prefix="/_sim", tags=["simulator"])
+
+    @router.get("/received")
+    async def received() -> dict[str, Any]:
+        return {"received": [packet.summary() for packet in state.received.values()]}
+
+    @router.get("/receipts")
+    async def receipts() -> dict[str, Any]:
+        now = state.clock()
+        ordered = sorted(state.receipts.values(), key=lambda r: (r.due, r.sequence))
+        return {"receipts": [receipt.summary(now) for receipt in ordered]}
+
+    @router.get("/faults")
+    async def faults() -> Faults:
+        return state.faults
+
+    @router.post("/faults")
+    async def set_faults(faults: Faults) -> Faults:
+        state.faults = faults
+        return faults
+
+    @router.delete("/faults")
+    async def clear_faults() -> Faults:
+        state.faults = Faults()
+        return state.faults
+
+    @router.post("/reset")
+    async def reset() -> dict[str, str]:
+        state.reset()
+        return {"status": "OK"}
+
+    return router
+
+
+def new_app(title: str, state: AxisState, failure_body: FailureBody) -> FastAPI:
+    """A FastAPI app with the inspection routes and fault injection; the axis adds its operations."""
+    app = FastAPI(title=title, docs_url="/_sim/docs", openapi_url="/_sim/openapi.json", redoc_url=None)
+    app.state.axis = state
+    app.include_router(inspection_router(state))
+    app.add_middleware(FaultInjection, state=state, failure_body=failure_body)
+    return app
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn in the running event loop; yields its base URL (``port=0``: any free port)."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", loop="none"))
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("simulator server did not start within 10 s")
+            if task.done():
+                task.result()
+                raise RuntimeError("simulator server stopped while starting")
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        yield base_url(host, int(bound))
+    finally:
+        server.should_exit = True
+        await task
+
+
+def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve ``app`` until interrupted (blocking)."""
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
