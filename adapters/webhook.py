@@ -1,0 +1,136 @@
+"""Adapter that POSTs each message to an HTTPS endpoint, signed so the receiver can tell it came from docbus.
+
+Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (``https://``; plain ``http://`` only to a loopback
+address), ``secret`` (the shared HMAC key, at least 16 characters), ``timeout`` and ``connect_timeout``.
+
+The request body is the payload as accepted, with its content type, and these headers::
+
+    X-Docbus-Message-Id   the message id (also sent as Idempotency-Key: receivers dedupe on it)
+    X-Docbus-Kind         edoc | status | dossier | dossier-progress
+    X-Docbus-Sender       the sending organ id
+    X-Docbus-Timestamp    Unix time in seconds when this attempt was signed
+    X-Docbus-Signature    sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+
+A 2xx answer means delivered; a JSON answer may say ``{"id": ..., "duplicate": true}`` (remote id, already
+had it). 408, 429, 5xx and transport failures are retriable; any other answer (other 4xx, 3xx) is permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+
+from docbus.adapters.base import (
+    Adapter,
+    AdapterSettings,
+    DeliveryResult,
+    Outbound,
+    PermanentDeliveryError,
+    RetriableDeliveryError,
+)
+
+SIGNATURE_PREFIX = "sha256="
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``timestamp + "." + body``."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return SIGNATURE_PREFIX + digest.hexdigest()
+
+
+class WebhookSettings(AdapterSettings):
+    url: str
+    secret: SecretStr = Field(min_length=16)
+    timeout: float = Field(30.0, gt=0)
+    connect_timeout: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+            return value
+        raise ValueError("must be an https:// URL (http:// is allowed only to a loopback address)")
+
+
+class WebhookAdapter(Adapter):
+    """POSTs messages to a receiver's endpoint with an HMAC signature."""
+
+    name: ClassVar[str] = "webhook"
+    Settings: ClassVar[type[AdapterSettings]] = WebhookSettings
+
+    def __init__(self, settings: AdapterSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(settings)
+        if not isinstance(settings, WebhookSettings):
+            raise TypeError(f"{type(self).__name__} needs {WebhookSettings.__name__}")
+        self._url = settings.url
+        self._secret = settings.secret.get_secret_value()
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._closed = False
+
+    async def deliver(self, outbound: Outbound) -> DeliveryResult:
+        envelope = outbound.envelope
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": envelope.content_type,
+            "Idempotency-Key": envelope.message_id,
+            "X-Docbus-Message-Id": envelope.message_id,
+            "X-Docbus-Kind": envelope.kind.value,
+            "X-Docbus-Sender": envelope.sender,
+            "X-Docbus-Timestamp": timestamp,
+            "X-Docbus-Signature": webhook_signature(self._secret, timestamp, outbound.payload),
+        }
+        try:
+            response = await self._http.post(self._url, content=outbound.payload, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetriableDeliveryError(f"webhook timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RetriableDeliveryError(f"webhook unreachable ({type(exc).__name__}: {exc})") from exc
+        status = response.status_code
+        if response.is_success:
+            answer = _json_object(response)
+            remote_id = answer.get("id")
+            return DeliveryResult(
+                remote_id=str(remote_id) if remote_id is not None else None,
+                duplicate=answer.get("duplicate") is True,
+                detail={"status_code": status},
+            )
+        kind = RetriableDeliveryError if status in (408, 429) or status >= 500 else PermanentDeliveryError
+        raise kind(f"webhook answered HTTP {status}", status_code=status, response_excerpt=response.text[:500])
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._http.aclose()
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    if "json" not in response.headers.get("content-type", ""):
+        return {}
+    try:
+        parsed = response.json()
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
