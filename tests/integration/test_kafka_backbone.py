@@ -65,9 +65,12 @@ class Load:
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
-            response = await self._client.post(
-                "/v1/messages", content=with_unique_document_id(self.template), headers=XML
-            )
+            packet = with_unique_document_id(self.template)
+            try:
+                response = await self._client.post("/v1/messages", content=packet, headers=XML)
+            except httpx.TransportError as exc:
+                self.failures.append(f"transport: {exc!r}")
+                return
             if response.status_code == 202:
                 self.accepted.append(response.json()["message_id"])
             else:
