@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 OrganIdForm = Literal["qcvn102", "qd20"]
@@ -88,6 +89,7 @@ class OrganId:
         return self.canonical
 
 
+@lru_cache(maxsize=4096)  # the same few thousand agencies send and receive everything
 def parse_organ_id(text: str) -> OrganId:
     """Parse an agency id in QCVN 102 or QĐ 20/2020 form; surrounding whitespace is ignored.
 

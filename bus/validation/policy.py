@@ -1,0 +1,38 @@
+"""Business rules that are configuration, not schema: which status codes exist, what counts as an alias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# QCVN 102 receipts: 01 arrived, 02 refused, 03 accepted, 04 assigned, 05 processing, 06 finished,
+# 13 sender asks the document back, 15 recipient agrees, 16 recipient refuses.
+STANDARD_STATUS_CODES = frozenset({"01", "02", "03", "04", "05", "06", "13", "15", "16"})
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """What the semantic checks accept.
+
+    ``status_code_aliases`` maps a code some integrations send to the standard one (one sends 14 for "agree",
+    which is 15); the validated message carries the standard code and keeps the sent one in its facts.
+    ``check_attachments``: every manifest reference must have its attachment, and attachment content must
+    be base64.
+    """
+
+    status_codes: frozenset[str] = STANDARD_STATUS_CODES
+    status_code_aliases: dict[str, str] = field(default_factory=lambda: {"14": "15"})
+    check_attachments: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = {target for target in self.status_code_aliases.values() if target not in self.status_codes}
+        if unknown:
+            raise ValueError(f"status code aliases point at unknown codes: {sorted(unknown)}")
+
+    def normalize_status_code(self, code: str) -> str | None:
+        """The standard code for ``code``, or ``None`` when it is not accepted."""
+        code = self.status_code_aliases.get(code, code)
+        return code if code in self.status_codes else None
+
+    @property
+    def accepted_status_codes(self) -> list[str]:
+        return sorted(self.status_codes | self.status_code_aliases.keys())
