@@ -33,6 +33,7 @@ __all__ = [
     "AxisState",
     "Faults",
     "SimulatorConfig",
+    "SimulatorKind",
     "create_app",
     "main",
     "run_simulator",

@@ -129,7 +129,7 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
 
 
 async def _sent_list(state: AxisState, request: Request) -> dict[str, Any]:
-    return ok(data=[packet.summary() for packet in state.received.values()])
+    return ok(data=[{**packet.summary(), "from": packet.header.sender.organ_id} for packet in state.received.values()])
 
 
 async def _get_edoc(state: AxisState, request: Request) -> dict[str, Any]:
