@@ -118,3 +118,75 @@ outbox = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=True),
 )
 Index("ix_outbox_unpublished", outbox.c.published_at, outbox.c.id)
+
+# The embedded broker (docbus.broker.embedded): a durable log in this database, used when no Kafka is configured.
+# - ``broker_topics``: every topic and its partition count.
+# - ``broker_partitions``: the next offset of each partition; publishers lock this row, so offsets are dense and
+#   become visible in order.
+# - ``broker_records``: the log itself; the primary key is the index consumers read ranges from.
+# - ``broker_offsets``: what each consumer group has committed, per partition.
+# - ``broker_groups``: the one active member of each consumer group (a lease with an expiry and a generation).
+
+broker_topics = Table(
+    "broker_topics",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("partitions", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+broker_partitions = Table(
+    "broker_partitions",
+    metadata,
+    Column("topic", String(255), ForeignKey("broker_topics.name", ondelete="CASCADE"), primary_key=True),
+    Column("partition_index", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+broker_records = Table(
+    "broker_records",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("partition_index", Integer, primary_key=True),
+    Column("record_offset", BigInteger, primary_key=True),
+    Column("record_key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=True),  # JSON array of [name, base64 value]; NULL when there are none
+    Column("timestamp_ms", BigInteger, nullable=False),
+)
+
+broker_offsets = Table(
+    "broker_offsets",
+    metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition_index", Integer, primary_key=True),
+    Column("committed_offset", BigInteger, nullable=False),
+    Column("committed_at", DateTime(timezone=True), nullable=False),
+)
+
+broker_groups = Table(
+    "broker_groups",
+    metadata,
+    Column("group_id", String(255), primary_key=True),
+    Column("owner", String(64), nullable=True),
+    Column("generation", Integer, nullable=False),
+    Column("lease_expires_ms", BigInteger, nullable=False),
+)
+
+# Messages a destination gave up on: kept with every attempt so an operator can see why, and resend.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("message_id", String(26), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("receivers", Text, nullable=False),  # JSON array: the receivers this destination serves
+    Column("reason", Text, nullable=False),
+    Column("attempts", Text, nullable=False),  # JSON array of {at, attempt, error...}
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resent_at", DateTime(timezone=True), nullable=True),
+    Column("resent_by", String(64), nullable=True),
+)
+Index("ix_dead_letters_destination", dead_letters.c.destination, dead_letters.c.id)
+Index("ix_dead_letters_message", dead_letters.c.message_id)
