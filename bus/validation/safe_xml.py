@@ -92,9 +92,11 @@ class XmlLimits:
 
 
 def position(body: bytes, offset: int) -> tuple[int, int]:
-    """1-based line and column (in characters) of a byte offset."""
+    """1-based line and column (in characters, a leading byte order mark not counted) of a byte offset."""
     line = body.count(b"\n", 0, offset) + 1
     line_start = body.rfind(b"\n", 0, offset) + 1
+    if line_start == 0 and body.startswith(_UTF8_BOM) and offset >= len(_UTF8_BOM):
+        line_start = len(_UTF8_BOM)
     column = len(body[line_start:offset].decode("utf-8", "replace")) + 1
     return line, column
 
