@@ -221,7 +221,8 @@ async def test_kafka_away_for_30_seconds_intake_never_fails_and_backlog_drains(
                     assert degraded, "readyz never reported the broker as degraded"
                 await asyncio.sleep(30)
                 assert len(load.accepted) > stopped_at + 100, "intake stalled while Kafka was away"
-                backlog = (await httpx.AsyncClient(base_url=base).get("/readyz")).json()["outbox_backlog"]
+                async with httpx.AsyncClient(base_url=base) as client:
+                    backlog = (await client.get("/readyz")).json()["outbox_backlog"]
                 assert backlog > 0
                 await asyncio.to_thread(cluster.start_broker, 1)
                 await load.until(len(load.accepted) + 100)
