@@ -108,7 +108,7 @@ class DestinationWorker:
 
     async def _already_delivered(self, records: list[ConsumedRecord]) -> set[str]:
         """Message ids this destination already delivered (a republished or re-read record is not sent twice)."""
-        ids = set()
+        ids: set[str] = set()
         for record in records:
             if not any(k == "resend-of" for k, _ in record.headers):
                 ids.update(v.decode() for k, v in record.headers if k == "message-id")

@@ -217,12 +217,13 @@ async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> 
     ):
         tails[row.message_id] = (int(row.seq), "")
     if tails:
-        for row in await conn.execute(
+        heads = await conn.execute(
             select(events.c.message_id, events.c.seq, events.c.hash).where(
                 tuple_(events.c.message_id, events.c.seq).in_([(m, s) for m, (s, _) in tails.items()])
             )
-        ):
-            tails[row.message_id] = (int(row.seq), row.hash)
+        )
+        for head in heads:
+            tails[head.message_id] = (int(head.seq), head.hash)
     rows = []
     statuses: dict[str, str] = {}
     now = datetime.now(UTC)
