@@ -23,7 +23,7 @@ from docbus.validation.edxml_rules import EDXML_NS, Children, child, child_texts
 from docbus.validation.parties import Party, check_parties, shorten
 from docbus.validation.paths import line_of, local_name
 from docbus.validation.policy import ValidationPolicy
-from docbus.validation.xsd_errors import schema_complaints
+from docbus.validation.xsd_errors import required_children, schema_complaints
 
 ROOT, ENVELOPE, HEADER, MESSAGE_HEADER = q("edXML"), q("edXMLEnvelope"), q("edXMLHeader"), q("MessageHeader")
 TRACE_HEADER_LIST, BUSSINESS = q("TraceHeaderList"), q("Bussiness")
@@ -52,6 +52,8 @@ class EdxmlValidator:
         self._max_errors = max_errors
         self._edoc = registry.for_kind(MessageKind.EDOC)
         self._status = registry.for_kind(MessageKind.STATUS)
+        xsd = etree.fromstring(registry.source(self._edoc.id, self._edoc.version), etree.XMLParser(no_network=True))
+        self._required = required_children(xsd)
 
     def validate(self, tree: etree._ElementTree) -> ValidatedMessage:
         root = tree.getroot()
@@ -60,7 +62,7 @@ class EdxmlValidator:
         schema = self._registry.xml_schema(self._edoc.id, self._edoc.version)
         errors: list[FieldError] = []
         if not schema.validate(tree):
-            errors = schema_complaints(schema.error_log, tree, self._max_errors)
+            errors = schema_complaints(schema.error_log, tree, self._max_errors, self._required)
 
         envelope = child(root, ENVELOPE)
         header = child(envelope, HEADER)

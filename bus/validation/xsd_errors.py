@@ -13,7 +13,8 @@ from docbus.errors import FieldError
 from docbus.validation.paths import element_path, local_name
 
 _ELEMENT = re.compile(r"^Element '([^']+)'(?:, attribute '([^']+)')?: ")
-_CLARK = re.compile(r"\{[^}]*\}")
+# "{namespace-uri}" before element names; pattern facets such as [0-9]{4} must survive.
+_CLARK = re.compile(r"\{[A-Za-z][A-Za-z0-9+.-]*:[^}]*\}")
 _EXPECTED = re.compile(r"Expected is (?:one of )?\( ([^)]*) \)")
 _LENGTH = re.compile(r"length of '(\d+)'; this (?:exceeds|underruns) the allowed (?:maximum|minimum) length of '(\d+)'")
 _VALUE = re.compile(r"The value '([^']*)'")
@@ -37,8 +38,43 @@ _TYPE_NAMES = {
 }
 
 
-def schema_complaints(error_log: etree._ListErrorLog, tree: etree._ElementTree, limit: int) -> list[FieldError]:
-    """One :class:`FieldError` per schema error, in document order, at most ``limit``."""
+_XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
+def required_children(xsd: etree._Element) -> dict[str, frozenset[str]]:
+    """For each element name in an XSD, the child elements its content model requires.
+
+    libxml2 answers a missing child in an ``xs:all`` with every child still allowed ("Expected is one of
+    ( OrganId, OrganName, Email, ... )"); this tells which of those are actually missing.
+    """
+    types = {node.get("name"): node for node in xsd.iterchildren(f"{_XS}complexType")}
+    found: dict[str, set[str]] = {}
+    for element in xsd.iter(f"{_XS}element"):
+        name, type_name = element.get("name"), element.get("type")
+        if not name:
+            continue
+        complex_type = types.get(type_name.partition(":")[2]) if type_name else element.find(f"{_XS}complexType")
+        if complex_type is None:
+            continue
+        for group in complex_type.iterchildren(f"{_XS}all", f"{_XS}sequence"):
+            found.setdefault(name, set()).update(
+                str(child.get("name"))
+                for child in group.iterchildren(f"{_XS}element")
+                if child.get("name") and child.get("minOccurs", "1") != "0"
+            )
+    return {name: frozenset(children) for name, children in found.items()}
+
+
+def schema_complaints(
+    error_log: etree._ListErrorLog,
+    tree: etree._ElementTree,
+    limit: int,
+    required: dict[str, frozenset[str]] | None = None,
+) -> list[FieldError]:
+    """:class:`FieldError` for each schema error, in document order, at most ``limit``.
+
+    ``required`` (from :func:`required_children`) lets a missing child be named precisely.
+    """
     namespaces = _prefixes(tree)
     complaints: list[FieldError] = []
     facet_lines: set[tuple[int, str]] = set()
@@ -48,10 +84,10 @@ def schema_complaints(error_log: etree._ListErrorLog, tree: etree._ElementTree, 
             continue  # libxml2 may repeat a facet failure as a type failure of the same value
         if "[facet '" in message:
             facet_lines.add((entry.line, entry.path))
-        complaints.append(_complaint(entry, message, _resolve(tree, entry.path, namespaces)))
+        complaints.extend(_complaints(entry, message, _resolve(tree, entry.path, namespaces), required or {}))
         if len(complaints) >= limit:
             break
-    return complaints
+    return complaints[:limit]
 
 
 def _prefixes(tree: etree._ElementTree) -> dict[str, str]:
@@ -75,7 +111,9 @@ def _resolve(tree: etree._ElementTree, libxml_path: str | None, namespaces: dict
     return _CLARK.sub("", libxml_path)
 
 
-def _complaint(entry: etree._LogEntry, message: str, path: str) -> FieldError:
+def _complaints(
+    entry: etree._LogEntry, message: str, path: str, required: dict[str, frozenset[str]]
+) -> list[FieldError]:
     match = _ELEMENT.match(message)
     element = local_name(match[1]) if match else ""
     attribute = match[2] if match else None
@@ -87,6 +125,19 @@ def _complaint(entry: etree._LogEntry, message: str, path: str) -> FieldError:
     if "Missing child element(s)" in detail:
         names = _expected_names(detail)
         rule = "required"
+        missing = [name for name in names if name in required.get(element, ())]
+        if missing and len(names) > 1:
+            return [
+                FieldError(
+                    path=f"{path}/{name}",
+                    rule=rule,
+                    message_en=f"Missing required element {name} in {element}",
+                    message_vi=f"Thiếu phần tử bắt buộc {name} trong {element}",
+                    line=line,
+                    expected=name,
+                )
+                for name in missing
+            ]
         if len(names) == 1:
             path = f"{path}/{names[0]}"
             en = f"Missing required element {names[0]} in {element}"
@@ -150,7 +201,7 @@ def _complaint(entry: etree._LogEntry, message: str, path: str) -> FieldError:
         en = f"Attribute {attribute} is not allowed on {element}"
         vi = f"Thuộc tính {attribute} không được phép trên {element}"
 
-    return FieldError(path=path, rule=rule, message_en=en, message_vi=vi, line=line, expected=expected)
+    return [FieldError(path=path, rule=rule, message_en=en, message_vi=vi, line=line, expected=expected)]
 
 
 def _expected_names(detail: str) -> list[str]:
