@@ -5,6 +5,7 @@ See ``README.md`` beside this file for the JSON message shapes.
 
 from docbus.schemas.registry import (
     DATETIME14_FORMAT,
+    DATETIME14_PATTERN,
     JSON_SCHEMA_MEDIA_TYPE,
     XSD_MEDIA_TYPE,
     SchemaInfo,
@@ -14,6 +15,7 @@ from docbus.schemas.registry import (
 
 __all__ = [
     "DATETIME14_FORMAT",
+    "DATETIME14_PATTERN",
     "JSON_SCHEMA_MEDIA_TYPE",
     "XSD_MEDIA_TYPE",
     "SchemaInfo",

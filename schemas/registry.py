@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,9 @@ from docbus.envelope import MessageKind, SchemaRef
 XSD_MEDIA_TYPE = "application/xml"
 JSON_SCHEMA_MEDIA_TYPE = "application/schema+json"
 DATETIME14_FORMAT = "docbus-datetime14"
+# The shape of a yyyyMMddHHmmss date, exactly as the dossier schemas' "pattern" says it.
+DATETIME14_PATTERN = "^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"
+_DATETIME14 = re.compile(DATETIME14_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ def datetime14_format_checker() -> FormatChecker:
 
     @checker.checks(DATETIME14_FORMAT)
     def _is_datetime14(value: object) -> bool:
-        if not isinstance(value, str) or len(value) != 14 or not value.isascii() or not value.isdigit():
+        if not isinstance(value, str) or _DATETIME14.match(value) is None:
             return True
         try:
             datetime.strptime(value, "%Y%m%d%H%M%S")
