@@ -161,10 +161,11 @@ class AxisState:
     config: SimulatorConfig
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
-    received: dict[str, ReceivedPacket] = field(default_factory=dict)  # by DocId
-    receipts: dict[str, Receipt] = field(default_factory=dict)  # by DocId
-    _by_key: dict[str, str] = field(default_factory=dict)
-    _sequence: int = 0
+    received: dict[str, ReceivedPacket] = field(default_factory=dict, init=False)  # by DocId
+    receipts: dict[str, Receipt] = field(default_factory=dict, init=False)  # by DocId
+    dice: random.Random = field(init=False, repr=False)  # decides which calls error_rate fails
+    _by_key: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # idempotency key -> DocId
+    _sequence: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.dice = random.Random(self.config.seed)

@@ -6,10 +6,13 @@ Receipts are read back with plain lxml, not with the code that wrote them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import re
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -335,3 +338,32 @@ async def test_status_messages_sent_to_the_axis_get_no_receipts(national: str, s
         assert await client.get_received_edoc_list() == []
         (entry,) = await client.get_sent_edoc_list()
         assert (entry.doc_id, entry.messagetype) == (sent.doc_id, "status")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command entry point
+
+
+async def test_the_command_entry_serves_a_simulator(sample_bytes: dict[str, bytes]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["provincial-axis", "--port", str(port), "--secret", "cli-secret", "--log-level", "warning"]
+    code = f"import sys; from docbus.simulators import main; sys.exit(main({argv!r}))"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=2) as raw:
+            for _ in range(500):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await raw.get("/_sim/faults")).status_code == 200:
+                        break
+                await asyncio.sleep(0.02)
+        async with ProvincialAxisClient(url, "docbus", "cli-secret") as client:
+            sent = await client.send_edoc(sample_bytes[DOCUMENT], idempotency_key="cli")
+        assert sent.doc_id and not sent.duplicate
+    finally:
+        process.terminate()
+        await process.wait()
