@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,9 +30,7 @@ from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import fresh_postgres_database, require_service
-
-REPO = Path(__file__).resolve().parents[2]
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+from .kafka_support import KafkaCluster
 
 
 def kafka_bootstrap() -> str:
@@ -284,50 +280,27 @@ async def test_embedded_group_has_one_active_member_and_fences_a_stale_one(db: D
 # ---------------------------------------------------------------------------------------------- Kafka only --
 
 
-def _free_port_pair() -> int:
-    """A port P with P and P + 100 (kafka.sh's controller port) both free."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + 100 > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 100))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def _kafka_sh(*args: str) -> str:
-    done = subprocess.run(["bash", str(KAFKA_SH), *args], capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, f"kafka.sh {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-
 @pytest.fixture
-def own_kafka(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def own_kafka(tmp_path: Path) -> Iterator[KafkaCluster]:
     """A single-broker Kafka that this test may stop and start."""
     kafka_bootstrap()
-    cluster = tmp_path / "kafka"
-    bootstrap = _kafka_sh("start", "--dir", str(cluster), "--port", str(_free_port_pair()))
+    cluster = KafkaCluster(tmp_path / "kafka")
+    cluster.start()
     try:
-        yield bootstrap, cluster
+        yield cluster
     finally:
-        _kafka_sh("stop", "--dir", str(cluster))
+        cluster.stop()
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
-async def test_kafka_outage_is_reported_in_time_and_the_same_broker_recovers(own_kafka: tuple[str, Path]) -> None:
-    bootstrap, cluster = own_kafka
+async def test_kafka_outage_is_reported_in_time_and_the_same_broker_recovers(own_kafka: KafkaCluster) -> None:
+    bootstrap = own_kafka.bootstrap
     topic = new_topic()
     broker = KafkaBroker(bootstrap, partitions=1, publish_timeout=3.0, ping_timeout=2.0)
     try:
         before = await broker.publish(outgoing(topic, 5))
-        await asyncio.to_thread(_kafka_sh, "stop-broker", "1", "--dir", str(cluster))
+        await asyncio.to_thread(own_kafka.stop_broker, 1)
 
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable):
@@ -338,7 +311,7 @@ async def test_kafka_outage_is_reported_in_time_and_the_same_broker_recovers(own
             await broker.ping()
         assert time.monotonic() - started < 2.0 + 1.0
 
-        await asyncio.to_thread(_kafka_sh, "start-broker", "1", "--dir", str(cluster))
+        await asyncio.to_thread(own_kafka.start_broker, 1)
         after: list[PublishedRecord] = []
         deadline = time.monotonic() + 60
         while not after:
