@@ -212,13 +212,14 @@ def _dlq(args: argparse.Namespace) -> int:
     from docbus.delivery.dead_letters import DeadLetterStore
     from docbus.errors import RequestRejected
     from docbus.store.database import Database
+    from docbus.topics import Topics
 
     settings = Settings()
 
     async def run() -> int:
         db = Database.from_settings(settings)
         broker = broker_from_settings(settings, db)
-        store = DeadLetterStore(db, broker)
+        store = DeadLetterStore(db, broker, Topics(settings.topic_prefix))
         try:
             if args.action == "list":
                 for d in await store.list(destination=args.destination, limit=args.limit):

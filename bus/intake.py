@@ -22,6 +22,7 @@ from docbus.routing import RouteTable
 from docbus.signing import ReceiptSigner, canonical_json
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
+from docbus.topics import Topics
 from docbus.validation import MessageValidator
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -32,11 +33,6 @@ OFFLOAD_BYTES = 256 * 1024
 
 
 OriginalLookup = Callable[[ValidatedMessage], Awaitable[bool]]
-
-
-def agency_topic(organ_id: str) -> str:
-    """The Kafka topic of one sending agency."""
-    return f"docbus.agency.{organ_id}"
 
 
 class IntakeService:
@@ -53,7 +49,9 @@ class IntakeService:
         routes: RouteTable | None = None,
         local_agencies: Callable[[], frozenset[str]] = frozenset,
         originals: OriginalLookup | None = None,
+        topics: Topics | None = None,
     ) -> None:
+        self._topics = topics or Topics()
         self._routes = routes or RouteTable()
         self._local_agencies = local_agencies
         self._originals = originals
@@ -72,9 +70,7 @@ class IntakeService:
     def check_sender(caller: Agency, message: ValidatedMessage) -> None:
         """An agency speaks only for itself; an axis only relays receipts; operators do not submit."""
         if caller.role is Role.AGENCY and message.sender != caller.organ_id:
-            raise Forbidden(
-                f"the message is sent by {message.sender} but the credential belongs to {caller.organ_id}"
-            )
+            raise Forbidden(f"the message is sent by {message.sender} but the credential belongs to {caller.organ_id}")
         if caller.role is Role.AXIS and message.kind is not MessageKind.STATUS:
             raise Forbidden("an axis credential may only post status messages (receipts)")
         if caller.role is Role.OPERATOR:
@@ -153,7 +149,7 @@ class IntakeService:
             payload=body,
             dedup_key=dedup_key(envelope),
             receipt=self.receipt(envelope),
-            topic=agency_topic(envelope.sender),
+            topic=self._topics.agency(envelope.sender),
             payload_ref=payload_ref,
         )
         return await self._writer.submit(submission)

@@ -25,6 +25,7 @@ from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
+from docbus.topics import Topics
 from docbus.validation import MessageValidator
 
 
@@ -80,6 +81,7 @@ class BusRuntime:
     relay: OutboxRelay
     routes: RouteTable
     local_agencies: LocalAgencies
+    topics: Topics
 
     @classmethod
     def build(cls, settings: Settings, *, sweep: bool = True) -> BusRuntime:
@@ -107,6 +109,7 @@ class BusRuntime:
         directory = AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds)
         message_store = MessageStore(db)
         routes = RouteTable.load(settings.routes_file)
+        topics = Topics(settings.topic_prefix)
         local_agencies = LocalAgencies(directory)
 
         async def sent_through_us(message: ValidatedMessage) -> bool:
@@ -131,11 +134,13 @@ class BusRuntime:
                 routes=routes,
                 local_agencies=local_agencies.current,
                 originals=sent_through_us,
+                topics=topics,
             ),
             broker=broker,
             relay=relay,
             routes=routes,
             local_agencies=local_agencies,
+            topics=topics,
         )
 
     async def start(self) -> None:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     claim_check_bytes: int = Field(
         default=512 * 1024, gt=0, description="Payloads above this go to the payload store, not into Kafka."
     )
+    topic_prefix: str = Field(
+        default="docbus", pattern=r"^[A-Za-z0-9_-]+$", description="Prefix of every topic and consumer group."
+    )
     routes_file: Path | None = Field(
         default=None, description="TOML routing rules; unset = accept and publish only, forward nothing."
     )

@@ -20,14 +20,7 @@ from docbus.records import record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent, append_events_in
 from docbus.store.tables import dead_letters, messages, payloads
-
-
-def dlq_topic(destination: str) -> str:
-    return f"docbus.dlq.{destination}"
-
-
-def resend_topic(destination: str) -> str:
-    return f"docbus.resend.{destination}"
+from docbus.topics import Topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +50,10 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    def __init__(self, db: Database, broker: Broker) -> None:
+    def __init__(self, db: Database, broker: Broker, topics: Topics) -> None:
         self._db = db
         self._broker = broker
+        self._topics = topics
 
     async def add(
         self,
@@ -106,7 +100,7 @@ class DeadLetterStore:
             ("dead-reason", reason[:1000].encode("utf-8")),
             ("dead-attempts", orjson.dumps(attempts)[:8000]),
         )
-        dlq = dlq_topic(destination)
+        dlq = self._topics.dlq(destination)
         await self._broker.ensure_topics([dlq])
         await self._broker.publish(
             [OutgoingRecord(dlq, record.key, record.value, tuple(record.headers) + error_headers)]
@@ -145,7 +139,7 @@ class DeadLetterStore:
         env = row._asdict()
         env["message_id"] = env["id"]
         env["receivers"] = orjson.loads(env["receivers"])
-        topic = resend_topic(letter.destination)
+        topic = self._topics.resend(letter.destination)
         record = OutgoingRecord(
             topic,
             env["business_id"].encode("utf-8"),

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from docbus.adapters.base import Adapter, DeliveryError, Outbound, RetriableDeliveryError
 from docbus.broker.base import Broker, ConsumedRecord, OutgoingRecord
-from docbus.delivery.dead_letters import DeadLetterStore, resend_topic
+from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder
 from docbus.envelope import Envelope
@@ -29,11 +29,10 @@ from docbus.records import envelope_from_record
 from docbus.routing import RouteTable
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent
-from docbus.store.tables import events
+from docbus.store.tables import events, messages
+from docbus.topics import Topics
 
 log = logging.getLogger(__name__)
-
-AGENCY_TOPICS = r"docbus\.agency\..*"
 
 
 class DestinationWorker:
@@ -49,6 +48,7 @@ class DestinationWorker:
         recorder: EventRecorder,
         dead_letters: DeadLetterStore,
         payload_store: PayloadStore,
+        topics: Topics,
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         concurrency: int = 32,
@@ -65,14 +65,16 @@ class DestinationWorker:
         self.policy = policy or RetryPolicy()
         self.breaker = breaker or CircuitBreaker()
         self._concurrency = asyncio.Semaphore(concurrency)
-        self.group = f"docbus.deliver.{name}"
+        self._topics = topics
+        self.group = topics.deliver_group(name)
         self.delivered = 0
         self.duplicates_skipped = 0
         self.dead = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._broker.ensure_topics([resend_topic(self.name)])
-        consumer = self._broker.consumer(self.group, topics=[resend_topic(self.name)], pattern=AGENCY_TOPICS)
+        resend = self._topics.resend(self.name)
+        await self._broker.ensure_topics([resend])
+        consumer = self._broker.consumer(self.group, topics=[resend], pattern=self._topics.agency_pattern)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -94,7 +96,9 @@ class DestinationWorker:
 
     async def process(self, records: list[ConsumedRecord]) -> None:
         """Deliver a polled batch: keys concurrently, each key's records in order."""
-        already = await self._already_delivered(records)
+        delivered, known = await self._lookup(records)
+        # An operator's resend is delivered even if an earlier attempt got through.
+        already = delivered - self._resent_ids(records)
         by_key: dict[bytes | None, list[ConsumedRecord]] = {}
         for record in records:
             by_key.setdefault(record.key, []).append(record)
@@ -102,32 +106,43 @@ class DestinationWorker:
         async def run_key(batch: list[ConsumedRecord]) -> None:
             for record in batch:
                 async with self._concurrency:
-                    await self.handle(record, already)
+                    await self.handle(record, already, known)
 
         await asyncio.gather(*(run_key(batch) for batch in by_key.values()))
 
-    async def _already_delivered(self, records: list[ConsumedRecord]) -> set[str]:
-        """Message ids this destination already delivered (a republished or re-read record is not sent twice)."""
-        ids: set[str] = set()
-        for record in records:
-            if not any(k == "resend-of" for k, _ in record.headers):
-                ids.update(v.decode() for k, v in record.headers if k == "message-id")
+    async def _lookup(self, records: list[ConsumedRecord]) -> tuple[set[str], set[str]]:
+        """(message ids this destination already delivered, message ids this bus knows).
+
+        A record re-read after a crash, or published twice by the relay, is not sent twice; a record whose
+        message is not in this bus' database (another bus sharing the topic prefix) is skipped, not guessed at.
+        """
+        ids = {v.decode() for r in records for k, v in r.headers if k == "message-id"}
         if not ids:
-            return set()
+            return set(), set()
         async with self._db.reader.connect() as conn:
-            rows = await conn.execute(
+            delivered = await conn.execute(
                 select(events.c.message_id).where(
                     events.c.message_id.in_(ids), events.c.destination == self.name, events.c.type == "DELIVERED"
                 )
             )
-            return {r.message_id for r in rows}
+            known = await conn.execute(select(messages.c.id).where(messages.c.id.in_(ids)))
+            return {r.message_id for r in delivered}, {r.id for r in known}
+
+    @staticmethod
+    def _resent_ids(records: list[ConsumedRecord]) -> set[str]:
+        return {
+            dict(r.headers)["message-id"].decode() for r in records if any(k == "resend-of" for k, _ in r.headers)
+        }
 
     def receivers_for(self, envelope: Envelope) -> tuple[str, ...]:
         plan, _ = self._routes.plan(envelope.receivers, self._local_agencies())
         return plan.get(self.name, ())
 
-    async def handle(self, record: ConsumedRecord, already_delivered: set[str]) -> None:
+    async def handle(self, record: ConsumedRecord, already_delivered: set[str], known: set[str]) -> None:
         envelope, payload_ref = envelope_from_record(record)
+        if envelope.message_id not in known:
+            log.warning("destination %s: message %s is not in this bus; skipped", self.name, envelope.message_id)
+            return
         receivers = self.receivers_for(envelope)
         if not receivers:
             return

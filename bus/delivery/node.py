@@ -28,11 +28,15 @@ class DeliveryNode:
     def __init__(self, runtime: BusRuntime) -> None:
         self.runtime = runtime
         self.recorder = EventRecorder(runtime.messages)
-        self.dead_letters = DeadLetterStore(runtime.db, runtime.broker)
+        self.dead_letters = DeadLetterStore(runtime.db, runtime.broker, runtime.topics)
         self.workers: dict[str, DestinationWorker] = {}
         self.adapters: dict[str, Adapter] = {}
         self.receipts = ReceiptMatcher(
-            broker=runtime.broker, db=runtime.db, recorder=self.recorder, payload_store=runtime.payload_store
+            broker=runtime.broker,
+            db=runtime.db,
+            recorder=self.recorder,
+            payload_store=runtime.payload_store,
+            topics=runtime.topics,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,6 +69,7 @@ class DeliveryNode:
                 recorder=self.recorder,
                 dead_letters=self.dead_letters,
                 payload_store=self.runtime.payload_store,
+                topics=self.runtime.topics,
                 policy=policy,
                 breaker=breaker,
             )

@@ -19,7 +19,6 @@ from lxml import etree
 from sqlalchemy import select
 
 from docbus.broker.base import Broker, ConsumedRecord
-from docbus.delivery.destination_worker import AGENCY_TOPICS
 from docbus.delivery.recorder import EventRecorder
 from docbus.envelope import Envelope, MessageKind
 from docbus.payload_store import PayloadStore
@@ -27,6 +26,7 @@ from docbus.records import envelope_from_record
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent
 from docbus.store.tables import events, messages
+from docbus.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,22 @@ def status_description(payload: bytes) -> str | None:
 
 
 class ReceiptMatcher:
-    group = "docbus.receipts"
-
-    def __init__(self, *, broker: Broker, db: Database, recorder: EventRecorder, payload_store: PayloadStore) -> None:
+    def __init__(
+        self, *, broker: Broker, db: Database, recorder: EventRecorder, payload_store: PayloadStore, topics: Topics
+    ) -> None:
+        self._topics = topics
+        self.group = topics.receipts_group
         self._broker = broker
         self._db = db
         self._recorder = recorder
         self._payload_store = payload_store
         self.matched = 0
         self.unmatched = 0
+        # Receipts recorded by this process but perhaps not yet flushed to the database.
+        self._recent: dict[tuple[str, str, str], None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = self._broker.consumer(self.group, pattern=AGENCY_TOPICS)
+        consumer = self._broker.consumer(self.group, pattern=self._topics.agency_pattern)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -112,7 +116,7 @@ class ReceiptMatcher:
             self.unmatched += 1
             log.info("receipt %s (%s) answers no message in this bus", receipt.message_id, receipt.response_for)
             return None
-        if await self._seen(original, receipt.message_id):
+        if await self._seen(original, receipt.sender, code):
             return MatchedReceipt(original, code)
         meaning, status = STATUS_CODES.get(code, ("unknown status code", None))
         detail: dict[str, Any] = {
@@ -147,13 +151,22 @@ class ReceiptMatcher:
                 return str(row.id)
         return None
 
-    async def _seen(self, original: str, status_message_id: str) -> bool:
+    async def _seen(self, original: str, reporter: str, code: str) -> bool:
+        """One receipt per (document, reporting agency, code): the same 03 arriving over two axes, or fetched
+        twice, is recorded once."""
+        key = (original, reporter, code)
+        if key in self._recent:
+            return True
+        self._recent[key] = None
+        if len(self._recent) > 100_000:
+            self._recent.pop(next(iter(self._recent)))
         async with self._db.reader.connect() as conn:
             found = await conn.scalar(
                 select(events.c.id).where(
                     events.c.message_id == original,
                     events.c.type == "RECEIPT",
-                    events.c.detail.contains(status_message_id),
+                    events.c.detail.contains(f'"code":"{code}"'),
+                    events.c.detail.contains(f'"from":"{reporter}"'),
                 )
             )
         return found is not None

@@ -38,14 +38,14 @@ async def list_dead_letters(
 ) -> Response:
     """Messages a destination gave up on, newest first (operators only)."""
     _operator(caller)
-    letters = await DeadLetterStore(state.db, state.broker).list(destination=destination, limit=limit)
+    letters = await DeadLetterStore(state.db, state.broker, state.topics).list(destination=destination, limit=limit)
     return Response(orjson.dumps({"items": [d.as_dict() for d in letters]}), media_type="application/json")
 
 
 @router.get("/dead-letters/{dead_id}")
 async def show_dead_letter(dead_id: int, state: State, caller: Caller) -> Response:
     _operator(caller)
-    letter = await DeadLetterStore(state.db, state.broker).get(dead_id)
+    letter = await DeadLetterStore(state.db, state.broker, state.topics).get(dead_id)
     return Response(orjson.dumps(letter.as_dict()), media_type="application/json")
 
 
@@ -53,7 +53,7 @@ async def show_dead_letter(dead_id: int, state: State, caller: Caller) -> Respon
 async def resend_dead_letter(dead_id: int, state: State, caller: Caller) -> Response:
     """Put a dead letter back in front of its destination; it keeps its message id and its history."""
     _operator(caller)
-    letter = await DeadLetterStore(state.db, state.broker).resend(dead_id, actor=caller.organ_id)
+    letter = await DeadLetterStore(state.db, state.broker, state.topics).resend(dead_id, actor=caller.organ_id)
     return Response(orjson.dumps(letter.as_dict()), status_code=202, media_type="application/json")
 
 

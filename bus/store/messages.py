@@ -173,9 +173,9 @@ class MessageStore:
                 async with self._db.writer.begin() as conn:
                     await append_events_in(conn, items)
                 return
-            except IntegrityError:
-                continue  # another writer took one of these seqs; read the new tails and try again
-        raise RuntimeError("could not append events: the chains kept moving")
+            except IntegrityError as exc:
+                last = exc  # another writer took one of these seqs; read the new tails and try again
+        raise RuntimeError(f"could not append events: {last.orig}") from last
 
     async def append_event(
         self,
