@@ -42,6 +42,7 @@ class EmbeddedBroker(Broker):
         publish_timeout: float = 10.0,
         ping_timeout: float = 2.0,
         group_lease_seconds: float = 10.0,
+        max_poll_interval: float = 300.0,
         idle_interval: float = 0.2,
     ) -> None:
         if partitions < 1:
@@ -51,6 +52,7 @@ class EmbeddedBroker(Broker):
         self._publish_timeout = publish_timeout
         self._ping_timeout = ping_timeout
         self._group_lease_seconds = group_lease_seconds
+        self._max_poll_interval = max_poll_interval
         self._idle_interval = idle_interval
         self._signal = signal_for(db)
         self._topic_partitions: dict[str, int] = {}  # topics known to exist, with their partition counts
@@ -109,6 +111,7 @@ class EmbeddedBroker(Broker):
             pattern=pattern,
             signal=self._signal,
             lease_seconds=self._group_lease_seconds,
+            max_poll_interval=self._max_poll_interval,
             idle_interval=self._idle_interval,
             timeout=self._publish_timeout,
         )

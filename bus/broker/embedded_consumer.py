@@ -2,9 +2,11 @@
 
 One member of a group is active at a time: it holds the group's lease (a ``broker_groups`` row naming the
 member, with an expiry and a generation number). The others poll empty-handed and take the lease over when its
-holder closes (released at once) or stops renewing it (after ``lease_seconds``). Taking the lease bumps the
-generation; a commit from an older generation is refused with :class:`ConsumerFenced`, so a member that stalled
-past its lease cannot move the group's offsets under the new holder. Holders renew while they poll and commit.
+holder closes (released at once), dies, or stops polling for ``max_poll_interval`` (the lease then runs out
+after ``lease_seconds``) - the roles of Kafka's session timeout and ``max.poll.interval.ms``. While its owner
+keeps polling, a background heartbeat renews the lease, so a slow batch does not lose it. Taking the lease
+bumps the generation; a commit from an older generation is refused with :class:`ConsumerFenced`, so a member
+that stalled cannot move the group's offsets under the new holder.
 
 Leases compare wall-clock times of the processes involved, so members on different machines (PostgreSQL) need
 clocks within ``lease_seconds / 2`` of each other. Within one partition records arrive in offset order;
@@ -13,6 +15,8 @@ across partitions a poll takes turns so that no partition starves the others.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -51,6 +55,7 @@ class EmbeddedConsumer(BrokerConsumer):
         pattern: str | None,
         signal: PublishSignal,
         lease_seconds: float,
+        max_poll_interval: float,
         idle_interval: float,
         timeout: float,
     ) -> None:
@@ -62,6 +67,7 @@ class EmbeddedConsumer(BrokerConsumer):
         self._pattern = re.compile(pattern) if pattern is not None else None
         self._signal = signal
         self._lease_ms = int(lease_seconds * 1000)
+        self._max_poll_interval = max_poll_interval
         self._idle_interval = idle_interval
         self._timeout = timeout
         self._member = uuid.uuid4().hex
@@ -69,14 +75,22 @@ class EmbeddedConsumer(BrokerConsumer):
         self._lease_until_ms = 0
         self._positions: dict[Partition, int] = {}  # next offset to read, per partition
         self._turn = 0
+        self._last_poll = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._start_heartbeat()
         try:
             await self._hold_lease()
         except BrokerUnavailable as exc:
             log.warning("consumer of group %s cannot reach the database yet: %s", self._group, exc)
 
     async def aclose(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         if self._generation is None:
             return
         generation, self._generation = self._generation, None
@@ -91,7 +105,9 @@ class EmbeddedConsumer(BrokerConsumer):
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumedRecord]:
         if max_records < 1:
             raise ValueError("max_records must be positive")
-        deadline = time.monotonic() + timeout
+        self._start_heartbeat()
+        self._last_poll = time.monotonic()
+        deadline = self._last_poll + timeout
         while True:
             seen = self._signal.version
             records = await self._fetch(max_records)
@@ -251,6 +267,32 @@ class EmbeddedConsumer(BrokerConsumer):
         self._lease_until_ms = now + self._lease_ms
         self._positions.clear()
         return True
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name=f"lease heartbeat of {self._group}")
+
+    async def _beat(self) -> None:
+        """Renew the lease while this member holds it and keeps polling."""
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            generation = self._generation
+            if generation is None or time.monotonic() - self._last_poll > self._max_poll_interval:
+                continue
+            now = now_ms()
+            try:
+                async with database_bound("heartbeat", self._timeout), self._db.writer.begin() as conn:
+                    renewed = await conn.execute(
+                        update(broker_groups)
+                        .where(self._is_holder(generation))
+                        .values(lease_expires_ms=now + self._lease_ms)
+                    )
+            except BrokerUnavailable as exc:
+                log.debug("lease heartbeat of group %s failed: %s", self._group, exc)
+                continue
+            if generation == self._generation:
+                # Lost: the next poll finds out from the database and starts over.
+                self._lease_until_ms = now + self._lease_ms if renewed.rowcount == 1 else 0
 
     def _is_holder(self, generation: int) -> ColumnElement[bool]:
         g = broker_groups.c

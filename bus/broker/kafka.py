@@ -60,6 +60,7 @@ class KafkaBroker(Broker):
         linger_ms: int = 2,
         max_batch_bytes: int = MIB,
         topic_refresh_interval: float = 10.0,
+        max_poll_interval: float = 300.0,
     ) -> None:
         self.bootstrap = bootstrap
         self._partitions = partitions
@@ -78,6 +79,7 @@ class KafkaBroker(Broker):
             "max_request_size": max(max_batch_bytes, MIB),
         }
         self._topic_refresh_interval = topic_refresh_interval
+        self._max_poll_interval = max_poll_interval
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._connect_lock = asyncio.Lock()
@@ -145,6 +147,7 @@ class KafkaBroker(Broker):
             pattern=pattern,
             client_id=self._client_id,
             topic_refresh_interval=self._topic_refresh_interval,
+            max_poll_interval=self._max_poll_interval,
             timeout=self._publish_timeout,
         )
 

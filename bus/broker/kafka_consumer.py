@@ -34,6 +34,7 @@ class KafkaConsumer(BrokerConsumer):
         pattern: str | None,
         client_id: str,
         topic_refresh_interval: float,
+        max_poll_interval: float,
         timeout: float,
     ) -> None:
         if not topics and pattern is None:
@@ -51,6 +52,8 @@ class KafkaConsumer(BrokerConsumer):
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "metadata_max_age_ms": int(topic_refresh_interval * 1000),
+            # A member that does not poll for this long leaves the group; its partitions go to the others.
+            "max_poll_interval_ms": int(max_poll_interval * 1000),
         }
         self._timeout = timeout
         self._consumer: AIOKafkaConsumer | None = None

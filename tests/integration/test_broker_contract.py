@@ -115,6 +115,16 @@ async def test_publish_returns_partition_and_offset_in_input_order(broker: Broke
     assert await broker.publish([]) == []
 
 
+async def test_concurrent_publishers_get_distinct_dense_offsets(broker: Broker) -> None:
+    topic = new_topic()  # created by whichever publisher comes first
+    batches = await asyncio.gather(*(broker.publish(outgoing(topic, 25, start=i * 25)) for i in range(8)))
+    published = [r for batch in batches for r in batch]
+    assert len({position(r) for r in published}) == 200
+    for partition in {r.partition for r in published}:
+        offsets = sorted(r.offset for r in published if r.partition == partition)
+        assert offsets == list(range(len(offsets)))
+
+
 async def test_same_key_keeps_order_in_one_partition(broker: Broker) -> None:
     topic = new_topic()
     published: list[PublishedRecord] = []
@@ -251,30 +261,36 @@ async def test_an_invalid_topic_name_is_rejected(broker: Broker) -> None:
 # ------------------------------------------------------------------------------------- embedded broker only --
 
 
-async def test_embedded_group_has_one_active_member_and_fences_a_stale_one(db: Database) -> None:
-    broker = EmbeddedBroker(db, partitions=2, group_lease_seconds=0.5)
+async def test_embedded_group_has_one_active_member_that_keeps_it_while_polling(db: Database) -> None:
+    broker = EmbeddedBroker(db, partitions=2, group_lease_seconds=0.3)
     topic, group = new_topic(), new_group()
     await broker.publish(outgoing(topic, 10))
-    active, standby = broker.consumer(group, topics=[topic]), broker.consumer(group, topics=[topic])
-    await active.start()
-    await standby.start()
-    try:
+    async with broker.consumer(group, topics=[topic]) as active, broker.consumer(group, topics=[topic]) as standby:
         got = await drain(active, 10)
         assert len(got) == 10
-        assert await standby.poll(timeout=0.2) == []  # the lease is taken
-        await asyncio.sleep(0.8)  # the active member stalls past its lease...
+        # Three lease lengths of slow processing: the heartbeat keeps the group with the active member.
+        for _ in range(3):
+            assert await standby.poll(timeout=0.3) == []
+        await active.commit(got)
+    # Leaving releases the lease at once: a new member starts immediately, after the commit.
+    await broker.publish(outgoing(topic, 1, start=10))
+    async with broker.consumer(group, topics=[topic]) as newcomer:
+        assert [r.key for r in await drain(newcomer, 1, within=2)] == [b"k10"]
+
+
+async def test_embedded_group_moves_on_from_a_stalled_member_and_fences_it(db: Database) -> None:
+    broker = EmbeddedBroker(db, partitions=2, group_lease_seconds=0.3, max_poll_interval=0.2)
+    topic, group = new_topic(), new_group()
+    await broker.publish(outgoing(topic, 10))
+    async with broker.consumer(group, topics=[topic]) as active, broker.consumer(group, topics=[topic]) as standby:
+        got = await drain(active, 10)
+        await asyncio.sleep(0.8)  # the active member stops polling...
         taken_over = await drain(standby, 10)  # ...so the standby takes over from the last commit
         assert {position(r) for r in taken_over} == {position(r) for r in got}
         with pytest.raises(ConsumerFenced):
             await active.commit(got)
         await standby.commit(taken_over)
-    finally:
-        await active.aclose()
-        await standby.aclose()
-    # Leaving releases the lease at once: a new member starts immediately, after the commit.
-    await broker.publish(outgoing(topic, 1, start=10))
-    async with broker.consumer(group, topics=[topic]) as newcomer:
-        assert [r.key for r in await drain(newcomer, 1, within=2)] == [b"k10"]
+        assert await active.poll(timeout=0.3) == []  # it is a standby now
 
 
 # ---------------------------------------------------------------------------------------------- Kafka only --
