@@ -155,6 +155,7 @@ class SchemaRegistry:
         self._infos: dict[tuple[str, str], SchemaInfo] = {}
         self._xml: dict[str, etree.XMLSchema] = {}
         self._xml_per_thread = threading.local()
+        self._main_thread = threading.get_ident()  # the thread that built the registry uses the first copy
         self._json: dict[str, Draft202012Validator] = {}
         package = resources.files(__package__ or "docbus.schemas")
         format_checker = datetime14_format_checker()
@@ -212,7 +213,7 @@ class SchemaRegistry:
         info = self.info(schema_id, version)
         if info.filename not in self._xml:
             raise UnknownSchema(schema_id, version)
-        if threading.current_thread() is threading.main_thread():
+        if threading.get_ident() == self._main_thread:
             return self._xml[info.filename]
         compiled: dict[str, etree.XMLSchema] | None = getattr(self._xml_per_thread, "schemas", None)
         if compiled is None:

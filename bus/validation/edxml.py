@@ -35,7 +35,7 @@ _BUSINESS_DOC_TYPE = q("BussinessDocType")
 def _party(element: etree._Element | None) -> Party | None:
     """The OrganId inside From, To or ResponseFor; ``None`` when absent (the schema has complained)."""
     organ = child(element, rules.ORGAN_ID)
-    return None if organ is None else Party(organ.text or "", organ, line_of(organ))
+    return None if organ is None else Party(organ.text or "", organ)
 
 
 def _first(children: Children, name: str) -> etree._Element | None:

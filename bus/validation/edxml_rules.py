@@ -54,11 +54,19 @@ Children = dict[str, list[etree._Element]]
 
 
 def child(parent: etree._Element | None, tag: str) -> etree._Element | None:
-    """The first child with this Clark tag."""
-    if parent is not None:
-        for element in parent:
-            if element.tag == tag:
-                return element
+    """The first child with this Clark tag.
+
+    Real packets put most looked-for elements first, and in lxml indexing is cheaper than iterating (and
+    slicing cheaper than an iterator), so the first child is tried on its own.
+    """
+    if parent is None or not len(parent):
+        return None
+    first = parent[0]
+    if first.tag == tag:
+        return first
+    for element in parent[1:]:
+        if element.tag == tag:
+            return element
     return None
 
 
@@ -72,7 +80,7 @@ def child_texts(parent: etree._Element | None) -> dict[object, str]:
     """Stripped text of each child by Clark tag (the first of each tag wins)."""
     texts: dict[object, str] = {}
     if parent is not None:
-        for element in parent:
+        for element in parent[:]:
             texts.setdefault(element.tag, (element.text or "").strip())
     return texts
 
@@ -90,7 +98,7 @@ def is_base64(value: str) -> bool:
 
 def header_children(message_header: etree._Element) -> Children:
     children: Children = {}
-    for element in message_header:
+    for element in message_header[:]:
         name = _HEADER_CHILDREN.get(element.tag)  # comments and PIs have non-str tags: not found
         if name is not None:
             children.setdefault(name, []).append(element)
@@ -176,7 +184,7 @@ def status_header_complaints(
         if organ is None or not text(organ):
             errors.append(missing(response_for, "OrganId"))
         else:
-            _, error = check_organ_id(Party(organ.text or "", organ, line_of(organ)), "receiver", "nhận")
+            _, error = check_organ_id(Party(organ.text or "", organ), "receiver", "nhận")
             if error is not None:
                 errors.append(error)
         if not text(child(response_for, q("DocumentId"))):

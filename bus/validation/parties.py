@@ -13,22 +13,25 @@ from lxml import etree
 
 from docbus.errors import FieldError
 from docbus.validation.organ_id import InvalidOrganId, OrganId, parse_organ_id
-from docbus.validation.paths import element_path
+from docbus.validation.paths import element_path, line_of
 
 ORGAN_ID_EXPECTED = "QCVN 102 form V1V2V3.Z1Z2.Y1Y2.Mxx (e.g. 000.00.00.H41) or QĐ 20/2020 form (e.g. H37.02.02)"
 
 
 class Party(NamedTuple):
     """An agency id as written in a message, and where: a JSON pointer, or the XML element itself (its XPath
-    is worked out only if there is something to complain about)."""
+    and line are worked out only if there is something to complain about)."""
 
     text: str
     where: str | etree._Element
-    line: int | None = None
 
     @property
     def path(self) -> str:
         return self.where if isinstance(self.where, str) else element_path(self.where)
+
+    @property
+    def line(self) -> int | None:
+        return None if isinstance(self.where, str) else line_of(self.where)
 
 
 def shorten(text: str, limit: int = 60) -> str:
