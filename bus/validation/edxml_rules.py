@@ -53,6 +53,11 @@ _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 Children = dict[str, list[etree._Element]]
 
 
+def children_of(parent: etree._Element, start: int = 0) -> list[etree._Element]:
+    """The children from ``start`` on, as a list: slicing builds it in one C loop, cheaper than an iterator."""
+    return parent[start:]  # type: ignore[index,return-value]  # the lxml stubs only know integer indexes
+
+
 def child(parent: etree._Element | None, tag: str) -> etree._Element | None:
     """The first child with this Clark tag.
 
@@ -64,7 +69,7 @@ def child(parent: etree._Element | None, tag: str) -> etree._Element | None:
     first = parent[0]
     if first.tag == tag:
         return first
-    for element in parent[1:]:
+    for element in children_of(parent, 1):
         if element.tag == tag:
             return element
     return None
@@ -80,7 +85,7 @@ def child_texts(parent: etree._Element | None) -> dict[object, str]:
     """Stripped text of each child by Clark tag (the first of each tag wins)."""
     texts: dict[object, str] = {}
     if parent is not None:
-        for element in parent[:]:
+        for element in children_of(parent):
             texts.setdefault(element.tag, (element.text or "").strip())
     return texts
 
@@ -98,7 +103,7 @@ def is_base64(value: str) -> bool:
 
 def header_children(message_header: etree._Element) -> Children:
     children: Children = {}
-    for element in message_header[:]:
+    for element in children_of(message_header):
         name = _HEADER_CHILDREN.get(element.tag)  # comments and PIs have non-str tags: not found
         if name is not None:
             children.setdefault(name, []).append(element)
