@@ -22,48 +22,13 @@ from lxml import etree
 
 from docbus.errors import FieldError, NotWellFormed
 from docbus.validation.paths import line_of
-
-# Without XML_PARSE_HUGE libxml2 stops at these on its own.
-LIBXML2_MAX_DEPTH = 256
-LIBXML2_MAX_TEXT = 10_000_000
+from docbus.validation.xml_syntax_errors import LIBXML2_MAX_DEPTH, LIBXML2_MAX_TEXT, not_well_formed
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n"
 _XML_DECL = re.compile(rb"<\?xml[ \t\r\n]")
 _ENCODING = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]*)["']""")
 _UTF8_NAMES = frozenset({b"utf-8", b"utf8"})
-
-# libxml2's commonest complaints, said in Vietnamese; anything else keeps libxml2's words after a prefix.
-_VIETNAMESE = (
-    (
-        re.compile(r"Opening and ending tag mismatch: (\S+) line (\d+) and (\S+)"),
-        "Thẻ mở {0} (dòng {1}) không khớp với thẻ đóng {2}",
-    ),
-    (
-        re.compile(r"Premature end of data in tag (\S+) line (\d+)"),
-        "Nội dung kết thúc khi thẻ {0} (dòng {1}) chưa được đóng",
-    ),
-    (re.compile(r"Extra content at the end of the document"), "Có nội dung thừa sau phần tử gốc"),
-    (re.compile(r"Start tag expected, '<' not found"), "Không tìm thấy thẻ mở của phần tử gốc"),
-    (
-        re.compile(r"Namespace prefix (\S+) (?:for \S+ )?on (\S+) is not defined"),
-        "Tiền tố không gian tên {0} dùng trên {1} chưa được khai báo",
-    ),
-    (re.compile(r"Couldn't find end of Start Tag (\S+)"), "Thẻ mở {0} không được kết thúc đúng cách"),
-    (re.compile(r"EndTag: '</' not found"), "Thiếu thẻ đóng"),
-    (re.compile(r"StartTag: invalid element name"), "Tên phần tử không hợp lệ"),
-    (re.compile(r"AttValue: \" or ' expected"), "Giá trị thuộc tính phải được đặt trong dấu nháy"),
-    (re.compile(r"xmlParseEntityRef: no name"), "Ký tự & phải được viết là &amp;"),
-    (re.compile(r"Entity '([^']*)' not defined"), "Thực thể {0} không được phép (chỉ dùng các thực thể chuẩn của XML)"),
-)
-
-
-def _in_vietnamese(message: str) -> str:
-    for pattern, template in _VIETNAMESE:
-        match = pattern.search(message)
-        if match is not None:
-            return template.format(*match.groups())
-    return f"XML không đúng cú pháp: {message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +103,7 @@ class SafeXmlParser:
         try:
             root = etree.fromstring(body, parser)
         except etree.XMLSyntaxError as exc:
-            raise self._syntax_error(body, exc, parser) from None
+            raise not_well_formed(exc, parser.error_log, self.limits.max_errors) from None
         tree = root.getroottree()
         if tree.docinfo.internalDTD is not None:  # unreachable after the prolog scan; kept as a second line
             raise _refuse(body, start, "dtd-forbidden", "DTDs are not allowed", "Không được dùng DTD")
@@ -273,49 +238,3 @@ class SafeXmlParser:
                     expected=f"at most {limit} characters",
                 )
                 raise NotWellFormed(error.message_en, [error])
-
-    def _syntax_error(self, body: bytes, exc: etree.XMLSyntaxError, parser: etree.XMLParser) -> NotWellFormed:
-        errors: list[FieldError] = []
-        for entry in parser.error_log:
-            if entry.level < etree.ErrorLevels.ERROR:
-                continue
-            errors.append(self._parse_complaint(entry.type_name, entry.message, entry.line, entry.column))
-            if len(errors) >= self.limits.max_errors:
-                break
-        if not errors:
-            line, column = exc.position
-            errors.append(self._parse_complaint("", exc.msg, line, column))
-        first = errors[0]
-        return NotWellFormed(
-            f"The body is not well-formed XML: {first.message_en} (line {first.line}, column {first.column})",
-            errors,
-        )
-
-    def _parse_complaint(self, type_name: str, message: str, line: int | None, column: int | None) -> FieldError:
-        text = message.strip()
-        rule, vi = "not-well-formed", _in_vietnamese(text)
-        if type_name == "ERR_INVALID_ENCODING" or "not proper UTF-8" in text:
-            rule, vi = "invalid-utf8", "Nội dung có chuỗi byte không phải UTF-8 hợp lệ"
-            text = "Invalid UTF-8 byte sequence"
-        elif type_name == "ERR_RESOURCE_LIMIT" and "depth" in text:
-            rule = "max-depth"
-            text = f"Elements are nested deeper than {LIBXML2_MAX_DEPTH} levels"
-            vi = f"Các phần tử lồng nhau quá {LIBXML2_MAX_DEPTH} cấp"
-        elif type_name == "ERR_RESOURCE_LIMIT":
-            rule = "text-too-large"
-            text = f"A text node or attribute value is longer than {LIBXML2_MAX_TEXT} bytes"
-            vi = f"Có nội dung văn bản hoặc thuộc tính dài quá {LIBXML2_MAX_TEXT} byte"
-        elif type_name == "ERR_UNDECLARED_ENTITY":
-            rule, vi = "undefined-entity", _in_vietnamese(text)
-        elif type_name == "ERR_RESERVED_XML_NAME" and "declaration" in text:
-            rule, vi = "bytes-before-declaration", "Khai báo XML phải đứng đầu nội dung"
-        elif type_name == "ERR_INVALID_CHAR":
-            rule, vi = "invalid-char", f"Ký tự không hợp lệ trong XML: {text}"
-        return FieldError(
-            path="/",
-            rule=rule,
-            message_en=text,
-            message_vi=vi,
-            line=line or None,
-            column=column or None,
-        )
