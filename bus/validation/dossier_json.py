@@ -50,7 +50,6 @@ class DossierValidator:
         info = self._schema_for(document)
         validator = self._registry.json_validator(info.id, info.version)
         errors = [complaint for error in validator.iter_errors(document) for complaint in complaints(error)]
-        errors.sort(key=lambda error: error.path)
 
         sender_text = document.get("from")
         sender = Party(sender_text, "/from") if isinstance(sender_text, str) and sender_text else None
@@ -62,6 +61,7 @@ class DossierValidator:
         ]
         errors += check_parties(sender, receivers)
         if errors:
+            errors.sort(key=_document_order)
             errors = errors[: self._limits.max_errors]
             raise ValidationFailed(
                 f"{info.kind} message does not conform to {info.id} {info.version}: {len(errors)} error(s); "
@@ -172,6 +172,11 @@ class DossierValidator:
                 expected=expected,
             )
         raise ValidationFailed(error.message_en, [error])
+
+
+def _document_order(error: FieldError) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for JSON pointers that puts ``/to/2`` before ``/to/10``."""
+    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part) for part in error.path.split("/"))
 
 
 def _not_well_formed(rule: str, en: str, vi: str, line: int | None, column: int | None) -> NotWellFormed:

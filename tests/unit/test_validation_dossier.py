@@ -265,3 +265,9 @@ def test_json_bodies_sent_as_xml_are_not_well_formed_xml(refused: Refusal) -> No
     errors = refused(NotWellFormed, _body(DOSSIER), "application/xml")
     assert errors[0].rule == "not-well-formed"
     assert errors[0].line == 1
+
+
+def test_complaints_come_in_document_order(refused: Refusal) -> None:
+    errors = refused(ValidationFailed, _changed(DOSSIER, lambda d: d.update(to=["000.00.00.G22"] * 11)), JSON)
+    assert [error.path for error in errors] == [f"/to/{index}" for index in range(1, 11)]
+    assert {error.rule for error in errors} == {"duplicate-receiver"}
