@@ -89,7 +89,7 @@ class EdxmlValidator:
         receivers = [party for to in children.get("To", ()) if (party := _party(to)) is not None]
         errors += check_parties(sender, receivers)
         if self._policy.check_attachments:
-            errors += rules.attachment_complaints(root)
+            errors += rules.attachment_complaints(root, self._policy.base64_check_chars)
         if errors:
             raise self._failed("edXML document", errors)
 

@@ -366,3 +366,17 @@ def test_header_without_document_elements_and_without_body_is_a_receipt(refused:
     body = re.sub(r"\n *<StatusCode>03</StatusCode>", "", status_text)
     errors = refused(ValidationFailed, body)
     assert [e.rule for e in errors] == ["required"]
+
+
+def test_large_attachments_are_checked_at_both_ends(
+    refused: Refusal, validator: MessageValidator, registry: SchemaRegistry, edoc_text: str
+) -> None:
+    content = "QUJD" * 10_000  # 40,000 characters, more than the default 16,384 looked at
+    middle = content[:20_000] + "!" + content[20_001:]
+    assert validator.validate(edoc_text.replace("JVBERi0xLjQK", middle).encode(), "text/xml").sender
+    thorough = MessageValidator(registry, policy=ValidationPolicy(base64_check_chars=None))
+    assert [e.rule for e in refused(ValidationFailed, edoc_text.replace("JVBERi0xLjQK", middle), using=thorough)] == [
+        "base64"
+    ]
+    tail = content[:-3] + "!=="
+    assert [e.rule for e in refused(ValidationFailed, edoc_text.replace("JVBERi0xLjQK", tail))] == ["base64"]
