@@ -96,7 +96,7 @@ class OutboxRelay:
         self._sweep_interval = sweep_interval
         self._batch_size = batch_size
         self._sweep_enabled = sweep
-        self._queue: asyncio.Queue[PendingPublication] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, PendingPublication]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.broker_healthy = True
@@ -126,17 +126,23 @@ class OutboxRelay:
 
     def notify(self, committed: Sequence[Submission]) -> None:
         """Called by the intake writer right after a commit: publish these without reading them back."""
+        # Past half its lease a row is left to the sweeper, so the two paths never publish the same row.
+        deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() / 2
         for sub in committed:
-            self._queue.put_nowait(publication_for(sub))
+            self._queue.put_nowait((deadline, publication_for(sub)))
 
     def lease_until(self) -> datetime:
         return datetime.now(UTC) + self._lease
 
     async def _eager_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            queued = [await self._queue.get()]
+            while len(queued) < self._batch_size and not self._queue.empty():
+                queued.append(self._queue.get_nowait())
+            now = asyncio.get_running_loop().time()
+            batch = [pub for deadline, pub in queued if deadline > now]
+            if not batch:
+                continue
             try:
                 await self._publish_and_mark(batch)
             except BrokerUnavailable as exc:

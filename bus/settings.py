@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,9 +44,23 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, gt=0)
 
     kafka_partitions: int = Field(default=3, gt=0, description="Partitions of each topic docbus creates.")
-    kafka_replication: int = Field(default=1, gt=0, description="Replication factor of each topic docbus creates.")
-    kafka_publish_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="How long a publish may wait for the broker before it counts as down."
+    kafka_replication_factor: int | None = Field(
+        default=None, gt=0, description="Replication of each topic docbus creates; unset = min(3, brokers)."
+    )
+    kafka_client_id: str = Field(default="docbus")
+    kafka_compression: str | None = Field(default=None, description="Producer compression; unset = lz4 or gzip.")
+    kafka_topic_refresh_seconds: float = Field(
+        default=10.0, gt=0, description="How soon consumers with a pattern see topics created later."
+    )
+    broker_publish_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a publish may wait for the broker before it counts as down."
+    )
+    broker_max_poll_interval_seconds: float = Field(
+        default=300.0, gt=0, description="A consumer that does not poll for this long leaves its group."
+    )
+    embedded_broker_partitions: int = Field(default=1, gt=0)
+    embedded_group_lease_seconds: float = Field(
+        default=10.0, gt=0, description="Embedded broker: how soon a standby consumer takes over a dead one."
     )
     relay_lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
@@ -67,6 +81,14 @@ class Settings(BaseSettings):
     )
     receipt_poll_seconds: float = Field(default=2.0, gt=0, description="How often adapters fetch receipts.")
     payload_dir: Path | None = Field(default=None, description="Payload store directory; unset = data_dir/payloads.")
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_publish(self) -> Settings:
+        # The eager relay publishes a row only in the first half of its lease, and a publish may take up to the
+        # publish timeout: the lease must cover both, or a sweeper could publish the same row again.
+        if self.relay_lease_seconds < 2 * self.broker_publish_timeout_seconds:
+            raise ValueError("relay_lease_seconds must be at least twice broker_publish_timeout_seconds")
+        return self
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

@@ -39,23 +39,21 @@ __all__ = [
 
 def broker_from_settings(settings: Settings, db: Database) -> Broker:
     """Kafka when ``settings.kafka_bootstrap`` is set; otherwise the embedded broker in ``db``."""
-    publish_timeout = float(getattr(settings, "broker_publish_timeout_seconds", 10.0))
-    max_poll_interval = float(getattr(settings, "broker_max_poll_interval_seconds", 300.0))
     if settings.kafka_bootstrap:
         return KafkaBroker(
             settings.kafka_bootstrap,
-            partitions=int(getattr(settings, "kafka_partitions", 3)),
-            replication_factor=getattr(settings, "kafka_replication_factor", None),
-            client_id=str(getattr(settings, "kafka_client_id", "docbus")),
-            publish_timeout=publish_timeout,
-            compression=getattr(settings, "kafka_compression", DEFAULT_COMPRESSION),
-            topic_refresh_interval=float(getattr(settings, "kafka_topic_refresh_seconds", 10.0)),
-            max_poll_interval=max_poll_interval,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            client_id=settings.kafka_client_id,
+            publish_timeout=settings.broker_publish_timeout_seconds,
+            compression=settings.kafka_compression or DEFAULT_COMPRESSION,
+            topic_refresh_interval=settings.kafka_topic_refresh_seconds,
+            max_poll_interval=settings.broker_max_poll_interval_seconds,
         )
     return EmbeddedBroker(
         db,
-        partitions=int(getattr(settings, "embedded_broker_partitions", 1)),
-        publish_timeout=publish_timeout,
-        group_lease_seconds=float(getattr(settings, "embedded_group_lease_seconds", 10.0)),
-        max_poll_interval=max_poll_interval,
+        partitions=settings.embedded_broker_partitions,
+        publish_timeout=settings.broker_publish_timeout_seconds,
+        group_lease_seconds=settings.embedded_group_lease_seconds,
+        max_poll_interval=settings.broker_max_poll_interval_seconds,
     )

@@ -69,6 +69,8 @@ class DestinationWorker:
         self.group = topics.deliver_group(name)
         self.delivered = 0
         self.duplicates_skipped = 0
+        # Delivered by this worker and maybe not yet visible in the database (events are written in batches).
+        self._recently_delivered: dict[str, None] = {}
         self.dead = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -100,7 +102,16 @@ class DestinationWorker:
         # An operator's resend is delivered even if an earlier attempt got through.
         already = delivered - self._resent_ids(records)
         by_key: dict[bytes | None, list[ConsumedRecord]] = {}
+        seen: set[str] = set()
         for record in records:
+            headers = dict(record.headers)
+            message_id = headers.get("message-id", b"").decode()
+            resend = "resend-of" in headers
+            # The relay may have published a message twice (at-least-once); deliver it once.
+            if message_id in seen or (message_id in self._recently_delivered and not resend):
+                self.duplicates_skipped += 1
+                continue
+            seen.add(message_id)
             by_key.setdefault(record.key, []).append(record)
 
         async def run_key(batch: list[ConsumedRecord]) -> None:
@@ -190,6 +201,9 @@ class DestinationWorker:
                 continue
             self.breaker.record_success()
             self.delivered += 1
+            self._recently_delivered[envelope.message_id] = None
+            if len(self._recently_delivered) > 50_000:
+                self._recently_delivered.pop(next(iter(self._recently_delivered)))
             self._event(
                 envelope.message_id,
                 "DELIVERED",

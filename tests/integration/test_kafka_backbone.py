@@ -88,7 +88,9 @@ class Load:
 
 
 async def _gateway_on(tmp_path: Path, bootstrap: str, **extra: object) -> AsyncIterator[tuple[str, str]]:
-    settings = Settings(data_dir=tmp_path / "data", kafka_bootstrap=bootstrap, kafka_publish_timeout_seconds=5, **extra)
+    settings = Settings(
+        data_dir=tmp_path / "data", kafka_bootstrap=bootstrap, broker_publish_timeout_seconds=3, **extra
+    )
     url = settings.resolved_database_url()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await upgrade_async(url)
@@ -148,7 +150,8 @@ async def test_kill_9_gateway_then_every_acknowledged_message_reaches_kafka(
         **os.environ,
         "DOCBUS_DATA_DIR": str(data),
         "DOCBUS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "DOCBUS_RELAY_LEASE_SECONDS": "3",
+        "DOCBUS_RELAY_LEASE_SECONDS": "4",
+        "DOCBUS_BROKER_PUBLISH_TIMEOUT_SECONDS": "2",
     }
     env.pop("DOCBUS_DATABASE_URL", None)
     port = free_port()
@@ -182,7 +185,7 @@ async def test_three_brokers_one_stopped_during_10000_messages(tmp_path: Path, s
     cluster = KafkaCluster(tmp_path / "kafka3", brokers=3)
     bootstrap = cluster.start()
     try:
-        async for base, key in _gateway_on(tmp_path, bootstrap, kafka_replication=3):
+        async for base, key in _gateway_on(tmp_path, bootstrap, kafka_replication_factor=3):
             async with Load(base, key, sample_bytes[DOC], concurrency=32) as load:
                 await load.until(2_000)
                 await asyncio.to_thread(cluster.stop_broker, 2)
