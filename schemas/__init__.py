@@ -3,9 +3,8 @@
 See ``README.md`` beside this file for the JSON message shapes.
 """
 
+from docbus.schemas.json_validators import DATETIME14_FORMAT, DATETIME14_PATTERN
 from docbus.schemas.registry import (
-    DATETIME14_FORMAT,
-    DATETIME14_PATTERN,
     JSON_SCHEMA_MEDIA_TYPE,
     XSD_MEDIA_TYPE,
     SchemaInfo,

@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
-from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 from lxml import etree
 
 from docbus.envelope import MessageKind, SchemaRef
+from docbus.schemas.json_validators import build_validator
 
 XSD_MEDIA_TYPE = "application/xml"
 JSON_SCHEMA_MEDIA_TYPE = "application/schema+json"
-DATETIME14_FORMAT = "docbus-datetime14"
-# The shape of a yyyyMMddHHmmss date, exactly as the dossier schemas' "pattern" says it.
-DATETIME14_PATTERN = "^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"
-_DATETIME14 = re.compile(DATETIME14_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,26 +117,6 @@ _CATALOG: tuple[_Entry, ...] = (
 )
 
 
-def datetime14_format_checker() -> FormatChecker:
-    """A format checker that knows only ``docbus-datetime14``: a real calendar date as yyyyMMddHHmmss.
-
-    Strings of the wrong shape pass here: the schema's ``pattern`` reports those, so a value gets one error.
-    """
-    checker = FormatChecker(formats=())
-
-    @checker.checks(DATETIME14_FORMAT)
-    def _is_datetime14(value: object) -> bool:
-        if not isinstance(value, str) or _DATETIME14.match(value) is None:
-            return True
-        try:
-            datetime.strptime(value, "%Y%m%d%H%M%S")
-        except ValueError:
-            return False
-        return True
-
-    return checker
-
-
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
 
@@ -158,7 +132,6 @@ class SchemaRegistry:
         self._main_thread = threading.get_ident()  # the thread that built the registry uses the first copy
         self._json: dict[str, Draft202012Validator] = {}
         package = resources.files(__package__ or "docbus.schemas")
-        format_checker = datetime14_format_checker()
         for entry in _CATALOG:
             if entry.filename not in files:
                 files[entry.filename] = package.joinpath(entry.filename).read_bytes()
@@ -167,9 +140,7 @@ class SchemaRegistry:
             if is_xsd and entry.filename not in self._xml:
                 self._xml[entry.filename] = _compile_xsd(source)
             if not is_xsd and entry.filename not in self._json:
-                schema: dict[str, Any] = orjson.loads(source)
-                Draft202012Validator.check_schema(schema)
-                self._json[entry.filename] = Draft202012Validator(schema, format_checker=format_checker)
+                self._json[entry.filename] = build_validator(orjson.loads(source))
             self._infos[(entry.id, entry.version)] = SchemaInfo(
                 id=entry.id,
                 version=entry.version,

@@ -13,7 +13,7 @@ from typing import Any
 from jsonschema import ValidationError
 
 from docbus.errors import FieldError
-from docbus.schemas.registry import DATETIME14_FORMAT
+from docbus.schemas import DATETIME14_FORMAT
 from docbus.validation.paths import json_pointer
 
 _TYPES = {

@@ -271,3 +271,8 @@ def test_complaints_come_in_document_order(refused: Refusal) -> None:
     errors = refused(ValidationFailed, _changed(DOSSIER, lambda d: d.update(to=["000.00.00.G22"] * 11)), JSON)
     assert [error.path for error in errors] == [f"/to/{index}" for index in range(1, 11)]
     assert {error.rule for error in errors} == {"duplicate-receiver"}
+
+
+def test_a_date_with_a_final_newline_is_refused(refused: Refusal) -> None:
+    body = _changed(DOSSIER, lambda d: d["dossier"].update(NgayHenTra="20240329170000\n"))
+    assert _rules(refused(ValidationFailed, body, JSON)) == [("/dossier/NgayHenTra", "format")]
