@@ -47,6 +47,12 @@ def record_value(payload: bytes | None, env: dict[str, Any]) -> bytes:
 
 
 
+def partition_key(business_id: str, response_for: str | None) -> bytes:
+    """Records with the same key stay in order: a document's messages by its business id, and its receipts by
+    the document they answer (a receipt's own business id differs per code), so 01 never overtakes 06."""
+    return (response_for or business_id).encode("utf-8")
+
+
 def envelope_from_record(record: ConsumedRecord) -> tuple[Envelope, str | None]:
     """The envelope carried in a record's headers, and the payload reference when the payload is claim-checked."""
     h = {k: v.decode("utf-8") for k, v in record.headers}

@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
-from docbus.records import record_headers, record_value
+from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.intake_writer import Submission
 from docbus.store.messages import NewEvent, append_events_in
@@ -68,7 +68,7 @@ def publication_for(sub: Submission) -> PendingPublication:
     }
     record = OutgoingRecord(
         topic=sub.topic,
-        key=env.business_id.encode("utf-8"),
+        key=partition_key(env.business_id, env.response_for),
         value=record_value(sub.payload, fields),
         headers=record_headers(fields),
     )
@@ -206,7 +206,7 @@ class OutboxRelay:
                 env["receivers"] = orjson.loads(env["receivers"])
                 record = OutgoingRecord(
                     topic=env["topic"],
-                    key=env["business_id"].encode("utf-8"),
+                    key=partition_key(env["business_id"], env["response_for"]),
                     value=record_value(env["body"], env),
                     headers=record_headers(env),
                 )

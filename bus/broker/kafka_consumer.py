@@ -22,6 +22,9 @@ from docbus.broker.kafka_errors import kafka_bound
 log = logging.getLogger(__name__)
 
 
+REBALANCE_GRACE_SECONDS = 30.0
+
+
 class KafkaConsumer(BrokerConsumer):
     """A member of a Kafka consumer group; made by :meth:`KafkaBroker.consumer`."""
 
@@ -72,7 +75,9 @@ class KafkaConsumer(BrokerConsumer):
             await _stop(consumer, self._timeout)
 
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumedRecord]:
-        async with kafka_bound("poll", self._timeout + timeout):
+        # A poll may have to wait for a rebalance (a member died: its session must expire first), which takes
+        # longer than a publish; the bound only has to tell "Kafka is away" from "Kafka is busy".
+        async with kafka_bound("poll", self._timeout + timeout + REBALANCE_GRACE_SECONDS):
             consumer = await self._connected()
             if self._rewind:
                 await self._seek_to_committed_now(consumer)

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.errors import NotFound, ValidationFailed
-from docbus.records import record_headers, record_value
+from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent, append_events_in
 from docbus.store.tables import dead_letters, messages, payloads
@@ -142,7 +142,7 @@ class DeadLetterStore:
         topic = self._topics.resend(letter.destination)
         record = OutgoingRecord(
             topic,
-            env["business_id"].encode("utf-8"),
+            partition_key(env["business_id"], env["response_for"]),
             record_value(env["body"], env),
             (*record_headers(env), ("resend-of", str(dead_id).encode())),
         )

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from docbus.adapters.base import Adapter, DeliveryError, Outbound, RetriableDeliveryError
 from docbus.broker.base import Broker, ConsumedRecord, OutgoingRecord
+from docbus.delivery.consuming import consume_until
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder
@@ -77,24 +78,11 @@ class DestinationWorker:
         resend = self._topics.resend(self.name)
         await self._broker.ensure_topics([resend])
         consumer = self._broker.consumer(self.group, topics=[resend], pattern=self._topics.agency_pattern)
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                try:
-                    records = await consumer.poll(max_records=500, timeout=0.5)
-                    if not records:
-                        continue
-                    await self.process(records)
-                    await self._recorder.flush()
-                    await consumer.commit(records)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("destination %s: batch failed; it will be delivered again", self.name)
-                    await asyncio.sleep(1.0)
-                    await consumer.seek_to_committed()
-        finally:
-            await consumer.aclose()
+        await consume_until(stop, consumer, self._process_and_record, label=self.group)
+
+    async def _process_and_record(self, records: list[ConsumedRecord]) -> None:
+        await self.process(records)
+        await self._recorder.flush()  # events are stored before the offsets move past them
 
     async def process(self, records: list[ConsumedRecord]) -> None:
         """Deliver a polled batch: keys concurrently, each key's records in order."""

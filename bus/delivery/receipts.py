@@ -19,6 +19,7 @@ from lxml import etree
 from sqlalchemy import select
 
 from docbus.broker.base import Broker, ConsumedRecord
+from docbus.delivery.consuming import consume_until
 from docbus.delivery.recorder import EventRecorder
 from docbus.envelope import Envelope, MessageKind
 from docbus.payload_store import PayloadStore
@@ -82,25 +83,12 @@ class ReceiptMatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = self._broker.consumer(self.group, pattern=self._topics.agency_pattern)
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                try:
-                    records = await consumer.poll(max_records=500, timeout=0.5)
-                    if not records:
-                        continue
-                    for record in records:
-                        await self.handle(record)
-                    await self._recorder.flush()
-                    await consumer.commit(records)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("receipt matching failed; the batch will be read again")
-                    await asyncio.sleep(1.0)
-                    await consumer.seek_to_committed()
-        finally:
-            await consumer.aclose()
+        await consume_until(stop, consumer, self._process, label=self.group)
+
+    async def _process(self, records: list[ConsumedRecord]) -> None:
+        for record in records:
+            await self.handle(record)
+        await self._recorder.flush()
 
     async def handle(self, record: ConsumedRecord) -> MatchedReceipt | None:
         if dict(record.headers).get("kind") != MessageKind.STATUS.value.encode():

@@ -260,7 +260,7 @@ async def _insert(
             {
                 "message_id": env.message_id,
                 "topic": sub.topic,
-                "record_key": env.business_id,
+                "record_key": env.response_for or env.business_id,
                 "created_at": env.received_at,
                 "attempts": 0,
                 "claimed_by": lease_owner,
