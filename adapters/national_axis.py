@@ -104,7 +104,8 @@ class NationalAxisAdapter(Adapter):
         digest = hashlib.sha256(packet).hexdigest()
         doc_ids = self._pending.get(digest)
         if not doc_ids:
-            log.warning("acknowledging a receipt the national axis did not give us (sha256 %s)", digest)
+            # Identical packets (same reporter, code and second) are acknowledged together with the first one.
+            log.debug("acknowledging a receipt the national axis no longer waits for (sha256 %s)", digest)
             return
         try:
             while doc_ids:

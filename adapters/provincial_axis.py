@@ -103,7 +103,8 @@ class ProvincialAxisAdapter(Adapter):
         digest = hashlib.sha256(packet).hexdigest()
         doc_ids = self._pending.get(digest)
         if not doc_ids:
-            log.warning("acknowledging a receipt the provincial axis did not give us (sha256 %s)", digest)
+            # Identical packets (same reporter, code and second) are acknowledged together with the first one.
+            log.debug("acknowledging a receipt the provincial axis no longer waits for (sha256 %s)", digest)
             return
         try:
             while doc_ids:

@@ -4,6 +4,8 @@
     docbus gateway [...]                               HTTP intake only (scale-out role)
     docbus worker                                      outbox sweeper and adapters (scale-out role)
     docbus migrate                                     bring the database to the newest schema
+    docbus sim national-axis|provincial-axis [--port P]  an axis simulator
+    docbus demo [--port P] [--duration S]              bus, simulators and sample traffic in one process
     docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
     docbus agency list
     docbus agency rotate-key ORGAN_ID
@@ -58,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the outbox sweeper (and adapters): the scale-out worker role")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_worker)
+
+    p = sub.add_parser("sim", help="run an axis simulator: docbus sim national-axis|provincial-axis [--port P]")
+    p.add_argument("sim_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_sim)
+
+    p = sub.add_parser("demo", help="the bus, both axis simulators and sample traffic, on this machine")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--samples", type=Path, help="folder of edXML packets (default: shared/samples/edxml)")
+    p.add_argument("--data-dir", type=Path, help="default: a new temporary folder")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("migrate", help="bring the database to the newest schema")
     p.set_defaults(func=_migrate)
@@ -150,6 +163,28 @@ def _worker(args: argparse.Namespace) -> int:
     _migrate_settings(settings)
     asyncio.run(run_worker(settings))
     return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from docbus.simulators import main as simulator_main
+
+    return simulator_main(args.sim_args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from docbus.demo import default_samples_dir, run_demo
+
+    try:
+        return asyncio.run(
+            run_demo(
+                port=args.port,
+                samples=args.samples or default_samples_dir(),
+                data_dir=args.data_dir,
+                duration=args.duration,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
 
 
 def _migrate(_args: argparse.Namespace) -> int:
