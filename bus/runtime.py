@@ -91,7 +91,10 @@ class BusRuntime:
         signer = ReceiptSigner.from_file(settings.resolved_signing_key_file())
         owner = instance_name("gateway")
         writer = IntakeWriter(
-            db, max_batch=settings.group_commit_max_batch, lease_owner=owner, lease_seconds=settings.relay_lease_seconds
+            db,
+            max_batch=settings.group_commit_max_batch,
+            lease_owner=owner if settings.relay_enabled else None,
+            lease_seconds=settings.relay_lease_seconds,
         )
         payload_store = DirectoryPayloadStore(settings.resolved_payload_dir())
         broker = broker_from_settings(settings, db)
@@ -104,7 +107,8 @@ class BusRuntime:
             batch_size=settings.relay_batch_size,
             sweep=sweep,
         )
-        writer.on_commit(relay.notify)
+        if settings.relay_enabled:
+            writer.on_commit(relay.notify)
         validator = MessageValidator(registry)
         directory = AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds)
         message_store = MessageStore(db)
@@ -148,7 +152,8 @@ class BusRuntime:
         # The broker may be down at start-up: intake still works, the relay catches up when it returns.
         await self.broker.start()
         await self.writer.start()
-        await self.relay.start()
+        if self.settings.relay_enabled:
+            await self.relay.start()
 
     async def aclose(self) -> None:
         await self.writer.aclose()

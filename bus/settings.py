@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     relay_lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
     )
+    relay_enabled: bool = Field(
+        default=True,
+        description="Publish from this process; off = a gateway that leaves all publishing to workers.",
+    )
     relay_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     relay_batch_size: int = Field(default=500, gt=0)
     claim_check_bytes: int = Field(

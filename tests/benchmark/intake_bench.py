@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -153,30 +154,158 @@ def bench_noop(workers: int, args: argparse.Namespace, env: dict[str, str], work
         return wrk(port, args.duration, args.connections, env)
 
 
-def bench_docbus(workers: int, args: argparse.Namespace, env: dict[str, str], work: Path) -> tuple[Result, int]:
-    data = work / f"docbus-{workers}"
+def bench_docbus(
+    workers: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    work: Path,
+    *,
+    label: str,
+    extra: dict[str, str] | None = None,
+    drain: bool = False,
+) -> tuple[Result, int, float]:
+    """Run wrk against ``docbus serve``; returns the result, messages stored, and (with ``drain``) the seconds
+    after the run until the outbox was empty (everything published)."""
+    data = work / f"docbus-{label}-{workers}"
     shutil.rmtree(data, ignore_errors=True)
-    env = {**env, "DOCBUS_DATA_DIR": str(data)}
+    env = {**env, "DOCBUS_DATA_DIR": str(data), **(extra or {})}
     env.pop("DOCBUS_DATABASE_URL", None)
-    env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
+    if "DOCBUS_KAFKA_BOOTSTRAP" not in (extra or {}):
+        env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
     env["BENCH_KEY"] = register(env)
     port = free_port()
-    cmd = [
-        str(BIN / "docbus"),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-    ]
+    cmd = [str(BIN / "docbus"), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    drained_after = 0.0
     with serving(cmd, env, port, "/healthz", work / "docbus.log"):
         wrk(port, args.warmup, args.connections, env)
         result = wrk(port, args.duration, args.connections, env)
+        if drain:
+            started = time.perf_counter()
+            while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["outbox_backlog"] > 0:
+                time.sleep(0.1)
+            drained_after = time.perf_counter() - started
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
         stored = int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
-    return result, stored
+    return result, stored, drained_after
+
+
+def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int) -> None:
+    """Intake-only vs intake-to-Kafka vs Kafka's own producer ceiling, then forwarding at half the intake rate."""
+    only, _, _ = bench_docbus(
+        workers, args, env, work, label="intake-only", extra={"DOCBUS_RELAY_ENABLED": "false"}
+    )
+    kafka_env = {"DOCBUS_KAFKA_BOOTSTRAP": args.kafka, "DOCBUS_TOPIC_PREFIX": f"bench{int(time.time())}"}
+    to_kafka, stored_kafka, drain = bench_docbus(workers, args, env, work, label="kafka", extra=kafka_env, drain=True)
+    published_rate = stored_kafka / (args.duration + args.warmup + drain)
+    raw = raw_producer(args)
+    print(
+        f"intake-only {only.rate:8.0f} msg/s (p99 {only.p99_ms:.2f} ms) | intake-to-Kafka {to_kafka.rate:8.0f} msg/s "
+        f"(p99 {to_kafka.p99_ms:.2f} ms, all {stored_kafka} published {drain:.1f} s after the load ended, "
+        f"{published_rate:.0f} msg/s published overall) | raw producer {raw:8.0f} msg/s"
+    )
+    print(
+        f"ratios: intake-to-Kafka / intake-only {to_kafka.rate / only.rate:.2f}; "
+        f"intake-to-Kafka / raw producer {to_kafka.rate / raw:.2f}",
+        flush=True,
+    )
+    forwarding_phase(args, env, work, workers, to_kafka.rate / 2)
+
+
+def raw_producer(args: argparse.Namespace) -> float:
+    """Kafka's own ProducerPerformance (same jars, acks=all, idempotent) with records of the same size."""
+    out = subprocess.run(
+        [
+            "bash",
+            str(REPO / "deploy" / "kafka" / "kafka.sh"),
+            "perf-producer",
+            "--bootstrap",
+            args.kafka,
+            "--topic",
+            f"bench-raw-{int(time.time())}",
+            "--num-records",
+            "100000",
+            "--record-size",
+            str(args.size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rates = re.findall(r"([\d.]+) records/sec", out)
+    if not rates:
+        raise RuntimeError(f"unexpected ProducerPerformance output:\n{out}")
+    return float(rates[-1])
+
+
+def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int, rate: float) -> None:
+    """POST at ``rate`` (half the intake maximum) with forwarding to the national axis simulator; report delivered
+    msgs/s and POST→DELIVERED latency from the timelines."""
+    sim_port = free_port()
+    sim_cmd = [
+        str(BIN / "docbus"),
+        "sim",
+        "national-axis",
+        "--port",
+        str(sim_port),
+        "--receipt-delays",
+        "600,601,602",
+        "--log-level",
+        "warning",
+    ]
+    routes = work / "routes.toml"
+    routes.write_text(
+        '[[destination]]\nname = "national_axis"\n\n[[rule]]\nany = true\ndestination = "national_axis"\n'
+    )
+    connections = 32
+    pause_ms = max(0, int(connections * 1000 / rate) - 2)
+    extra = {
+        "DOCBUS_KAFKA_BOOTSTRAP": args.kafka,
+        "DOCBUS_TOPIC_PREFIX": f"benchfwd{int(time.time())}",
+        "DOCBUS_ROUTES_FILE": str(routes),
+        "DOCBUS_ADAPTERS__NATIONAL_AXIS__URL": f"http://127.0.0.1:{sim_port}",
+        "DOCBUS_ADAPTERS__NATIONAL_AXIS__SYSTEM_ID": "docbus",
+        "DOCBUS_ADAPTERS__NATIONAL_AXIS__SECRET": "docbus-secret",
+        "BENCH_DELAY_MS": str(pause_ms),
+    }
+    data = work / "docbus-forwarding"
+    shutil.rmtree(data, ignore_errors=True)
+    fenv = {**env, "DOCBUS_DATA_DIR": str(data), **extra}
+    fenv["BENCH_KEY"] = register(fenv)
+    port = free_port()
+    cmd = [str(BIN / "docbus"), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    with (
+        serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log"),
+        serving(cmd, fenv, port, "/healthz", work / "docbus.log"),
+    ):
+        result = wrk(port, args.duration, connections, fenv)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with sqlite3.connect(data / "docbus.sqlite3") as conn:
+                delivered = conn.execute("SELECT count(*) FROM events WHERE type = 'DELIVERED'").fetchone()[0]
+                total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+            if delivered >= total:
+                break
+            time.sleep(0.5)
+    with sqlite3.connect(data / "docbus.sqlite3") as conn:
+        rows = conn.execute(
+            "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id WHERE e.type = 'DELIVERED'"
+        ).fetchall()
+        total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    latencies = sorted(
+        (datetime.fromisoformat(at) - datetime.fromisoformat(received)).total_seconds() * 1000 for received, at in rows
+    )
+    first = min(datetime.fromisoformat(r) for r, _ in rows)
+    last = max(datetime.fromisoformat(a) for _, a in rows)
+    delivered_rate = len(rows) / max((last - first).total_seconds(), 1e-9)
+    intake_rate = total / max((max(datetime.fromisoformat(r) for r, _ in rows) - first).total_seconds(), 1e-9)
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    print(
+        f"forwarding at ~{rate:.0f} msg/s offered: accepted {intake_rate:.0f} msg/s (POST p99 {result.p99_ms:.2f} ms), "
+        f"delivered {delivered_rate:.0f} msg/s ({len(rows)}/{total}), ratio {delivered_rate / intake_rate:.2f}; "
+        f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms",
+        flush=True,
+    )
 
 
 def hostile_latency(work: Path, env: dict[str, str]) -> dict[str, float]:
@@ -214,6 +343,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--size", type=int, default=10 * 1024)
+    parser.add_argument("--kafka", help="bootstrap servers: also measure intake-to-Kafka, the raw producer, forwarding")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -226,7 +356,7 @@ def main() -> int:
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:
         noop = bench_noop(workers, args, env, work)
-        docbus, stored = bench_docbus(workers, args, env, work)
+        docbus, stored, _ = bench_docbus(workers, args, env, work, label="embedded")
         rows.append((workers, noop, docbus, stored))
         print(
             f"workers={workers}  docbus {docbus.rate:8.0f} msg/s"
@@ -236,10 +366,13 @@ def main() -> int:
             flush=True,
         )
     best = max(rows, key=lambda r: r[2].rate)
+    best_workers = best[0]
     print(
-        f"best: workers={best[0]} docbus/no-op ratio {best[2].rate / best[1].rate:.2f}, "
+        f"best: workers={best_workers} docbus/no-op ratio {best[2].rate / best[1].rate:.2f}, "
         f"docbus p99 {best[2].p99_ms:.2f} ms"
     )
+    if args.kafka:
+        kafka_phase(args, env, work, best_workers)
     for name, ms in hostile_latency(work, env).items():
         print(f"refusal latency {name}: {ms:.1f} ms")
     shutil.rmtree(work, ignore_errors=True)

@@ -3,6 +3,8 @@
 local template = assert(io.open(os.getenv("BENCH_TEMPLATE"), "rb")):read("*a")
 local key = os.getenv("BENCH_KEY") or ""
 local path = os.getenv("BENCH_PATH") or "/v1/messages"
+-- Pacing for fixed-rate runs: each connection waits this long before its next request (0 = as fast as it can).
+local pause_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local threads = {}
 local next_id = 1
 
@@ -27,6 +29,10 @@ function request()
     ["Authorization"] = "Bearer " .. key,
     ["Idempotency-Key"] = "bench-" .. seq,
   }, body)
+end
+
+function delay()
+  return pause_ms
 end
 
 function response(status, headers, body)

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Runs the benchmarks with the project's virtualenv; installs wrk from Debian's packages when missing.
+# Runs the benchmarks with the project's virtualenv: intake vs a no-op endpoint, then (with a Kafka broker this
+# script starts and stops) intake-to-Kafka vs intake-only vs Kafka's own producer, and forwarding.
+# Installs wrk from Debian's packages when missing. Extra arguments go to intake_bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-.venv/bin/python tests/benchmark/intake_bench.py "$@"
+KAFKA_DIR="${DOCBUS_BENCH_KAFKA_DIR:-/tmp/docbus-bench-kafka}"
+trap 'bash deploy/kafka/kafka.sh stop --dir "$KAFKA_DIR" >/dev/null 2>&1 || true' EXIT
+BOOTSTRAP="$(bash deploy/kafka/kafka.sh start --dir "$KAFKA_DIR" --port 49092 | tail -n 1)"
+.venv/bin/python tests/benchmark/intake_bench.py --kafka "$BOOTSTRAP" "$@"
