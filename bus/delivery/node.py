@@ -86,22 +86,28 @@ class DeliveryNode:
         """Fetch business receipts waiting at an axis and take them in like any message (trusted: the adapter
         speaks for the axis it is configured for)."""
         interval = self.runtime.settings.receipt_poll_seconds
+        limit = asyncio.Semaphore(16)
         while not self._stop.is_set():
             try:
-                for packet in await adapter.fetch_receipts():
-                    try:
-                        await self.runtime.intake.accept(None, packet, "application/xml")
-                        ok = True
-                    except RequestRejected as exc:
-                        log.warning("receipt from %s refused: %s %s", name, exc.status, exc.detail)
-                        ok = False
-                    await adapter.acknowledge_receipt(packet, ok)
+                packets = await adapter.fetch_receipts()
+                # Concurrently, so the intake writer group-commits them; each is acknowledged once stored.
+                await asyncio.gather(*(self._take_receipt(name, adapter, p, limit) for p in packets))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("fetching receipts from %s failed", name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
+
+    async def _take_receipt(self, name: str, adapter: Adapter, packet: bytes, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                await self.runtime.intake.accept(None, packet, "application/xml")
+                ok = True
+            except RequestRejected as exc:
+                log.warning("receipt from %s refused: %s %s", name, exc.status, exc.detail)
+                ok = False
+            await adapter.acknowledge_receipt(packet, ok)
 
     async def aclose(self) -> None:
         self._stop.set()
