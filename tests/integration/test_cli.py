@@ -1,0 +1,119 @@
+"""The ``docbus`` command as an operator and an agency use it: agencies, send, audit, dead letters, the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ..conftest import SAMPLES, free_port
+from .test_crash_safety import spawn_gateway, wait_ready
+
+DOC = SAMPLES / "edoc_with_attachment_dc0bdef0.edxml"
+
+
+def docbus(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    values = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data")}
+    for name in ("DOCBUS_DATABASE_URL", "DOCBUS_KAFKA_BOOTSTRAP", "DOCBUS_ROUTES_FILE"):
+        values.pop(name, None)
+    return values
+
+
+def test_agency_commands(env: dict[str, str]) -> None:
+    added = docbus(env, "agency", "add", "000.00.00.G22", "--name", "Văn phòng Chính phủ")
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.strip().splitlines()[-1]
+    assert key.startswith("dbk_")
+    again = docbus(env, "agency", "add", "000.00.00.G22", "--name", "again")
+    assert again.returncode == 1
+    assert "already registered" in again.stderr
+    bad = docbus(env, "agency", "add", "vxp.saas.03", "--name", "test system")
+    assert bad.returncode == 1
+    assert "vxp.saas.03" in bad.stderr
+    operator = docbus(env, "agency", "add", "H41.01", "--name", "Giám sát", "--role", "operator")
+    assert operator.returncode == 0
+    listed = docbus(env, "agency", "list").stdout
+    assert "000.00.00.G22\tagency\tlevel 1" in listed
+    assert "H41.01\toperator\tlevel 2" in listed
+    assert key not in listed  # keys are shown once, never listed
+    rotated = docbus(env, "agency", "rotate-key", "000.00.00.G22").stdout.strip().splitlines()[-1]
+    assert rotated.startswith("dbk_")
+    assert rotated != key
+
+
+@pytest.mark.slow
+async def test_send_audit_and_dlq(env: dict[str, str], tmp_path: Path) -> None:
+    key = docbus(env, "agency", "add", "000.00.00.G22", "--name", "VPCP").stdout.strip().splitlines()[-1]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn_gateway(env, port, tmp_path / "gateway.log")
+    try:
+        await wait_ready(url, proc)
+        sent = docbus(env, "send", str(DOC), "--key", key, "--url", url)
+        assert sent.returncode == 0, sent.stderr
+        receipt = orjson.loads(sent.stdout)
+        assert receipt["sender"] == "000.00.00.G22"
+        assert receipt["signature"].count(".") == 2
+        checked = docbus(env, "send", str(SAMPLES / "edoc.edxml"), "--key", key, "--url", url, "--validate-only")
+        assert checked.returncode == 1
+        assert orjson.loads(checked.stderr)["status"] == 400
+        wrong = docbus(env, "send", str(DOC), "--key", "dbk_wrong", "--url", url)
+        assert wrong.returncode == 1
+        assert orjson.loads(wrong.stderr)["status"] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    shown = docbus(env, "messages", "show", receipt["message_id"])
+    assert orjson.loads(shown.stdout)["events"][0]["type"] == "ACCEPTED"
+    assert receipt["message_id"] in docbus(env, "messages", "list").stdout
+    verified = docbus(env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout
+    assert "0 problems" in verified.stdout
+    with sqlite3.connect(tmp_path / "data" / "docbus.sqlite3") as conn:
+        conn.execute("UPDATE events SET actor = 'someone else' WHERE seq = 1")
+    tampered = docbus(env, "audit", "verify")
+    assert tampered.returncode == 1
+    assert "was altered" in tampered.stdout
+    assert docbus(env, "dlq", "list").returncode == 0
+    missing = docbus(env, "dlq", "show", "999")
+    assert missing.returncode == 1
+    assert "no dead letter 999" in missing.stderr
+
+
+@pytest.mark.slow
+def test_demo_shows_deliveries_and_receipts(env: dict[str, str], tmp_path: Path) -> None:
+    run = docbus(
+        env,
+        "demo",
+        "--port",
+        str(free_port()),
+        "--duration",
+        "12",
+        "--samples",
+        str(SAMPLES),
+        "--data-dir",
+        str(tmp_path / "demo"),
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    assert "/docs" in out
+    assert "DELIVERED" in out
+    assert "to provincial_axis" in out
+    assert "to national_axis" in out
+    assert "RECEIPT 06" in out
+    assert "400 edoc.edxml" in out
+    assert "summary: 5 documents sent" in out
