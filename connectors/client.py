@@ -9,10 +9,11 @@ Refusals raise :class:`SubmissionRefused` with the problem details the bus retur
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
+
+from docbus.connectors.http import HttpClientOwner
 
 
 class SubmissionRefused(Exception):
@@ -29,7 +30,7 @@ def content_type_for(path: Path) -> str:
     return "application/json" if path.suffix.lower() == ".json" else "application/xml"
 
 
-class AgencyClient:
+class AgencyClient(HttpClientOwner):
     """Submits messages and reads their timelines as one agency."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
@@ -37,20 +38,7 @@ class AgencyClient:
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
         )
 
-    async def __aenter__(self) -> AgencyClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def submit(
-        self, payload: bytes, content_type: str, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    async def submit(self, payload: bytes, content_type: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Content-Type": content_type}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
@@ -58,9 +46,7 @@ class AgencyClient:
         return self._json_or_raise(response)
 
     async def validate(self, payload: bytes, content_type: str) -> dict[str, Any]:
-        response = await self._http.post(
-            "/v1/validate", content=payload, headers={"Content-Type": content_type}
-        )
+        response = await self._http.post("/v1/validate", content=payload, headers={"Content-Type": content_type})
         return self._json_or_raise(response)
 
     async def message(self, message_id: str) -> dict[str, Any]:

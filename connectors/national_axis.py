@@ -31,18 +31,17 @@ other 4xx answers are not (see :data:`PERMANENT_CODES`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+
+from docbus.connectors.http import AxisClient, AxisError, failure_reason, json_excerpt, json_object
 
 EdocMessageType = Literal["edoc", "status"]
 TransportStatus = Literal["done", "fail", "processing"]
@@ -85,26 +84,10 @@ def answer_is_retriable(http_status: int | None, error_code: str | None) -> bool
     return not 400 <= http_status < 500
 
 
-class NationalAxisError(Exception):
+class NationalAxisError(AxisError[str]):
     """Raised when the national axis did not do what was asked; ``retriable`` says whether trying again can help."""
 
-    def __init__(
-        self,
-        operation: str,
-        reason: str,
-        *,
-        retriable: bool,
-        http_status: int | None = None,
-        error_code: str | None = None,
-        excerpt: str | None = None,
-    ) -> None:
-        super().__init__(f"national axis {operation}: {reason}")
-        self.operation = operation
-        self.reason = reason
-        self.retriable = retriable
-        self.http_status = http_status
-        self.error_code = error_code
-        self.excerpt = excerpt
+    axis = "national axis"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,36 +109,10 @@ class ReceivedEdoc:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-class NationalAxisClient:
+class NationalAxisClient(AxisClient):
     """Speaks the national axis' HTTP API as one registered system (``system_id`` + HMAC ``secret``)."""
 
-    def __init__(
-        self,
-        url: str,
-        system_id: str,
-        secret: str,
-        *,
-        timeout: float = 30.0,
-        connect_timeout: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.system_id = system_id
-        self._secret = secret
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout), transport=transport, follow_redirects=False
-        )
-
-    async def __aenter__(self) -> NationalAxisClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    error = NationalAxisError
 
     async def send_edoc(
         self,
@@ -172,7 +129,7 @@ class NationalAxisClient:
         body = await self._call("sendEdoc", signed=signed, extra=extra, content=raw_edxml)
         doc_id = body.get("DocId")
         if not isinstance(doc_id, str) or not doc_id:
-            raise NationalAxisError("sendEdoc", "answer has no DocId", retriable=True, excerpt=_excerpt(body))
+            raise NationalAxisError("sendEdoc", "answer has no DocId", retriable=True, excerpt=json_excerpt(body))
         return SentEdoc(doc_id=doc_id, duplicate=bool(body.get("Duplicate", False)))
 
     async def get_received_edoc_list(self) -> list[ReceivedEdoc]:
@@ -185,15 +142,7 @@ class NationalAxisClient:
 
     async def get_edoc(self, doc_id: str) -> bytes:
         """The raw packet of one received item (``getEdoc``; the axis sends it base64-encoded)."""
-        body = await self._call("getEdoc", json_body={"DocId": doc_id})
-        data = body.get("data")
-        content = data.get("content") if isinstance(data, dict) else None
-        if not isinstance(content, str):
-            raise NationalAxisError("getEdoc", "answer has no content", retriable=True, excerpt=_excerpt(body))
-        try:
-            return base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise NationalAxisError("getEdoc", "content is not base64", retriable=True) from exc
+        return self._packet(await self._call("getEdoc", json_body={"DocId": doc_id}))
 
     async def update_status(self, doc_id: str, status: TransportStatus) -> None:
         """Acknowledge a received item (``updateStatus``): ``done``, ``fail`` or ``processing``."""
@@ -215,38 +164,19 @@ class NationalAxisClient:
         json_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         headers = {**self.auth_headers(signed), **(extra or {})}
-        try:
-            response = await self._http.post(
-                f"{self.url}/{operation}", headers=headers, content=content, json=json_body
-            )
-        except httpx.TimeoutException as exc:
-            raise NationalAxisError(operation, f"timed out ({type(exc).__name__})", retriable=True) from exc
-        except httpx.TransportError as exc:
-            raise NationalAxisError(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
+        response = await self._post(operation, headers=headers, content=content, json=json_body)
         return _answer(operation, response)
 
 
 def _answer(operation: str, response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a successful answer; raise :class:`NationalAxisError` for anything else."""
-    try:
-        parsed = response.json()
-    except ValueError:
-        parsed = None
-    body: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
+    body = json_object(response)
     code = None if body is None or body.get("ErrorCode") is None else str(body["ErrorCode"])
     if body is not None and response.is_success and body.get("status") == "OK" and code in (None, "0"):
         return body
-    desc = body.get("ErrorDesc") if body is not None else None
-    reason = f"HTTP {response.status_code}"
-    if code is not None:
-        reason += f", ErrorCode {code}"
-    if desc:
-        reason += f": {desc}"
-    elif body is None:
-        reason += ": answer is not a JSON object"
     raise NationalAxisError(
         operation,
-        reason,
+        failure_reason(response, body, code),
         retriable=answer_is_retriable(response.status_code, code),
         http_status=response.status_code,
         error_code=code,
@@ -257,7 +187,7 @@ def _answer(operation: str, response: httpx.Response) -> dict[str, Any]:
 def _entries(operation: str, body: dict[str, Any]) -> list[ReceivedEdoc]:
     data = body.get("data", [])
     if not isinstance(data, list):
-        raise NationalAxisError(operation, "answer data is not a list", retriable=True, excerpt=_excerpt(body))
+        raise NationalAxisError(operation, "answer data is not a list", retriable=True, excerpt=json_excerpt(body))
     entries = []
     for item in data:
         if isinstance(item, dict) and isinstance(item.get("DocId"), str):
@@ -271,7 +201,3 @@ def _entries(operation: str, body: dict[str, Any]) -> list[ReceivedEdoc]:
                 )
             )
     return entries
-
-
-def _excerpt(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False)[:500]

@@ -27,15 +27,13 @@ Answers are ``{"status": "OK" | "FAIL", "ErrorCode": <int>, "ErrorDesc": "..."}`
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+
+from docbus.connectors.http import AxisClient, AxisError, failure_reason, json_excerpt, json_object
 
 LgspStatus = Literal["INITIAL", "PROCESSING", "DONE", "FAIL"]
 
@@ -55,26 +53,10 @@ ERROR_MEANINGS = {
 }
 
 
-class ProvincialAxisError(Exception):
+class ProvincialAxisError(AxisError[int]):
     """Raised when the provincial platform did not do what was asked; ``retriable`` says whether to try again."""
 
-    def __init__(
-        self,
-        operation: str,
-        reason: str,
-        *,
-        retriable: bool,
-        http_status: int | None = None,
-        error_code: int | None = None,
-        excerpt: str | None = None,
-    ) -> None:
-        super().__init__(f"provincial axis {operation}: {reason}")
-        self.operation = operation
-        self.reason = reason
-        self.retriable = retriable
-        self.http_status = http_status
-        self.error_code = error_code
-        self.excerpt = excerpt
+    axis = "provincial axis"
 
 
 def answer_is_retriable(http_status: int | None, error_code: int | None) -> bool:
@@ -114,8 +96,10 @@ class _Unauthorized(Exception):
         self.error = error
 
 
-class ProvincialAxisClient:
+class ProvincialAxisClient(AxisClient):
     """Speaks an LGSP's REST API as one registered system (``system_id`` + ``secret`` → bearer token)."""
+
+    error = ProvincialAxisError
 
     def __init__(
         self,
@@ -127,26 +111,10 @@ class ProvincialAxisClient:
         connect_timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.system_id = system_id
-        self._secret = secret
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout), transport=transport, follow_redirects=False
-        )
+        super().__init__(url, system_id, secret, timeout=timeout, connect_timeout=connect_timeout, transport=transport)
         self._token: str | None = None
         self._renew_at = 0.0  # monotonic time after which the token is renewed before use
         self._login_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> ProvincialAxisClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def login(self) -> None:
         """Trade system id and secret for a bearer token (ErrorCode 15 when they are wrong: permanent)."""
@@ -171,7 +139,7 @@ class ProvincialAxisClient:
         )
         doc_id = body.get("docId")
         if not isinstance(doc_id, str) or not doc_id:
-            raise ProvincialAxisError("sendEdoc", "answer has no docId", retriable=True, excerpt=_excerpt(body))
+            raise ProvincialAxisError("sendEdoc", "answer has no docId", retriable=True, excerpt=json_excerpt(body))
         return SentEdoc(doc_id=doc_id, duplicate=bool(body.get("duplicate", False)))
 
     async def sync_received_edoc_list(self) -> list[ReceivedEdoc]:
@@ -180,7 +148,7 @@ class ProvincialAxisClient:
         data = body.get("data", [])
         if not isinstance(data, list):
             raise ProvincialAxisError(
-                "syncReceivedEdocList", "answer data is not a list", retriable=True, excerpt=_excerpt(body)
+                "syncReceivedEdocList", "answer data is not a list", retriable=True, excerpt=json_excerpt(body)
             )
         return [
             ReceivedEdoc(
@@ -195,15 +163,7 @@ class ProvincialAxisClient:
 
     async def get_edoc(self, doc_id: str) -> bytes:
         """The raw packet of one received item (sent base64-encoded)."""
-        body = await self._call("getEdoc", json_body={"docId": doc_id})
-        data = body.get("data")
-        content = data.get("content") if isinstance(data, dict) else None
-        if not isinstance(content, str):
-            raise ProvincialAxisError("getEdoc", "answer has no content", retriable=True, excerpt=_excerpt(body))
-        try:
-            return base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProvincialAxisError("getEdoc", "content is not base64", retriable=True) from exc
+        return self._packet(await self._call("getEdoc", json_body={"docId": doc_id}))
 
     async def update_status(self, doc_id: str, status: LgspStatus) -> None:
         """Set the transport status of a received item: INITIAL, PROCESSING, DONE or FAIL."""
@@ -247,41 +207,22 @@ class ProvincialAxisClient:
         body = _answer("login", response, unauthorized_is_final=True)
         token, expires_in = body.get("token"), body.get("expiresIn", 3600)
         if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
-            raise ProvincialAxisError("login", "answer has no token", retriable=True, excerpt=_excerpt(body))
+            raise ProvincialAxisError("login", "answer has no token", retriable=True, excerpt=json_excerpt(body))
         # Renew a little early so a token never expires between our check and the platform's.
         self._renew_at = time.monotonic() + max(0.0, float(expires_in) - min(30.0, float(expires_in) / 10))
         self._token = token
 
-    async def _post(self, operation: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._http.post(f"{self.url}/{operation}", **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ProvincialAxisError(operation, f"timed out ({type(exc).__name__})", retriable=True) from exc
-        except httpx.TransportError as exc:
-            raise ProvincialAxisError(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
-
 
 def _answer(operation: str, response: httpx.Response, *, unauthorized_is_final: bool) -> dict[str, Any]:
     """The JSON body of a successful answer; raise :class:`ProvincialAxisError` (or ask for a fresh login)."""
-    try:
-        parsed = response.json()
-    except ValueError:
-        parsed = None
-    body: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
+    body = json_object(response)
     code = _code(body)
     if body is not None and response.is_success and body.get("status") == "OK" and code in (None, OK):
         return body
-    reason = f"HTTP {response.status_code}"
-    if code is not None:
-        reason += f", ErrorCode {code} ({ERROR_MEANINGS.get(code, 'unknown code')})"
-    desc = body.get("ErrorDesc") if body is not None else None
-    if desc:
-        reason += f": {desc}"
-    elif body is None:
-        reason += ": answer is not a JSON object"
+    shown = None if code is None else f"{code} ({ERROR_MEANINGS.get(code, 'unknown code')})"
     error = ProvincialAxisError(
         operation,
-        reason,
+        failure_reason(response, body, shown),
         retriable=answer_is_retriable(response.status_code, code),
         http_status=response.status_code,
         error_code=code,
@@ -299,7 +240,3 @@ def _code(body: dict[str, Any] | None) -> int | None:
         return int(body["ErrorCode"])
     except (TypeError, ValueError):
         return -1
-
-
-def _excerpt(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False)[:500]

@@ -1,0 +1,142 @@
+"""What the HTTP clients in ``docbus.connectors`` share, so that each module holds only its own wire protocol.
+
+- :class:`HttpClientOwner`: a client that owns one ``httpx.AsyncClient``; ``async with`` and ``aclose`` close it.
+- :class:`AxisClient`: the base of the two axis clients (national VXP, provincial LGSP). Both are registered
+  there as one system (``system_id`` + ``secret``), post every operation to ``{url}/{operation}``, turn timeouts
+  and transport errors into a retriable :class:`AxisError`, and get received packets back base64-encoded.
+- :class:`AxisError`: the failure both raise, with a ``retriable`` flag and the axis' answer (HTTP status,
+  ErrorCode, an excerpt), which the adapters map onto delivery errors the same way for either axis.
+- :func:`json_object`, :func:`failure_reason`, :func:`json_excerpt`: reading the axes' JSON answers, which
+  have the same ``{"status", "ErrorCode", "ErrorDesc"}`` shape on both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import httpx
+
+CodeT = TypeVar("CodeT", str, int)  # how an axis writes its ErrorCodes
+
+
+class AxisError(Exception, Generic[CodeT]):
+    """Raised when an axis did not do what was asked; ``retriable`` says whether trying again can help."""
+
+    axis: ClassVar[str]  # how messages name the axis, e.g. "national axis"
+
+    def __init__(
+        self,
+        operation: str,
+        reason: str,
+        *,
+        retriable: bool,
+        http_status: int | None = None,
+        error_code: CodeT | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        super().__init__(f"{self.axis} {operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
+        self.retriable = retriable
+        self.http_status = http_status
+        self.error_code: CodeT | None = error_code
+        self.excerpt = excerpt
+
+
+class HttpClientOwner:
+    """Owns the ``httpx.AsyncClient`` in ``_http``: leaving ``async with`` or calling ``aclose`` closes it."""
+
+    _http: httpx.AsyncClient
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class AxisClient(HttpClientOwner, ABC):
+    """Base of the axis clients: one registered system (``system_id`` + ``secret``) posting to ``{url}/{operation}``.
+
+    Subclasses set ``error`` (the :class:`AxisError` they raise) and implement their operations.
+    """
+
+    error: ClassVar[type[AxisError[Any]]]
+
+    def __init__(
+        self,
+        url: str,
+        system_id: str,
+        secret: str,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.system_id = system_id
+        self._secret = secret
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout), transport=transport, follow_redirects=False
+        )
+
+    @abstractmethod
+    async def get_edoc(self, doc_id: str) -> bytes:
+        """The raw packet of one received item."""
+
+    async def _post(self, operation: str, **kwargs: Any) -> httpx.Response:
+        """``POST {url}/{operation}``; timeouts and transport errors raise a retriable ``error``."""
+        try:
+            return await self._http.post(f"{self.url}/{operation}", **kwargs)
+        except httpx.TimeoutException as exc:
+            raise self.error(operation, f"timed out ({type(exc).__name__})", retriable=True) from exc
+        except httpx.TransportError as exc:
+            raise self.error(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
+
+    def _packet(self, body: dict[str, Any]) -> bytes:
+        """The packet in a ``getEdoc`` answer: ``data.content``, base64-encoded."""
+        data = body.get("data")
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, str):
+            raise self.error("getEdoc", "answer has no content", retriable=True, excerpt=json_excerpt(body))
+        try:
+            return base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise self.error("getEdoc", "content is not base64", retriable=True) from exc
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's body if it is a JSON object, else ``None``."""
+    try:
+        parsed = response.json()
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def failure_reason(response: httpx.Response, body: dict[str, Any] | None, code: str | None) -> str:
+    """``HTTP <status>[, ErrorCode <code>][: <ErrorDesc>]`` for an unsuccessful answer (``code`` as shown)."""
+    reason = f"HTTP {response.status_code}"
+    if code is not None:
+        reason += f", ErrorCode {code}"
+    desc = body.get("ErrorDesc") if body is not None else None
+    if desc:
+        reason += f": {desc}"
+    elif body is None:
+        reason += ": answer is not a JSON object"
+    return reason
+
+
+def json_excerpt(body: dict[str, Any]) -> str:
+    """The first 500 characters of ``body`` as JSON, for error reports."""
+    return json.dumps(body, ensure_ascii=False)[:500]
