@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=True,
         description="Publish from this process; off = a gateway that leaves all publishing to workers.",
     )
+    status_stream: bool | None = Field(
+        default=None,
+        description="Publish every lifecycle event to <prefix>.status; unset = on with Kafka, off when embedded "
+        "(there the events table is the stream: /v1/events).",
+    )
     relay_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     relay_batch_size: int = Field(default=500, gt=0)
     claim_check_bytes: int = Field(

@@ -30,5 +30,10 @@ class Topics:
         return f"{self.prefix}.deliver.{destination}"
 
     @property
+    def status(self) -> str:
+        """Every lifecycle event of every message (key = message id), for anything that watches the bus."""
+        return f"{self.prefix}.status"
+
+    @property
     def receipts_group(self) -> str:
         return f"{self.prefix}.receipts"

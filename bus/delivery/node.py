@@ -20,6 +20,7 @@ from docbus.delivery.recorder import EventRecorder
 from docbus.errors import RequestRejected
 from docbus.routing import LOCAL
 from docbus.runtime import BusRuntime
+from docbus.status_stream import StatusStream
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,15 @@ class DeliveryNode:
             payload_store=runtime.payload_store,
             topics=runtime.topics,
         )
+        self.status_stream = StatusStream(runtime.db, runtime.broker, runtime.topics, owner=runtime.relay.owner)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        settings = self.runtime.settings
+        wanted = settings.status_stream if settings.status_stream is not None else bool(settings.kafka_bootstrap)
+        if wanted:
+            self._tasks.append(asyncio.create_task(self.status_stream.run(self._stop), name="status-stream"))
         routes = self.runtime.routes
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
@@ -49,7 +55,6 @@ class DeliveryNode:
         from docbus.adapters.registry import build_adapter  # entry points are read only when forwarding
 
         await self.recorder.start()
-        settings = self.runtime.settings
         for destination in routes.destinations:
             if destination.name == LOCAL:
                 continue

@@ -190,3 +190,13 @@ dead_letters = Table(
 )
 Index("ix_dead_letters_destination", dead_letters.c.destination, dead_letters.c.id)
 Index("ix_dead_letters_message", dead_letters.c.message_id)
+
+# Where each outgoing event stream stands (the last event id it published) and which process publishes it now.
+stream_cursors = Table(
+    "stream_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("owner", String(128), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)

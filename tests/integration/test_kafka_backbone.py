@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from docbus.settings import Settings
@@ -128,6 +129,18 @@ async def test_every_accepted_message_is_in_its_agency_topic_exactly_once(
         assert record["headers"]["kind"] == "edoc"
         assert record["headers"]["sha256"] == receipt["sha256"]
         assert record["headers"]["trace-id"]
+    # Every lifecycle event also goes to docbus.status, keyed by message id.
+    status_types: set[str] = set()
+    for _ in range(60):
+        status_types = {
+            orjson.loads(r["value"])["type"]
+            for r in await read_topic(kafka_bootstrap, "docbus.status")
+            if r["headers"]["message-id"] == receipts[0]["message_id"]
+        }
+        if {"ACCEPTED", "PUBLISHED"} <= status_types:
+            break
+        await asyncio.sleep(0.5)
+    assert {"ACCEPTED", "PUBLISHED"} <= status_types
     published = [e for e in timeline["events"] if e["type"] == "PUBLISHED"]
     assert len(published) == 1
     assert timeline["status"] == "PUBLISHED"

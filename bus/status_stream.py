@@ -1,0 +1,151 @@
+"""The lifecycle event stream: every event of every message, published to ``<prefix>.status`` in order.
+
+Events are written by many processes (gateways, relays, workers) into the events table; one process at a time
+(holding a lease on the ``stream_cursors`` row) reads them after the last published id and publishes them, keyed
+by message id, then moves the cursor. Delivery is at least once (a crash between publish and cursor move
+re-publishes a batch; consumers deduplicate by event id).
+
+PostgreSQL hands out ids before commit, so an event can become visible after a later id; events are therefore
+read only once they are ``settle_seconds`` old, which covers any transaction docbus keeps open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from docbus.broker.base import Broker, OutgoingRecord
+from docbus.store.audit import utc_iso
+from docbus.store.database import Database
+from docbus.store.tables import events, messages, stream_cursors
+from docbus.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CURSOR = "status"
+
+
+class StatusStream:
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        topics: Topics,
+        *,
+        owner: str,
+        settle_seconds: float = 2.0,
+        lease_seconds: float = 15.0,
+        batch_size: int = 500,
+        interval: float = 0.5,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self._topics = topics
+        self._owner = owner
+        self._settle = timedelta(seconds=settle_seconds)
+        self._lease = timedelta(seconds=lease_seconds)
+        self._batch_size = batch_size
+        self._interval = interval
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                count = await self.step()
+            except Exception:
+                log.exception("status stream: publishing failed; will try again")
+                count = 0
+                await asyncio.sleep(1.0)
+            if count < self._batch_size:
+                await asyncio.sleep(self._interval)
+
+    async def step(self) -> int:
+        """Publish the next batch if this process holds the stream; returns how many events went out."""
+        position = await self._claim()
+        if position is None:
+            return 0
+        now = datetime.now(UTC)
+        async with self._db.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(events, messages.c.sender, messages.c.business_id, messages.c.kind)
+                    .join(messages, messages.c.id == events.c.message_id)
+                    .where(events.c.id > position, events.c.at < now - self._settle)
+                    .order_by(events.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+        if not rows:
+            return 0
+        records = [
+            OutgoingRecord(
+                topic=self._topics.status,
+                key=row.message_id.encode(),
+                value=orjson.dumps(
+                    {
+                        "event_id": row.id,
+                        "message_id": row.message_id,
+                        "business_id": row.business_id,
+                        "kind": row.kind,
+                        "sender": row.sender,
+                        "seq": row.seq,
+                        "type": row.type,
+                        "at": utc_iso(row.at),
+                        "actor": row.actor,
+                        "destination": row.destination,
+                        "detail": orjson.loads(row.detail),
+                        "hash": row.hash,
+                    }
+                ),
+                headers=(("message-id", row.message_id.encode()), ("event-type", row.type.encode())),
+            )
+            for row in rows
+        ]
+        await self._broker.publish(records)
+        async with self._db.writer.begin() as conn:
+            await conn.execute(
+                update(stream_cursors)
+                .where(stream_cursors.c.name == CURSOR, stream_cursors.c.owner == self._owner)
+                .values(position=rows[-1].id)
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _claim(self) -> int | None:
+        """Take or renew the lease on the stream; the cursor position when this process holds it."""
+        now = datetime.now(UTC)
+        async with self._db.writer.begin() as conn:
+            claimed = await conn.execute(
+                update(stream_cursors)
+                .where(
+                    and_(
+                        stream_cursors.c.name == CURSOR,
+                        or_(
+                            stream_cursors.c.owner == self._owner,
+                            stream_cursors.c.lease_until.is_(None),
+                            stream_cursors.c.lease_until < now,
+                        ),
+                    )
+                )
+                .values(owner=self._owner, lease_until=now + self._lease)
+            )
+            if claimed.rowcount == 0:
+                exists = await conn.scalar(select(stream_cursors.c.name).where(stream_cursors.c.name == CURSOR))
+                if exists is not None:
+                    return None  # another process publishes the stream
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(stream_cursors).values(
+                                name=CURSOR, position=0, owner=self._owner, lease_until=now + self._lease
+                            )
+                        )
+                except IntegrityError:
+                    return None
+            position = await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == CURSOR))
+        return int(position or 0)
