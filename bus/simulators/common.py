@@ -271,6 +271,14 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def requested_receipt(state: AxisState, doc_id: Any, *, http_status: int = 400) -> Receipt:
+    """The due receipt a request names by ``doc_id``; :class:`Refusal` (file error) if there is none."""
+    receipt = state.receipt(doc_id) if isinstance(doc_id, str) else None
+    if receipt is None:
+        raise Refusal(FILE_ERROR, f"no document {doc_id!r} for this system", http_status=http_status)
+    return receipt
+
+
 FailureBody = Callable[[int, str], dict[str, Any]]
 
 

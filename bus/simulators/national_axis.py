@@ -23,13 +23,13 @@ from fastapi.responses import JSONResponse
 from docbus.connectors.national_axis import sign_headers
 from docbus.simulators.common import (
     BAD_CREDENTIALS,
-    FILE_ERROR,
     INVALID_FILE,
     AxisState,
     Refusal,
     SimulatorConfig,
     json_object,
     new_app,
+    requested_receipt,
     run_app,
 )
 from docbus.simulators.receipts import TIMESTAMP_FORMAT, VIETNAM_TIME
@@ -133,10 +133,7 @@ async def _sent_list(state: AxisState, request: Request) -> dict[str, Any]:
 
 
 async def _get_edoc(state: AxisState, request: Request) -> dict[str, Any]:
-    doc_id = (await json_object(request)).get("DocId")
-    receipt = state.receipt(doc_id) if isinstance(doc_id, str) else None
-    if receipt is None:
-        raise Refusal(FILE_ERROR, f"no document {doc_id!r} for this system")
+    receipt = requested_receipt(state, (await json_object(request)).get("DocId"))
     return ok(data={"DocId": receipt.doc_id, "content": base64.b64encode(receipt.content).decode("ascii")})
 
 
@@ -145,9 +142,7 @@ async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
     doc_id, status = body.get("DocId"), body.get("status")
     if status not in TRANSPORT_STATUSES:
         raise Refusal(INVALID_FILE, f"status must be one of {', '.join(TRANSPORT_STATUSES)}")
-    receipt = state.receipt(doc_id) if isinstance(doc_id, str) else None
-    if receipt is None:
-        raise Refusal(FILE_ERROR, f"no document {doc_id!r} for this system")
+    receipt = requested_receipt(state, doc_id)
     receipt.transport_status = str(status)
     return ok(DocId=receipt.doc_id)
 

@@ -32,6 +32,7 @@ from docbus.simulators.common import (
     SimulatorConfig,
     json_object,
     new_app,
+    requested_receipt,
     run_app,
 )
 
@@ -128,10 +129,7 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
 
 
 async def _get_edoc(state: AxisState, request: Request) -> dict[str, Any]:
-    doc_id = (await json_object(request)).get("docId")
-    receipt = state.receipt(doc_id) if isinstance(doc_id, str) else None
-    if receipt is None:
-        raise Refusal(FILE_ERROR, f"no document {doc_id!r} for this system", http_status=404)
+    receipt = requested_receipt(state, (await json_object(request)).get("docId"), http_status=404)
     return ok(data={"docId": receipt.doc_id, "content": base64.b64encode(receipt.content).decode("ascii")})
 
 
@@ -140,9 +138,7 @@ async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
     doc_id, status = body.get("docId"), body.get("status")
     if status not in LGSP_STATUSES:
         raise Refusal(INVALID_FILE, f"status must be one of {' | '.join(LGSP_STATUSES)}")
-    receipt = state.receipt(doc_id) if isinstance(doc_id, str) else None
-    if receipt is None:
-        raise Refusal(FILE_ERROR, f"no document {doc_id!r} for this system", http_status=404)
+    receipt = requested_receipt(state, doc_id, http_status=404)
     receipt.transport_status = LGSP_STATUSES[str(status)]
     return ok(docId=receipt.doc_id)
 
