@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from docbus.delivery.node import DeliveryNode
 from docbus.gateway import routes_messages, routes_meta, routes_operations
+from docbus.gateway.fast_intake import IntakeFastPath
 from docbus.gateway.problems import install_problem_handlers
 from docbus.runtime import BusRuntime
 from docbus.settings import Settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
 
     app = FastAPI(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(IntakeFastPath)
     app.include_router(routes_messages.router)
     app.include_router(routes_operations.router)
     app.include_router(routes_meta.router)

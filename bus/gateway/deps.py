@@ -10,7 +10,7 @@ from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency
 
 
-def gateway_state(request: Request) -> BusRuntime:
+async def gateway_state(request: Request) -> BusRuntime:
     state: BusRuntime = request.app.state.gateway
     return state
 

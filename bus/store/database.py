@@ -23,7 +23,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.writer = create_async_engine(url, pool_size=1, max_overflow=2)
+            # One write connection per process: writers (intake, relay, embedded broker, workers) queue for it in
+            # asyncio, in order, instead of meeting SQLite's lock and its sleeping busy handler.
+            self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
             self.reader = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
             for engine, immediate in ((self.writer, True), (self.reader, False)):
                 _configure_sqlite(engine, immediate=immediate)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,6 +32,12 @@ from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
 
 log = logging.getLogger(__name__)
+
+# Built once: constructing statements is measurable per batch on the intake hot path.
+_INSERT_MESSAGES = insert(messages)
+_INSERT_PAYLOADS = insert(payloads)
+_INSERT_EVENTS = insert(events)
+_INSERT_OUTBOX = insert(outbox)
 
 GATEWAY_ACTOR = "gateway"
 
@@ -191,11 +197,14 @@ class IntakeWriter:
 async def _existing_identities(
     conn: AsyncConnection, subs: list[Submission]
 ) -> dict[tuple[str, str], tuple[str, bytes, str]]:
-    keys = {s.dedup_key for s in subs}
+    by_sender: dict[str, set[str]] = {}
+    for sub in subs:
+        by_sender.setdefault(sub.envelope.sender, set()).add(sub.dedup_key)
+    # (sender, dedup_key) is the unique index: name the sender so the lookup is an index probe, not a scan.
     rows = await conn.execute(
-        select(
-            messages.c.sender, messages.c.dedup_key, messages.c.sha256, messages.c.receipt, messages.c.id
-        ).where(messages.c.dedup_key.in_(keys))
+        select(messages.c.sender, messages.c.dedup_key, messages.c.sha256, messages.c.receipt, messages.c.id).where(
+            or_(*(and_(messages.c.sender == s, messages.c.dedup_key.in_(keys)) for s, keys in by_sender.items()))
+        )
     )
     return {(r.sender, r.dedup_key): (r.sha256, r.receipt, r.id) for r in rows}
 
@@ -267,8 +276,8 @@ async def _insert(
                 "claimed_until": lease_until,
             }
         )
-    await conn.execute(insert(messages), message_rows)
+    await conn.execute(_INSERT_MESSAGES, message_rows)
     if payload_rows:
-        await conn.execute(insert(payloads), payload_rows)
-    await conn.execute(insert(events), event_rows)
-    await conn.execute(insert(outbox), outbox_rows)
+        await conn.execute(_INSERT_PAYLOADS, payload_rows)
+    await conn.execute(_INSERT_EVENTS, event_rows)
+    await conn.execute(_INSERT_OUTBOX, outbox_rows)

@@ -100,7 +100,7 @@ def wrk(port: int, duration: float, connections: int, env: dict[str, str]) -> Re
             "wrk",
             "-t2",
             f"-c{connections}",
-            f"-d{duration}s",
+            f"-d{max(1, round(duration))}s",
             "--timeout",
             "10s",
             "-s",
