@@ -27,6 +27,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
+from docbus.broker.embedded import EmbeddedBroker
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.intake_writer import Submission
@@ -215,10 +216,18 @@ class OutboxRelay:
 
     async def _publish_and_mark(self, batch: list[PendingPublication]) -> None:
         await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
-        published = await self._broker.publish([p.record for p in batch])
+        records = [p.record for p in batch]
+        if isinstance(self._broker, EmbeddedBroker) and self._broker.shares_database(self._db):
+
+            async def mark(conn: AsyncConnection, published: list[PublishedRecord]) -> None:
+                await mark_published(conn, batch, published, owner=self.owner)
+
+            await self._broker.publish_then(records, mark)  # one transaction: exactly once, one commit
+        else:
+            published = await self._broker.publish(records)
+            async with self._db.writer.begin() as conn:
+                await mark_published(conn, batch, published, owner=self.owner)
         self.broker_healthy = True
-        async with self._db.writer.begin() as conn:
-            await mark_published(conn, batch, published, owner=self.owner)
         self.published += len(batch)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -66,6 +66,15 @@ class EmbeddedBroker(Broker):
         self._topic_partitions.update(found)
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[PublishedRecord]:
+        return await self.publish_then(records, None)
+
+    async def publish_then(
+        self,
+        records: Sequence[OutgoingRecord],
+        then: Callable[[AsyncConnection, list[PublishedRecord]], Awaitable[None]] | None,
+    ) -> list[PublishedRecord]:
+        """Publish, and run ``then`` in the same transaction: the log lives in the caller's database, so the
+        outbox relay marks its rows published atomically with the records (exactly once, one commit)."""
         if not records:
             return []
         for topic in {r.topic for r in records}:
@@ -94,10 +103,15 @@ class EmbeddedBroker(Broker):
                     }
                 )
             await conn.execute(broker_records.insert(), rows)
+            if then is not None:
+                await then(conn, published)
         # Only a committed transaction proves the topics exist.
         self._topic_partitions.update(found)
         self._signal.fire()
         return published
+
+    def shares_database(self, db: Database) -> bool:
+        return self._db is db
 
     async def ping(self) -> None:
         async with database_bound("ping", self._ping_timeout), self._db.reader.connect() as conn:

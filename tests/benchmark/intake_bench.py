@@ -191,9 +191,7 @@ def bench_docbus(
 
 def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int) -> None:
     """Intake-only vs intake-to-Kafka vs Kafka's own producer ceiling, then forwarding at half the intake rate."""
-    only, _, _ = bench_docbus(
-        workers, args, env, work, label="intake-only", extra={"DOCBUS_RELAY_ENABLED": "false"}
-    )
+    only, _, _ = bench_docbus(workers, args, env, work, label="intake-only", extra={"DOCBUS_RELAY_ENABLED": "false"})
     kafka_env = {"DOCBUS_KAFKA_BOOTSTRAP": args.kafka, "DOCBUS_TOPIC_PREFIX": f"bench{int(time.time())}"}
     to_kafka, stored_kafka, drain = bench_docbus(workers, args, env, work, label="kafka", extra=kafka_env, drain=True)
     published_rate = stored_kafka / (args.duration + args.warmup + drain)
@@ -212,24 +210,19 @@ def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, worke
 
 
 def raw_producer(args: argparse.Namespace) -> float:
-    """Kafka's own ProducerPerformance (same jars, acks=all, idempotent) with records of the same size."""
-    out = subprocess.run(
-        [
-            "bash",
-            str(REPO / "deploy" / "kafka" / "kafka.sh"),
-            "perf-producer",
-            "--bootstrap",
-            args.kafka,
-            "--topic",
-            f"bench-raw-{int(time.time())}",
-            "--num-records",
-            "100000",
-            "--record-size",
-            str(args.size),
-        ],
+    """Kafka's own ProducerPerformance (same jars, acks=all, idempotent) with records of the same size, into a
+    topic created like docbus creates its own (3 partitions; the broker does not auto-create topics)."""
+    kafka_sh = ["bash", str(REPO / "deploy" / "kafka" / "kafka.sh")]
+    topic = f"bench-raw-{int(time.time())}"
+    create = ["run-class", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", args.kafka]
+    subprocess.run(
+        [*kafka_sh, *create, "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1"],
         capture_output=True,
-        text=True,
         check=True,
+    )
+    perf = ["perf-producer", "--bootstrap", args.kafka, "--topic", topic, "--num-records", "100000"]
+    out = subprocess.run(
+        [*kafka_sh, *perf, "--record-size", str(args.size)], capture_output=True, text=True, check=True, timeout=600
     ).stdout
     rates = re.findall(r"([\d.]+) records/sec", out)
     if not rates:
