@@ -20,9 +20,9 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from docbus.broker.base import Broker, OutgoingRecord
-from docbus.store.audit import utc_iso
 from docbus.store.database import Database
-from docbus.store.tables import events, messages, stream_cursors
+from docbus.store.messages import events_after, published_event
+from docbus.store.tables import events, stream_cursors
 from docbus.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ class StatusStream:
         async with self._db.reader.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(events, messages.c.sender, messages.c.business_id, messages.c.kind)
-                    .join(messages, messages.c.id == events.c.message_id)
-                    .where(events.c.id > position, events.c.at < now - self._settle)
-                    .order_by(events.c.id)
-                    .limit(self._batch_size)
+                    events_after(position).where(events.c.at < now - self._settle).limit(self._batch_size)
                 )
             ).all()
         if not rows:
@@ -86,22 +82,7 @@ class StatusStream:
             OutgoingRecord(
                 topic=self._topics.status,
                 key=row.message_id.encode(),
-                value=orjson.dumps(
-                    {
-                        "event_id": row.id,
-                        "message_id": row.message_id,
-                        "business_id": row.business_id,
-                        "kind": row.kind,
-                        "sender": row.sender,
-                        "seq": row.seq,
-                        "type": row.type,
-                        "at": utc_iso(row.at),
-                        "actor": row.actor,
-                        "destination": row.destination,
-                        "detail": orjson.loads(row.detail),
-                        "hash": row.hash,
-                    }
-                ),
+                value=orjson.dumps(published_event(row)),
                 headers=(("message-id", row.message_id.encode()), ("event-type", row.type.encode())),
             )
             for row in rows

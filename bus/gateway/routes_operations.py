@@ -15,8 +15,8 @@ from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.errors import Forbidden
 from docbus.gateway.deps import Caller, State
 from docbus.store.agencies import Agency, Role
-from docbus.store.audit import utc_iso
-from docbus.store.tables import events, messages
+from docbus.store.messages import events_after, published_event
+from docbus.store.tables import events
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 
@@ -82,31 +82,14 @@ async def event_stream(
         yield b": docbus event stream\n\n"
         idle = 0.0
         while not await request.is_disconnected():
-            query = (
-                select(events, messages.c.sender, messages.c.receivers, messages.c.business_id, messages.c.kind)
-                .join(messages, messages.c.id == events.c.message_id)
-                .where(events.c.id > position)
-                .order_by(events.c.id)
-                .limit(500)
-            )
+            query = events_after(position).limit(500)
             async with state.db.reader.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
                 position = row.id
                 if not (everything or row.sender == caller.organ_id or me in row.receivers):
                     continue
-                data = {
-                    "message_id": row.message_id,
-                    "business_id": row.business_id,
-                    "kind": row.kind,
-                    "sender": row.sender,
-                    "seq": row.seq,
-                    "type": row.type,
-                    "at": utc_iso(row.at),
-                    "actor": row.actor,
-                    "destination": row.destination,
-                    "detail": orjson.loads(row.detail),
-                }
+                data = published_event(row)
                 yield f"id: {row.id}\nevent: {row.type}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
             if rows:
                 idle = 0.0

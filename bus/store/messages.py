@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docbus.store.audit import GENESIS, event_hash
+from docbus.store.audit import GENESIS, event_hash, utc_iso
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, payloads
 
@@ -113,9 +113,7 @@ class MessageStore:
 
     async def timeline(self, message_id: str) -> list[Event]:
         async with self._db.reader.connect() as conn:
-            rows = await conn.execute(
-                select(events).where(events.c.message_id == message_id).order_by(events.c.seq)
-            )
+            rows = await conn.execute(select(events).where(events.c.message_id == message_id).order_by(events.c.seq))
             return [_event(r._asdict()) for r in rows]
 
     async def search(
@@ -134,9 +132,7 @@ class MessageStore:
         conditions = []
         if visible_to is not None:
             # Receivers are a JSON array; the quoted id cannot match a longer id that merely contains it.
-            conditions.append(
-                or_(messages.c.sender == visible_to, messages.c.receivers.contains(f'"{visible_to}"'))
-            )
+            conditions.append(or_(messages.c.sender == visible_to, messages.c.receivers.contains(f'"{visible_to}"')))
         if sender:
             conditions.append(messages.c.sender == sender)
         if business_id:
@@ -264,6 +260,34 @@ async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> 
         by_status.setdefault(status, []).append(message_id)
     for status, message_ids in by_status.items():
         await conn.execute(update(messages).where(messages.c.id.in_(message_ids)).values(status=status))
+
+
+def events_after(position: int) -> Select[Any]:
+    """Events after ``position`` in id order, with the facts of their message that a subscriber filters on."""
+    return (
+        select(events, messages.c.sender, messages.c.receivers, messages.c.business_id, messages.c.kind)
+        .join(messages, messages.c.id == events.c.message_id)
+        .where(events.c.id > position)
+        .order_by(events.c.id)
+    )
+
+
+def published_event(row: Any) -> dict[str, Any]:
+    """One row of :func:`events_after` as subscribers see it (the event stream and the status topic)."""
+    return {
+        "event_id": row.id,
+        "message_id": row.message_id,
+        "business_id": row.business_id,
+        "kind": row.kind,
+        "sender": row.sender,
+        "seq": row.seq,
+        "type": row.type,
+        "at": utc_iso(row.at),
+        "actor": row.actor,
+        "destination": row.destination,
+        "detail": orjson.loads(row.detail),
+        "hash": row.hash,
+    }
 
 
 def _aware(value: Any) -> datetime:
