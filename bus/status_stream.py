@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.store.database import Database
 from docbus.store.messages import events_after, published_event
-from docbus.store.tables import events, stream_cursors
+from docbus.store.tables import stream_cursors
 from docbus.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,16 @@ class StatusStream:
         position = await self._claim()
         if position is None:
             return 0
-        now = datetime.now(UTC)
+        cutoff = datetime.now(UTC) - self._settle
         async with self._db.reader.connect() as conn:
-            rows = (
-                await conn.execute(
-                    events_after(position).where(events.c.at < now - self._settle).limit(self._batch_size)
-                )
-            ).all()
+            candidates = (await conn.execute(events_after(position).limit(self._batch_size))).all()
+        # Publish only the settled prefix: the cursor moves past an id only when every id before it is out,
+        # even if a later event (an ACCEPTED stamped at arrival, committed later) already looks old enough.
+        rows = []
+        for row in candidates:
+            if _aware(row.at) >= cutoff:
+                break
+            rows.append(row)
         if not rows:
             return 0
         records = [
@@ -130,3 +133,7 @@ class StatusStream:
                     return None
             position = await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == CURSOR))
         return int(position or 0)
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -29,7 +29,7 @@ def with_unique_document_id(packet: bytes) -> bytes:
     """A copy of a sample document with a fresh DocumentId, so it is a new submission."""
     root = etree.fromstring(packet)
     (doc_id,) = root.xpath("//e:MessageHeader/e:DocumentId", namespaces=NS)
-    doc_id.text = f"{sender_of(packet)},2026/11/27,{uuid.uuid4().int % 10**6}/TEST"
+    doc_id.text = f"{sender_of(packet)},2026/11/27,{uuid.uuid4().int % 10**12}/TEST"
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 

@@ -69,7 +69,7 @@ def document(template: bytes, receivers: tuple[str, ...]) -> bytes:
             first = to
     doc_id = header.find("e:DocumentId", namespaces=NS)
     assert doc_id is not None
-    doc_id.text = f"{SENDER},2026/11/27,{uuid.uuid4().int % 10**8}/VPCP-TTĐT"
+    doc_id.text = f"{SENDER},2026/11/27,{uuid.uuid4().int % 10**12}/VPCP-TTĐT"
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
