@@ -60,11 +60,15 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # First, so that every statement below (and after) waits for another process' write lock.
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # WAL is a property of the file: switching needs the lock, so only when it is not WAL yet.
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: every commit is fsync'd before it returns; a 202 must survive power loss.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
