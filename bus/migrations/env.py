@@ -27,6 +27,10 @@ async def _run_async(url: str) -> None:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # The file becomes WAL once, here, before any gateway connects (switching later needs the lock).
+                await connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                await connection.commit()
             await connection.run_sync(_run)
             await connection.commit()
     finally:

@@ -7,6 +7,7 @@ ordinary deferred transactions that WAL lets run beside the writer. PostgreSQL n
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import event, text
@@ -14,6 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from docbus.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -65,7 +68,10 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         # WAL is a property of the file: switching needs the lock, so only when it is not WAL yet.
         cursor.execute("PRAGMA journal_mode")
         if str(cursor.fetchone()[0]).lower() != "wal":
-            cursor.execute("PRAGMA journal_mode=WAL")
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except Exception:  # another connection is switching it this very moment; the file ends up WAL
+                log.info("journal mode switch raced with another connection")
         # FULL: every commit is fsync'd before it returns; a 202 must survive power loss.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
