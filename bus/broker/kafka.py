@@ -3,8 +3,8 @@
 Connection string: ``DOCBUS_KAFKA_BOOTSTRAP``, comma-separated ``host:port`` pairs (``127.0.0.1:9092``).
 
 - One idempotent producer (``acks=all``): a publish sends every record, then waits for all acknowledgements;
-  batches up to 1 MiB (10 KB records would otherwise travel one per request), lz4 compression when the ``lz4``
-  package is installed, gzip otherwise.
+  batches up to 1 MiB (10 KB records would otherwise travel one per request), lz4 compression when aiokafka's
+  codec library ``cramjam`` is installed (a dependency), gzip otherwise.
 - Topics are created on first use (``ensure_topics``, cached per process) with the configured partitions and a
   replication factor of ``min(3, brokers)`` unless one is given.
 - Bounded: a publish that is not acknowledged within ``publish_timeout`` raises :class:`BrokerUnavailable`,
