@@ -91,7 +91,7 @@ class StatusStream:
             for row in rows
         ]
         await self._broker.publish(records)
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
                 update(stream_cursors)
                 .where(stream_cursors.c.name == CURSOR, stream_cursors.c.owner == self._owner)
@@ -103,7 +103,7 @@ class StatusStream:
     async def _claim(self) -> int | None:
         """Take or renew the lease on the stream; the cursor position when this process holds it."""
         now = datetime.now(UTC)
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             claimed = await conn.execute(
                 update(stream_cursors)
                 .where(

@@ -61,7 +61,7 @@ class EmbeddedBroker(Broker):
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         if all(t in self._topic_partitions for t in topics):
             return
-        async with database_bound("ensure_topics", self._publish_timeout), self._db.writer.begin() as conn:
+        async with database_bound("ensure_topics", self._publish_timeout), self._db.transaction() as conn:
             found = await self._create_missing(conn, topics)
         self._topic_partitions.update(found)
 
@@ -79,7 +79,7 @@ class EmbeddedBroker(Broker):
             return []
         for topic in {r.topic for r in records}:
             check_topic_name(topic)
-        async with database_bound("publish", self._publish_timeout), self._db.writer.begin() as conn:
+        async with database_bound("publish", self._publish_timeout), self._db.transaction() as conn:
             found = await self._create_missing(conn, [r.topic for r in records])
             counts = {**self._topic_partitions, **found}
             partitions = [self._partition_for(r, counts[r.topic]) for r in records]

@@ -95,7 +95,7 @@ class EmbeddedConsumer(BrokerConsumer):
             return
         generation, self._generation = self._generation, None
         try:
-            async with database_bound("leave group", self._timeout), self._db.writer.begin() as conn:
+            async with database_bound("leave group", self._timeout), self._db.transaction() as conn:
                 await conn.execute(
                     update(broker_groups).where(self._is_holder(generation)).values(owner=None, lease_expires_ms=0)
                 )
@@ -124,7 +124,7 @@ class EmbeddedConsumer(BrokerConsumer):
             raise ConsumerFenced(f"this member does not hold group {self._group!r}")
         now = now_ms()
         committed_at = datetime.now(UTC)
-        async with database_bound("commit", self._timeout), self._db.writer.begin() as conn:
+        async with database_bound("commit", self._timeout), self._db.transaction() as conn:
             held = await conn.execute(
                 update(broker_groups).where(self._is_holder(generation)).values(lease_expires_ms=now + self._lease_ms)
             )
@@ -239,7 +239,7 @@ class EmbeddedConsumer(BrokerConsumer):
                     ).first()
                 if row is not None and row.owner is not None and row.lease_expires_ms >= now:
                     return False
-            async with self._db.writer.begin() as conn:
+            async with self._db.transaction() as conn:
                 if self._generation is not None:
                     renewed = await conn.execute(
                         update(broker_groups)
@@ -281,7 +281,7 @@ class EmbeddedConsumer(BrokerConsumer):
                 continue
             now = now_ms()
             try:
-                async with database_bound("heartbeat", self._timeout), self._db.writer.begin() as conn:
+                async with database_bound("heartbeat", self._timeout), self._db.transaction() as conn:
                     renewed = await conn.execute(
                         update(broker_groups)
                         .where(self._is_holder(generation))

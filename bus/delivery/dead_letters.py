@@ -67,7 +67,7 @@ class DeadLetterStore:
     ) -> int:
         """Store the dead letter, mark the message DEAD for this destination, and publish it to the DLQ topic."""
         now = datetime.now(UTC)
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(
                 insert(dead_letters)
                 .values(
@@ -151,7 +151,7 @@ class DeadLetterStore:
         await self._broker.ensure_topics([topic])
         await self._broker.publish([record])
         now = datetime.now(UTC)
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
                 update(dead_letters).where(dead_letters.c.id == dead_id).values(resent_at=now, resent_by=actor)
             )

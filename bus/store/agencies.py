@@ -82,19 +82,17 @@ class AgencyDirectory:
             "created_at": now,
             "key_rotated_at": now,
         }
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             found = await conn.execute(select(agencies.c.organ_id).where(agencies.c.organ_id == organ_id))
             if found.first() is not None:
-                raise ValidationFailed(
-                    f"agency {organ_id} is already registered; use rotate-key for a new key"
-                )
+                raise ValidationFailed(f"agency {organ_id} is already registered; use rotate-key for a new key")
             await conn.execute(insert(agencies).values(**row))
         return _agency(row), key
 
     async def rotate_key(self, organ_id: str) -> str:
         """Issue a new key for ``organ_id``; the old one stops working (within the cache window)."""
         key = new_key()
-        async with self._db.writer.begin() as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(
                 update(agencies)
                 .where(agencies.c.organ_id == organ_id)

@@ -3,16 +3,27 @@
 SQLite allows one writer at a time, so writes go through a connection that opens its transactions with
 ``BEGIN IMMEDIATE`` (the write lock is taken up front; no deadlock when a read turns into a write), while reads use
 ordinary deferred transactions that WAL lets run beside the writer. PostgreSQL needs no such split.
+
+Several processes (gateway workers, ``docbus worker``) may share one SQLite file. SQLite's own busy handler makes a
+waiting writer sleep in growing steps (up to 100 ms), which turns a short wait for the lock into a long one; so
+writers also take an advisory file lock next to the database first, and the kernel wakes the next waiter the moment
+the lock is free (``Database.transaction``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docbus.settings import Settings
 
@@ -32,11 +43,40 @@ class Database:
             self.reader = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
             for engine, immediate in ((self.writer, True), (self.reader, False)):
                 _configure_sqlite(engine, immediate=immediate)
+            database = make_url(url).database
+            self._file_lock = _WriteFileLock(database + "-writelock") if database and database != ":memory:" else None
         else:
-            self.writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             self.reader = self.writer
+            self._file_lock = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on success: the one way code in this package writes.
+
+        On a SQLite file it first takes the cross-process write lock, so another process' writer waits in the
+        kernel rather than in SQLite's sleeping busy handler."""
+        if self._file_lock is None:
+            async with self.writer.begin() as conn:
+                yield conn
+            return
+        async with self._file_lock.held(), self.writer.begin() as conn:
+            yield conn
+
+    @property
+    def write_lock(self) -> _WriteFileLock | None:
+        """The cross-process write lock of a SQLite file (``None`` for PostgreSQL or an in-memory database)."""
+        return self._file_lock
+
+    def inline_connection(self) -> sqlite3.Connection:
+        """A plain sqlite3 connection to the same file, configured like the writer's, for work done on the event
+        loop's own thread (see :mod:`docbus.store.sqlite_intake`). The caller owns it and closes it."""
+        database = make_url(self.url).database
+        if not self.is_sqlite or not database:
+            raise ValueError("an inline connection needs a SQLite file")
+        connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        _configure_connection(connection)
+        return connection
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -53,6 +93,61 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()
+
+
+class _WriteFileLock:
+    """An exclusive ``flock`` on a file beside the database, shared by every process that writes to it.
+
+    Within a process an asyncio lock orders the waiters, so only one of them at a time waits for the file lock (on
+    a worker thread: the wait blocks). A waiter cancelled while its thread is still waiting keeps the asyncio lock
+    until that thread has the file lock and has given it back, so no two waiters of one process ever overlap.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._local = asyncio.Lock()
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        await self._local.acquire()
+        fd = self._descriptor()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no trip to a thread
+        except BlockingIOError:
+            waiting = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+            try:
+                await asyncio.shield(waiting)
+            except BaseException:
+                waiting.add_done_callback(lambda done: self._give_back(fd, done))
+                raise
+        except BaseException:
+            self._local.release()
+            raise
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._local.release()
+
+    def _give_back(self, fd: int, done: asyncio.Future[None]) -> None:
+        try:
+            if not done.cancelled() and done.exception() is None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
@@ -62,21 +157,25 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        # First, so that every statement below (and after) waits for another process' write lock.
-        cursor.execute("PRAGMA busy_timeout=30000")
-        # WAL is a property of the file: switching needs the lock, so only when it is not WAL yet.
-        cursor.execute("PRAGMA journal_mode")
-        if str(cursor.fetchone()[0]).lower() != "wal":
-            try:
-                cursor.execute("PRAGMA journal_mode=WAL")
-            except Exception:  # another connection is switching it this very moment; the file ends up WAL
-                log.info("journal mode switch raced with another connection")
-        # FULL: every commit is fsync'd before it returns; a 202 must survive power loss.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        _configure_connection(dbapi_connection)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _configure_connection(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # First, so that every statement below (and after) waits for another process' write lock.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL is a property of the file: switching needs the lock, so only when it is not WAL yet.
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception:  # another connection is switching it this very moment; the file ends up WAL
+            log.info("journal mode switch raced with another connection")
+    # FULL: every commit is fsync'd before it returns; a 202 must survive power loss.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
