@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.envelope import Envelope
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
+from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
@@ -86,6 +88,7 @@ class IntakeWriter:
         self.committed_messages = 0
         # Listeners told about every newly committed batch (the outbox relay publishes them at once).
         self._on_commit: list[Any] = []
+        self._inline: sqlite3.Connection | None = None  # SQLite file: the inline write path's own connection
 
     def on_commit(self, callback: Any) -> None:
         """Register ``callback(list[Submission])``, called after each commit with the newly stored messages."""
@@ -104,6 +107,9 @@ class IntakeWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
 
     async def submit(self, submission: Submission) -> IntakeOutcome:
         """Queue ``submission`` and return once it is committed (or found to be a replay)."""
@@ -129,15 +135,13 @@ class IntakeWriter:
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             outcomes, fresh = await self._write(batch)
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             # Another process stored one of these keys between our check and our insert: settle them one by one.
             if len(batch) > 1:
                 for pending in batch:
                     await self._commit_batch([pending])
                 return
-            self._fail(
-                batch, IdempotencyConflict("a concurrent submission with the same identity is in progress")
-            )
+            self._fail(batch, IdempotencyConflict("a concurrent submission with the same identity is in progress"))
             return
         except Exception as exc:
             log.exception("database write failed for a batch of %d", len(batch))
@@ -165,41 +169,77 @@ class IntakeWriter:
                 pending.future.set_exception(exc)
 
     async def _write(self, batch: list[_Pending]) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
-        async with self._db.writer.begin() as conn:
-            existing = await _existing_identities(conn, [p.submission for p in batch])
-            outcomes: list[IntakeOutcome | Exception] = []
-            fresh: list[Submission] = []
-            for pending in batch:
-                sub = pending.submission
-                identity = (sub.envelope.sender, sub.dedup_key)
-                known = existing.get(identity)
-                if known is not None:
-                    known_sha, known_receipt, known_id = known
-                    if known_sha != sub.envelope.sha256:
-                        outcomes.append(
-                            IdempotencyConflict(
-                                "this Idempotency-Key was already used for a different message "
-                                f"({known_id}); use a new key for new content"
-                            )
-                        )
-                    else:
-                        outcomes.append(IntakeOutcome(known_receipt, known_id, replayed=True))
-                    continue
-                existing[identity] = (sub.envelope.sha256, sub.receipt, sub.envelope.message_id)
-                fresh.append(sub)
-                outcomes.append(IntakeOutcome(sub.receipt, sub.envelope.message_id, replayed=False))
+        subs = [p.submission for p in batch]
+        lease_until = datetime.now(UTC) + self._lease if self._lease_owner else None
+        lock = self._db.write_lock
+        if lock is not None:
+            if self._inline is None:
+                self._inline = self._db.inline_connection()
+            async with lock.held():
+                return self._write_inline(self._inline, subs, lease_until)
+        async with self._db.transaction() as conn:
+            existing = await _existing_identities(conn, subs)
+            outcomes, fresh = _settle(subs, existing)
             if fresh:
-                lease_until = datetime.now(UTC) + self._lease if self._lease_owner else None
-                await _insert(conn, fresh, self._lease_owner, lease_until)
+                await _insert(conn, _rows(fresh, self._lease_owner, lease_until))
         return outcomes, fresh
+
+    def _write_inline(
+        self, conn: sqlite3.Connection, subs: list[Submission], lease_until: datetime | None
+    ) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = sqlite_intake.existing_identities(conn, _keys_by_sender(subs))
+            outcomes, fresh = _settle(subs, existing)
+            if fresh:
+                sqlite_intake.insert_rows(conn, _rows(fresh, self._lease_owner, lease_until))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes, fresh
+
+
+def _keys_by_sender(subs: list[Submission]) -> dict[str, set[str]]:
+    by_sender: dict[str, set[str]] = {}
+    for sub in subs:
+        by_sender.setdefault(sub.envelope.sender, set()).add(sub.dedup_key)
+    return by_sender
+
+
+def _settle(
+    subs: list[Submission], existing: dict[tuple[str, str], tuple[str, bytes, str]]
+) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
+    """Each submission's answer: a replay (same identity, same content), a conflict (same key, other content), or
+    new; and the new ones to store. A key repeated within the batch counts as stored by its first occurrence."""
+    outcomes: list[IntakeOutcome | Exception] = []
+    fresh: list[Submission] = []
+    for sub in subs:
+        identity = (sub.envelope.sender, sub.dedup_key)
+        known = existing.get(identity)
+        if known is not None:
+            known_sha, known_receipt, known_id = known
+            if known_sha != sub.envelope.sha256:
+                outcomes.append(
+                    IdempotencyConflict(
+                        "this Idempotency-Key was already used for a different message "
+                        f"({known_id}); use a new key for new content"
+                    )
+                )
+            else:
+                outcomes.append(IntakeOutcome(known_receipt, known_id, replayed=True))
+            continue
+        existing[identity] = (sub.envelope.sha256, sub.receipt, sub.envelope.message_id)
+        fresh.append(sub)
+        outcomes.append(IntakeOutcome(sub.receipt, sub.envelope.message_id, replayed=False))
+    return outcomes, fresh
 
 
 async def _existing_identities(
     conn: AsyncConnection, subs: list[Submission]
 ) -> dict[tuple[str, str], tuple[str, bytes, str]]:
-    by_sender: dict[str, set[str]] = {}
-    for sub in subs:
-        by_sender.setdefault(sub.envelope.sender, set()).add(sub.dedup_key)
+    by_sender = _keys_by_sender(subs)
     # (sender, dedup_key) is the unique index: name the sender so the lookup is an index probe, not a scan.
     rows = await conn.execute(
         select(messages.c.sender, messages.c.dedup_key, messages.c.sha256, messages.c.receipt, messages.c.id).where(
@@ -222,9 +262,10 @@ def accepted_event(env: Envelope) -> dict[str, Any]:
     }
 
 
-async def _insert(
-    conn: AsyncConnection, fresh: list[Submission], lease_owner: str | None, lease_until: datetime | None
-) -> None:
+def _rows(
+    fresh: list[Submission], lease_owner: str | None, lease_until: datetime | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows one batch adds, by table: message, payload (unless claim-checked), first event, outbox."""
     message_rows = []
     payload_rows = []
     event_rows = []
@@ -276,8 +317,12 @@ async def _insert(
                 "claimed_until": lease_until,
             }
         )
-    await conn.execute(_INSERT_MESSAGES, message_rows)
-    if payload_rows:
-        await conn.execute(_INSERT_PAYLOADS, payload_rows)
-    await conn.execute(_INSERT_EVENTS, event_rows)
-    await conn.execute(_INSERT_OUTBOX, outbox_rows)
+    return {"messages": message_rows, "payloads": payload_rows, "events": event_rows, "outbox": outbox_rows}
+
+
+async def _insert(conn: AsyncConnection, tables: dict[str, list[dict[str, Any]]]) -> None:
+    await conn.execute(_INSERT_MESSAGES, tables["messages"])
+    if tables["payloads"]:
+        await conn.execute(_INSERT_PAYLOADS, tables["payloads"])
+    await conn.execute(_INSERT_EVENTS, tables["events"])
+    await conn.execute(_INSERT_OUTBOX, tables["outbox"])
