@@ -46,7 +46,6 @@ def record_value(payload: bytes | None, env: dict[str, Any]) -> bytes:
     return payload
 
 
-
 def partition_key(business_id: str, response_for: str | None) -> bytes:
     """Records with the same key stay in order: a document's messages by its business id, and its receipts by
     the document they answer (a receipt's own business id differs per code), so 01 never overtakes 06."""

@@ -5,8 +5,10 @@ Two paths lead to the broker:
 - **eager**: the gateway that committed a batch hands it straight to its relay (``notify``), which publishes
   from memory — no database read — and marks the rows published. The rows were written already leased to this
   relay, so no other relay touches them while it works.
-- **sweeper**: every ``sweep_interval`` a relay claims rows whose lease has run out (their gateway crashed, or the
-  broker was down when it tried) and publishes them from the database.
+- **sweeper**: a relay claims rows nobody holds — their lease ran out (their gateway crashed, or the broker was down
+  when it tried), or they were never leased (gateways run with ``DOCBUS_RELAY_ENABLED=false`` and leave publishing
+  to workers, so the gateways' CPU goes to intake) — and publishes them from the database. It looks every
+  ``sweep_interval`` while idle and without pause while there is work.
 
 After the broker acknowledges (``acks=all``), one transaction marks the rows published and appends a PUBLISHED
 event (topic, partition, offset) to each message's timeline. A crash between the two re-publishes the batch:
@@ -24,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
@@ -31,7 +34,7 @@ from docbus.broker.embedded import EmbeddedBroker
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.intake_writer import Submission
-from docbus.store.messages import NewEvent, append_events_in
+from docbus.store.messages import NewEvent, append_events_in, read_tails
 from docbus.store.tables import messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -156,7 +159,9 @@ class OutboxRelay:
     async def _sweep_loop(self) -> None:
         while True:
             try:
-                swept = await self.sweep_once()
+                # A read first: an idle relay polls often (it is the only publisher when gateways leave publishing
+                # to workers), and a claim is a write transaction that would queue behind intake for nothing.
+                swept = await self.sweep_once() if await self._anything_to_claim() else 0
             except BrokerUnavailable as exc:
                 self.broker_healthy = False
                 log.warning("broker unavailable during sweep: %s", exc)
@@ -164,8 +169,22 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox sweep failed")
                 swept = 0
-            if swept < self._batch_size:
+            if not swept:  # while there is work, the next batch has formed during this one's publish
                 await asyncio.sleep(self._sweep_interval)
+
+    async def _anything_to_claim(self) -> bool:
+        now = datetime.now(UTC)
+        async with self._db.reader.connect() as conn:
+            found = await conn.scalar(
+                select(outbox.c.id)
+                .where(
+                    outbox.c.published_at.is_(None),
+                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                )
+                .order_by(outbox.c.id)
+                .limit(1)
+            )
+        return found is not None
 
     async def sweep_once(self) -> int:
         """Claim up to one batch of expired rows, publish them, mark them. Returns how many were published."""
@@ -182,7 +201,8 @@ class OutboxRelay:
             outbox.c.published_at.is_(None),
             or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
         )
-        async with self._db.writer.begin() as conn:
+        # The claim is all the write transaction does: building records happens after, outside the write lock.
+        async with self._db.transaction() as conn:
             candidates = select(outbox.c.id).where(expired).order_by(outbox.c.id).limit(self._batch_size)
             if not self._db.is_sqlite:
                 # Several relays sweep the same PostgreSQL: each row goes to exactly one of them.
@@ -193,11 +213,12 @@ class OutboxRelay:
             await conn.execute(
                 update(outbox).where(outbox.c.id.in_(ids)).values(claimed_by=self.owner, claimed_until=until)
             )
+        async with self._db.reader.connect() as conn:
             rows = await conn.execute(
                 select(outbox.c.id.label("outbox_id"), outbox.c.topic, messages, payloads.c.body)
                 .join(messages, messages.c.id == outbox.c.message_id)
                 .outerjoin(payloads, payloads.c.message_id == outbox.c.message_id)
-                .where(outbox.c.id.in_(ids))
+                .where(outbox.c.id.in_(ids), outbox.c.claimed_by == self.owner)
                 .order_by(outbox.c.id)
             )
             claimed = []
@@ -225,8 +246,16 @@ class OutboxRelay:
             await self._broker.publish_then(records, mark)  # one transaction: exactly once, one commit
         else:
             published = await self._broker.publish(records)
-            async with self._db.writer.begin() as conn:
-                await mark_published(conn, batch, published, owner=self.owner)
+            # The timeline entries are built before the write lock is taken; if another writer extended one of
+            # these timelines meanwhile, the insert collides on (message_id, seq) and they are built again inside.
+            async with self._db.reader.connect() as conn:
+                tails = await read_tails(conn, [p.message_id for p in batch])
+            try:
+                async with self._db.transaction() as conn:
+                    await mark_published(conn, batch, published, owner=self.owner, tails=tails)
+            except IntegrityError:
+                async with self._db.transaction() as conn:
+                    await mark_published(conn, batch, published, owner=self.owner)
         self.broker_healthy = True
         self.published += len(batch)
 
@@ -237,8 +266,11 @@ async def mark_published(
     published: Sequence[PublishedRecord],
     *,
     owner: str,
+    tails: dict[str, tuple[int, str]] | None = None,
 ) -> None:
-    """In one transaction: outbox rows published, a PUBLISHED event per message, status PUBLISHED."""
+    """In one transaction: outbox rows published, a PUBLISHED event per message, status PUBLISHED.
+
+    ``tails``: the timelines' last events, read before the transaction (see ``append_events_in``)."""
     now = datetime.now(UTC)
     ids = [p.message_id for p in batch]
     # Rows another relay already marked (it won a race after our lease expired) get no second event.
@@ -266,6 +298,7 @@ async def mark_published(
             for pending, where in zip(batch, published, strict=True)
             if pending.message_id in still_open
         ],
+        tails=tails,
     )
     await conn.execute(
         update(messages)

@@ -22,16 +22,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )
-    kafka_bootstrap: str | None = Field(
-        default=None, description="Kafka bootstrap servers; unset = embedded."
-    )
+    kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
     signing_key_file: Path | None = Field(
         default=None, description="Ed25519 private key (PEM); unset = data_dir/keys/receipt-signing.pem."
     )
 
-    max_body_bytes: int = Field(
-        default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading."
-    )
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading.")
     group_commit_max_batch: int = Field(default=256, gt=0, description="Most submissions in one transaction.")
     group_commit_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
@@ -74,7 +70,12 @@ class Settings(BaseSettings):
         description="Publish every lifecycle event to <prefix>.status; unset = on with Kafka, off when embedded "
         "(there the events table is the stream: /v1/events).",
     )
-    relay_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    relay_sweep_interval_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="How often an idle relay looks for rows to publish (a cheap read); it bounds how soon a "
+        "worker publishes what gateways with the relay disabled accepted.",
+    )
     relay_batch_size: int = Field(default=500, gt=0)
     claim_check_bytes: int = Field(
         default=512 * 1024, gt=0, description="Payloads above this go to the payload store, not into Kafka."

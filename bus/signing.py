@@ -39,9 +39,7 @@ class ReceiptSigner:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        raw_public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        raw_public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self._public_raw = raw_public
         # RFC 7638 thumbprint: a key id that any verifier can recompute from the public key.
         thumb_input = canonical_json({"crv": "Ed25519", "kty": "OKP", "x": b64url(raw_public)})

@@ -129,9 +129,7 @@ class DestinationWorker:
 
     @staticmethod
     def _resent_ids(records: list[ConsumedRecord]) -> set[str]:
-        return {
-            dict(r.headers)["message-id"].decode() for r in records if any(k == "resend-of" for k, _ in r.headers)
-        }
+        return {dict(r.headers)["message-id"].decode() for r in records if any(k == "resend-of" for k, _ in r.headers)}
 
     def receivers_for(self, envelope: Envelope) -> tuple[str, ...]:
         plan, _ = self._routes.plan(envelope.receivers, self._local_agencies())

@@ -91,10 +91,10 @@ async def validate_message(request: Request, state: State, caller: Caller) -> Re
 @router.get("/messages/{message_id}")
 async def get_message(message_id: str, state: State, caller: Caller) -> Response:
     """A message's metadata, current status and full event timeline."""
-    record = await state.messages.get(message_id)
-    if record is None or not _visible(caller, record):
+    found = await state.messages.with_timeline(message_id)
+    if found is None or not _visible(caller, found[0]):
         raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
-    timeline = await state.messages.timeline(message_id)
+    record, timeline = found
     body = {**record.as_dict(), "events": [e.as_dict() for e in timeline]}
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -6,7 +6,7 @@ event that extends the message's hash chain; the message row's ``status`` follow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +111,20 @@ class MessageStore:
             value = await conn.scalar(select(payloads.c.body).where(payloads.c.message_id == message_id))
         return bytes(value) if value is not None else None
 
+    async def with_timeline(self, message_id: str) -> tuple[MessageRecord, list[Event]] | None:
+        """The message and its timeline from one snapshot, so the status shown is the last event shown."""
+        async with self._db.reader.connect() as conn:
+            if not self._db.is_sqlite:  # SQLite's read transaction is a snapshot already
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                row = (await conn.execute(select(*_MESSAGE_COLUMNS).where(messages.c.id == message_id))).first()
+                if row is None:
+                    return None
+                rows = await conn.execute(
+                    select(events).where(events.c.message_id == message_id).order_by(events.c.seq)
+                )
+                return _record(row._asdict()), [_event(r._asdict()) for r in rows]
+
     async def timeline(self, message_id: str) -> list[Event]:
         async with self._db.reader.connect() as conn:
             rows = await conn.execute(select(events).where(events.c.message_id == message_id).order_by(events.c.seq))
@@ -166,7 +180,7 @@ class MessageStore:
         """Append events in one transaction; retried when a concurrent writer extended the same chain."""
         for _attempt in range(5):
             try:
-                async with self._db.writer.begin() as conn:
+                async with self._db.transaction() as conn:
                     await append_events_in(conn, items)
                 return
             except IntegrityError as exc:
@@ -200,11 +214,25 @@ class NewEvent:
     at: datetime | None = None
 
 
-async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> None:
-    """Append many events (several per message allowed, in order) with one read of the chain tails."""
+async def append_events_in(
+    conn: AsyncConnection, items: Sequence[NewEvent], *, tails: dict[str, tuple[int, str]] | None = None
+) -> None:
+    """Append many events (several per message allowed, in order) with one read of the chain tails.
+
+    ``tails`` read earlier (``read_tails``, outside the transaction) save that read; if a chain has grown since,
+    the insert collides with the (message_id, seq) constraint and raises ``IntegrityError``, and the caller
+    appends again without them."""
     if not items:
         return
-    ids = sorted({item.message_id for item in items})
+    if tails is None:
+        tails = await read_tails(conn, {item.message_id for item in items})
+    rows, statuses = chained_event_rows(items, tails)
+    await insert_event_rows(conn, rows, statuses)
+
+
+async def read_tails(conn: AsyncConnection, message_ids: Collection[str]) -> dict[str, tuple[int, str]]:
+    """Each message's last event: its seq and hash (messages without events are absent)."""
+    ids = sorted(message_ids)
     tails: dict[str, tuple[int, str]] = {}
     for row in await conn.execute(
         select(events.c.message_id, func.max(events.c.seq).label("seq"))
@@ -220,6 +248,14 @@ async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> 
         )
         for head in heads:
             tails[head.message_id] = (int(head.seq), head.hash)
+    return tails
+
+
+def chained_event_rows(
+    items: Sequence[NewEvent], tails: dict[str, tuple[int, str]]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The rows that extend each chain from ``tails`` (left as they were), and the statuses they set."""
+    tails = dict(tails)
     rows = []
     statuses: dict[str, str] = {}
     now = datetime.now(UTC)
@@ -254,7 +290,12 @@ async def append_events_in(conn: AsyncConnection, items: Sequence[NewEvent]) -> 
         tails[item.message_id] = (seq, digest)
         if item.status is not None:
             statuses[item.message_id] = item.status
-    await conn.execute(insert(events), rows)
+    return rows, statuses
+
+
+async def insert_event_rows(conn: AsyncConnection, rows: list[dict[str, Any]], statuses: dict[str, str]) -> None:
+    if rows:
+        await conn.execute(insert(events), rows)
     by_status: dict[str, list[str]] = {}
     for message_id, status in statuses.items():
         by_status.setdefault(status, []).append(message_id)
