@@ -7,6 +7,7 @@ process for a few seconds (a rotated key stops working within that window).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -60,6 +61,8 @@ class AgencyDirectory:
         self._db = db
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Agency]] = {}
+        self._lookups: dict[str, asyncio.Future[Agency | None]] = {}
+        self._generation = 0  # bumped when keys change: a lookup that started before must not refill the cache
 
     async def add(
         self, organ_id: str, *, name: str, role: Role = Role.AGENCY, parent: str | None = None
@@ -105,6 +108,7 @@ class AgencyDirectory:
             if result.rowcount != 1:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
         self._cache.clear()
+        self._generation += 1
         return key
 
     async def list(self) -> list[Agency]:
@@ -131,15 +135,30 @@ class AgencyDirectory:
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self._cache_seconds:
             return cached[1]
+        # One lookup per key at a time: when an entry expires under load, every request in flight with that key
+        # would otherwise query the database at once (a burst of queries every cache period).
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(digest, now))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        agency = await asyncio.shield(lookup)
+        if agency is None:
+            raise Unauthenticated("the API key is not known to this bus")
+        return agency
+
+    async def _lookup(self, digest: str, now: float) -> Agency | None:
+        generation = self._generation
         async with self._db.reader.connect() as conn:
             row = (await conn.execute(select(agencies).where(agencies.c.key_hash == digest))).first()
         if row is None:
             self._cache.pop(digest, None)
-            raise Unauthenticated("the API key is not known to this bus")
+            return None
         agency = _agency(row._asdict())
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now, agency)
+        if generation == self._generation:
+            self._cache[digest] = (now, agency)
         return agency
 
 
