@@ -14,7 +14,7 @@ import logging
 import signal
 
 from docbus.delivery.node import DeliveryNode
-from docbus.runtime import BusRuntime
+from docbus.runtime import BusRuntime, settle_heap
 from docbus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await runtime.start()
     delivery = DeliveryNode(runtime)
     await delivery.start()
+    settle_heap()
     log.info("worker %s running with destinations %s", runtime.relay.owner, sorted(delivery.workers))
     try:
         await stop.wait()

@@ -11,7 +11,7 @@ from docbus.delivery.node import DeliveryNode
 from docbus.gateway import routes_messages, routes_meta, routes_operations
 from docbus.gateway.fast_intake import IntakeFastPath
 from docbus.gateway.problems import install_problem_handlers
-from docbus.runtime import BusRuntime
+from docbus.runtime import BusRuntime, settle_heap
 from docbus.settings import Settings
 
 DESCRIPTION = """
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
             await delivery.start()
         app.state.gateway = state
         app.state.delivery = delivery
+        settle_heap()
         try:
             yield
         finally:
