@@ -45,6 +45,7 @@ end
 function done(summary, latency, requests)
   local failed = 0
   for _, t in ipairs(threads) do failed = failed + t:get("failures") end
-  io.write(string.format("BENCH requests=%d failed=%d seconds=%.3f p50_us=%d p99_us=%d\n",
-    summary.requests, failed, summary.duration / 1e6, latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("BENCH requests=%d failed=%d seconds=%.3f p50_us=%d p99_us=%d p90_us=%d p999_us=%d max_us=%d\n",
+    summary.requests, failed, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    latency:percentile(90), latency:percentile(99.9), latency.max))
 end
