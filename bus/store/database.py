@@ -19,10 +19,10 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, make_url, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docbus.settings import Settings
@@ -44,11 +44,23 @@ class Database:
             for engine, immediate in ((self.writer, True), (self.reader, False)):
                 _configure_sqlite(engine, immediate=immediate)
             database = make_url(url).database
-            self._file_lock = _WriteFileLock(database + "-writelock") if database and database != ":memory:" else None
+            on_file = bool(database) and database != ":memory:"
+            self._file_lock = _WriteFileLock(f"{database}-writelock") if on_file else None
+            self._inline_writer: Engine | None = None
+            if on_file:
+                # Write transactions on a SQLite file run on the event loop's own thread (see ``transaction``).
+                self._inline_writer = create_engine(
+                    make_url(url).set(drivername="sqlite"),
+                    pool_size=1,
+                    max_overflow=0,
+                    connect_args={"check_same_thread": False},
+                )
+                _configure_sqlite(self._inline_writer, immediate=True)
         else:
             self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             self.reader = self.writer
             self._file_lock = None
+            self._inline_writer = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -56,12 +68,16 @@ class Database:
 
         On a SQLite file it first takes the cross-process write lock, so another process' writer waits in the
         kernel rather than in SQLite's sleeping busy handler."""
-        if self._file_lock is None:
+        if self._file_lock is None or self._inline_writer is None:
             async with self.writer.begin() as conn:
                 yield conn
             return
-        async with self._file_lock.held(), self.writer.begin() as conn:
-            yield conn
+        # Inline, not through the async driver: there every statement is a round trip to a helper thread whose
+        # return waits for the event loop (and the GIL) while the write lock is held, and a busy process kept the
+        # lock for tens of milliseconds a transaction; the other processes waited all that time.
+        async with self._file_lock.held():
+            with self._inline_writer.begin() as conn:
+                yield cast(AsyncConnection, InlineConnection(conn))
 
     @property
     def write_lock(self) -> _WriteFileLock | None:
@@ -90,11 +106,35 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._inline_writer is not None:
+            self._inline_writer.dispose()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
         if self._file_lock is not None:
             self._file_lock.close()
+
+
+class InlineConnection:
+    """A synchronous SQLAlchemy connection behind the part of ``AsyncConnection`` the store uses.
+
+    Each call runs at once on the caller's thread; results are the synchronous ones, which offer the same row
+    access (iteration, ``first``, ``scalar``, ``rowcount``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        return self._conn.execute(statement, parameters, **kwargs)
+
+    async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        return self._conn.scalar(statement, parameters, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self._conn.begin_nested():
+            yield
 
 
 class _WriteFileLock:
@@ -150,8 +190,8 @@ class _WriteFileLock:
             self._fd = None
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    sync_engine = engine.sync_engine
+def _configure_sqlite(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
