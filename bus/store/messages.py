@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -231,23 +231,19 @@ async def append_events_in(
 
 
 async def read_tails(conn: AsyncConnection, message_ids: Collection[str]) -> dict[str, tuple[int, str]]:
-    """Each message's last event: its seq and hash (messages without events are absent)."""
-    ids = sorted(message_ids)
+    """Each message's last event: its seq and hash (messages without events are absent).
+
+    One probe of the (message_id, seq) index per message; a timeline holds a handful of events, so reading them
+    all is cheaper than asking the database for the maximum first (a row-value ``IN`` that SQLite answers with a
+    scan of the whole table)."""
     tails: dict[str, tuple[int, str]] = {}
     for row in await conn.execute(
-        select(events.c.message_id, func.max(events.c.seq).label("seq"))
-        .where(events.c.message_id.in_(ids))
-        .group_by(events.c.message_id)
+        select(events.c.message_id, events.c.seq, events.c.hash).where(events.c.message_id.in_(sorted(message_ids)))
     ):
-        tails[row.message_id] = (int(row.seq), "")
-    if tails:
-        heads = await conn.execute(
-            select(events.c.message_id, events.c.seq, events.c.hash).where(
-                tuple_(events.c.message_id, events.c.seq).in_([(m, s) for m, (s, _) in tails.items()])
-            )
-        )
-        for head in heads:
-            tails[head.message_id] = (int(head.seq), head.hash)
+        seq = int(row.seq)
+        known = tails.get(row.message_id)
+        if known is None or seq > known[0]:
+            tails[row.message_id] = (seq, row.hash)
     return tails
 
 
