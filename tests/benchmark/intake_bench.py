@@ -2,10 +2,13 @@
 
     python tests/benchmark/intake_bench.py [--duration 15] [--connections 64] [--workers 1,2]
 
-For each worker count it starts a no-op FastAPI app and then docbus (full validation, durable group-committed
-write, signed receipt) under uvicorn, drives each with wrk (10 KB edXML documents, a fresh DocumentId and
-Idempotency-Key per request) and prints msgs/s, p50 and p99 of both and their ratio. The machine is shared and
-noisy, so only the ratios of one run mean much; absolute numbers are for orientation.
+For each worker count it starts a no-op FastAPI app and then the docbus gateway (full validation, durable
+group-committed write, signed receipt; publishing left to workers) under uvicorn, drives each with wrk (10 KB
+edXML documents, a fresh DocumentId and Idempotency-Key per request) and prints msgs/s, p50 and p99 of both and
+their ratio; then ``docbus serve`` (every role in one process) for comparison. With ``--kafka`` it goes on to
+intake-only vs intake-to-Kafka (the gateway plus one ``docbus worker`` that publishes) vs Kafka's own producer,
+and forwarding to the national axis simulator at half the intake rate. The machine is shared and noisy, so only
+the ratios of one run mean much; absolute numbers are for orientation.
 """
 
 from __future__ import annotations
@@ -94,6 +97,24 @@ def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Pat
             proc.wait()
 
 
+@contextlib.contextmanager
+def running(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+    """A background process without a port to probe (``docbus worker``)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        time.sleep(2)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[1]} exited: see {log}")
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def wrk(port: int, duration: float, connections: int, env: dict[str, str]) -> Result:
     out = subprocess.run(
         [
@@ -161,11 +182,17 @@ def bench_docbus(
     work: Path,
     *,
     label: str,
+    role: str = "gateway",
     extra: dict[str, str] | None = None,
+    with_worker: bool = False,
     drain: bool = False,
 ) -> tuple[Result, int, float]:
-    """Run wrk against ``docbus serve``; returns the result, messages stored, and (with ``drain``) the seconds
-    after the run until the outbox was empty (everything published)."""
+    """Run wrk against docbus; returns the result, messages stored, and (with ``drain``) the seconds after the run
+    until the outbox was empty (everything published).
+
+    ``role="gateway"``: ``docbus gateway`` with its relay off, so its processes do intake only; with
+    ``with_worker`` a ``docbus worker`` publishes what they accept (the deployment for a 2-core machine: the
+    worker's publishing runs beside intake instead of inside it). ``role="serve"``: everything in one process."""
     data = work / f"docbus-{label}-{workers}"
     shutil.rmtree(data, ignore_errors=True)
     env = {**env, "DOCBUS_DATA_DIR": str(data), **(extra or {})}
@@ -174,9 +201,14 @@ def bench_docbus(
         env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
     env["BENCH_KEY"] = register(env)
     port = free_port()
-    cmd = [str(BIN / "docbus"), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    cmd = [str(BIN / "docbus"), role, "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    server_env = {**env, "DOCBUS_RELAY_ENABLED": "false"} if role == "gateway" else env
+    worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
     drained_after = 0.0
-    with serving(cmd, env, port, "/healthz", work / "docbus.log"):
+    with contextlib.ExitStack() as stack:
+        if with_worker:
+            stack.enter_context(running(worker_cmd, env, work / "worker.log"))
+        stack.enter_context(serving(cmd, server_env, port, "/healthz", work / "docbus.log"))
         wrk(port, args.warmup, args.connections, env)
         result = wrk(port, args.duration, args.connections, env)
         if drain:
@@ -191,9 +223,11 @@ def bench_docbus(
 
 def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int) -> None:
     """Intake-only vs intake-to-Kafka vs Kafka's own producer ceiling, then forwarding at half the intake rate."""
-    only, _, _ = bench_docbus(workers, args, env, work, label="intake-only", extra={"DOCBUS_RELAY_ENABLED": "false"})
     kafka_env = {"DOCBUS_KAFKA_BOOTSTRAP": args.kafka, "DOCBUS_TOPIC_PREFIX": f"bench{int(time.time())}"}
-    to_kafka, stored_kafka, drain = bench_docbus(workers, args, env, work, label="kafka", extra=kafka_env, drain=True)
+    only, _, _ = bench_docbus(workers, args, env, work, label="intake-only", extra=kafka_env)
+    to_kafka, stored_kafka, drain = bench_docbus(
+        workers, args, env, work, label="kafka", extra=kafka_env, with_worker=True, drain=True
+    )
     published_rate = stored_kafka / (args.duration + args.warmup + drain)
     raw = raw_producer(args)
     print(
@@ -265,17 +299,19 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     fenv = {**env, "DOCBUS_DATA_DIR": str(data), **extra}
     fenv["BENCH_KEY"] = register(fenv)
     port = free_port()
-    cmd = [str(BIN / "docbus"), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    cmd = [str(BIN / "docbus"), "gateway", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
     with (
         serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log"),
-        serving(cmd, fenv, port, "/healthz", work / "docbus.log"),
+        running(worker_cmd, fenv, work / "worker.log"),
+        serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log"),
     ):
         result = wrk(port, args.duration, connections, fenv)
         deadline = time.time() + 120
         while time.time() < deadline:
             with sqlite3.connect(data / "docbus.sqlite3") as conn:
                 delivered = conn.execute("SELECT count(*) FROM events WHERE type = 'DELIVERED'").fetchone()[0]
-                total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+                total = conn.execute("SELECT count(*) FROM messages WHERE kind = 'edoc'").fetchone()[0]
             if delivered >= total:
                 break
             time.sleep(0.5)
@@ -283,7 +319,7 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         rows = conn.execute(
             "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id WHERE e.type = 'DELIVERED'"
         ).fetchall()
-        total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        total = conn.execute("SELECT count(*) FROM messages WHERE kind = 'edoc'").fetchone()[0]
     latencies = sorted(
         (datetime.fromisoformat(at) - datetime.fromisoformat(received)).total_seconds() * 1000 for received, at in rows
     )
@@ -349,10 +385,10 @@ def main() -> int:
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:
         noop = bench_noop(workers, args, env, work)
-        docbus, stored, _ = bench_docbus(workers, args, env, work, label="embedded")
+        docbus, stored, _ = bench_docbus(workers, args, env, work, label="gateway")
         rows.append((workers, noop, docbus, stored))
         print(
-            f"workers={workers}  docbus {docbus.rate:8.0f} msg/s"
+            f"workers={workers}  docbus gateway {docbus.rate:8.0f} msg/s"
             f" p50 {docbus.p50_ms:6.2f} ms p99 {docbus.p99_ms:6.2f} ms"
             f" (failed {docbus.failed}, stored {stored})  |  no-op {noop.rate:8.0f} msg/s p50 {noop.p50_ms:6.2f} ms"
             f" p99 {noop.p99_ms:6.2f} ms  |  ratio {docbus.rate / noop.rate:.2f}",
@@ -363,6 +399,12 @@ def main() -> int:
     print(
         f"best: workers={best_workers} docbus/no-op ratio {best[2].rate / best[1].rate:.2f}, "
         f"docbus p99 {best[2].p99_ms:.2f} ms"
+    )
+    serve, stored, _ = bench_docbus(1, args, env, work, label="serve", role="serve")
+    print(
+        f"for comparison: docbus serve (every role in one process, embedded broker) {serve.rate:8.0f} msg/s"
+        f" p50 {serve.p50_ms:6.2f} ms p99 {serve.p99_ms:6.2f} ms (failed {serve.failed}, stored {stored})",
+        flush=True,
     )
     if args.kafka:
         kafka_phase(args, env, work, best_workers)
