@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1, help="gateway processes (uvicorn workers)")
         p.add_argument("--log-level", default="info")
         p.set_defaults(
-            func=_serve, factory=f"docbus.gateway.app:{'create_app' if name == 'serve' else 'create_gateway_app'}"
+            func=_serve, factory=f"docbus.gateway.app:{'create_serve_app' if name == 'serve' else 'create_gateway_app'}"
         )
 
     p = sub.add_parser("worker", help="run the outbox sweeper (and adapters): the scale-out worker role")

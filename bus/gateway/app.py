@@ -21,8 +21,11 @@ Authenticate with `Authorization: Bearer <API key>`. Every error is RFC 9457 `ap
 """
 
 
-def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastAPI:
-    """The app of ``docbus serve``; with ``sweep=False`` (``docbus gateway``) stale outbox rows are left to workers."""
+def create_app(settings: Settings | None = None, *, sweep: bool = True, settle: bool = False) -> FastAPI:
+    """The app of ``docbus serve``; with ``sweep=False`` (``docbus gateway``) stale outbox rows are left to workers.
+
+    ``settle``: this app is the process' whole life (the command line), so its start-up heap is frozen once it
+    runs (see ``settle_heap``); an app embedded in another program (tests) leaves the collector alone."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -35,7 +38,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
             await delivery.start()
         app.state.gateway = state
         app.state.delivery = delivery
-        settle_heap()
+        if settle:
+            settle_heap()
         try:
             yield
         finally:
@@ -52,6 +56,11 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> FastA
     return app
 
 
+def create_serve_app() -> FastAPI:
+    """Factory for ``docbus serve``: every role in one process."""
+    return create_app(settle=True)
+
+
 def create_gateway_app() -> FastAPI:
     """Factory for the scale-out ``docbus gateway`` role: HTTP intake and eager publishing, no sweeping."""
-    return create_app(sweep=False)
+    return create_app(sweep=False, settle=True)

@@ -1,0 +1,219 @@
+"""The store's fast write paths and their coordination, on SQLite and PostgreSQL where both apply.
+
+- Intake's inline SQLite path stores rows that every reader sees exactly as SQLAlchemy would have stored them.
+- Processes sharing a SQLite file order their writes with a file lock: a writer waits while another process
+  holds it, proceeds as soon as it is released, and a waiter that is cancelled never leaves it held.
+- With gateways that leave publishing to workers (``DOCBUS_RELAY_ENABLED=false``), a worker's relay publishes
+  what they accept promptly and exactly once.
+- An expiring credential is looked up once, however many requests present it at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, make_url
+
+from docbus.broker.embedded import EmbeddedBroker
+from docbus.relay import OutboxRelay
+from docbus.store.agencies import AgencyDirectory
+from docbus.store.database import Database
+from docbus.store.intake_writer import IntakeWriter
+from docbus.store.messages import MessageStore
+
+from .helpers import row_counts
+from .test_store_contract import submission
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()  # hold until told
+"""
+
+
+def lock_path(db: Database) -> Path:
+    return Path(f"{make_url(db.url).database}-writelock")
+
+
+@contextmanager
+def held_by_another_process(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A separate process holding the write lock until ``release`` or the end of the caller's block."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        try:
+            yield proc
+        finally:
+            release(proc)
+
+
+def release(proc: subprocess.Popen[str]) -> None:
+    """Tell the holder to exit (it drops the lock with its file) and wait until it has."""
+    if proc.poll() is None:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    proc.wait(timeout=10)
+
+
+def lock_is_free(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock if we got it
+    return True
+
+
+async def test_rows_written_inline_read_back_as_written(db: Database) -> None:
+    writer = IntakeWriter(db, lease_owner="gateway:test", lease_seconds=15)
+    await writer.start()
+    try:
+        sub = submission(b"<doc/>", dedup="read-back")
+        outcome = await writer.submit(sub)
+    finally:
+        await writer.aclose()
+    store = MessageStore(db)
+    found = await store.with_timeline(outcome.message_id)
+    assert found is not None
+    record, timeline = found
+    env = sub.envelope
+    assert (record.id, record.sender, record.receivers, record.sha256, record.size, record.status) == (
+        env.message_id,
+        env.sender,
+        list(env.receivers),
+        env.sha256,
+        env.size,
+        "ACCEPTED",
+    )
+    assert record.received_at == env.received_at  # to the microsecond, time zone included
+    assert await store.receipt(outcome.message_id) == sub.receipt
+    assert await store.payload(outcome.message_id) == b"<doc/>"
+    assert [(e.seq, e.type, e.at) for e in timeline] == [(1, "ACCEPTED", env.received_at)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_writer_waits_for_another_process_and_goes_on_when_it_lets_go(db: Database) -> None:
+    writer = IntakeWriter(db)
+    await writer.start()
+    try:
+        with held_by_another_process(lock_path(db)) as holder:
+            pending = asyncio.create_task(writer.submit(submission(b"<waits/>", dedup="waits")))
+            await asyncio.sleep(0.5)
+            assert not pending.done(), "the write went ahead while another process held the lock"
+            assert await row_counts(db) == {"messages": 0, "payloads": 0, "events": 0, "outbox": 0}
+            released_at = time.perf_counter()
+            release(holder)
+            outcome = await asyncio.wait_for(pending, timeout=5)
+            waited_after_release = time.perf_counter() - released_at
+    finally:
+        await writer.aclose()
+    assert not outcome.replayed
+    assert (await row_counts(db))["messages"] == 1
+    # Woken by the kernel, not by a polling sleep: well under SQLite's 100 ms busy-handler steps plus slack.
+    assert waited_after_release < 1.0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_cancelled_waiter_never_leaves_the_lock_held(db: Database) -> None:
+    path = lock_path(db)
+    with held_by_another_process(path) as holder:
+
+        async def write() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(submission_statement())
+
+        waiting = asyncio.create_task(write())
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release(holder)
+    # The helper thread may still get the lock after the cancel: it must hand it straight back.
+    deadline = time.monotonic() + 5
+    while not lock_is_free(path):
+        assert time.monotonic() < deadline, "the lock stayed held after its waiter was cancelled"
+        await asyncio.sleep(0.05)
+    async with db.transaction() as conn:  # and this process can still write
+        await conn.execute(submission_statement())
+
+
+def submission_statement() -> Any:
+    from sqlalchemy import insert
+
+    from docbus.store.tables import stream_cursors
+
+    return insert(stream_cursors).values(name=f"probe-{time.monotonic_ns()}", position=0)
+
+
+async def test_a_worker_publishes_what_gateways_leave_unleased(db: Database) -> None:
+    gateway_writer = IntakeWriter(db, lease_owner=None)  # DOCBUS_RELAY_ENABLED=false: no eager publishing
+    broker = EmbeddedBroker(db)
+    relay = OutboxRelay(db, broker, owner="worker:test", sweep=True, sweep_interval=0.05)
+    await gateway_writer.start()
+    await broker.start()
+    try:
+        outcomes = await asyncio.gather(
+            *(gateway_writer.submit(submission(f"<m{i}/>".encode(), dedup=f"w{i}")) for i in range(40))
+        )
+        started = time.perf_counter()
+        await relay.start()
+        deadline = time.monotonic() + 10
+        while await relay.backlog() > 0:
+            assert time.monotonic() < deadline, "the worker's relay did not publish the backlog"
+            await asyncio.sleep(0.02)
+        took = time.perf_counter() - started
+        more = await gateway_writer.submit(submission(b"<late/>", dedup="late"))
+        while await relay.backlog() > 0:
+            assert time.monotonic() < deadline + 5, "a message accepted later was not published"
+            await asyncio.sleep(0.02)
+    finally:
+        await relay.aclose()
+        await gateway_writer.aclose()
+        await broker.aclose()
+    store = MessageStore(db)
+    for outcome in [*outcomes, more]:
+        types = [e.type for e in await store.timeline(outcome.message_id)]
+        assert types == ["ACCEPTED", "PUBLISHED"], types
+    assert took < 5
+
+
+async def test_an_expired_credential_is_looked_up_once_for_all_requests_presenting_it(db: Database) -> None:
+    directory = AgencyDirectory(db, cache_seconds=60)
+    _, key = await directory.add("000.00.00.G22", name="Văn phòng Chính phủ")
+    lookups = 0
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        nonlocal lookups
+        if "FROM agencies" in statement and "key_hash" in statement:
+            lookups += 1
+
+    engine = db.reader.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        agencies = await asyncio.gather(*(directory.authenticate(key) for _ in range(50)))
+        assert {a.organ_id for a in agencies} == {"000.00.00.G22"}
+        assert lookups == 1
+        await directory.authenticate(key)
+        assert lookups == 1  # cached now
+        new_key = await directory.rotate_key("000.00.00.G22")
+        with pytest.raises(Exception, match="not known"):
+            await directory.authenticate(key)
+        assert (await directory.authenticate(new_key)).organ_id == "000.00.00.G22"
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
