@@ -35,6 +35,7 @@ from docbus.adapters.base import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
+from docbus.connectors.transport import AiohttpTransport
 
 SIGNATURE_PREFIX = "sha256="
 
@@ -85,7 +86,7 @@ class WebhookAdapter(Adapter):
         self._secret = settings.secret.get_secret_value()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            transport=transport,
+            transport=transport or AiohttpTransport(),
             follow_redirects=False,
         )
         self._closed = False

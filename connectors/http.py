@@ -21,6 +21,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import httpx
 
+from docbus.connectors.transport import AiohttpTransport
+
 CodeT = TypeVar("CodeT", str, int)  # how an axis writes its ErrorCodes
 
 
@@ -87,7 +89,9 @@ class AxisClient(HttpClientOwner, ABC):
         self.system_id = system_id
         self._secret = secret
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout), transport=transport, follow_redirects=False
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport or AiohttpTransport(),
+            follow_redirects=False,
         )
 
     @abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -15,13 +16,13 @@ KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` client ports and ``size`` controller ports (base+100..) all free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + 100 + size >= 65535:
-            continue
+    """A base port with ``size`` client ports and ``size`` controller ports (base+100..) all free.
+
+    Drawn below the kernel's ephemeral range (32768+ here and on most Linux machines), so an outgoing connection
+    cannot take one of them between this probe and the broker's bind."""
+    low, high = 20_000, 32_000 - 100 - size
+    for _ in range(200):
+        base = random.randrange(low, high)
         ports = [base + i for i in range(size)] + [base + 100 + i for i in range(size)]
         try:
             for port in ports:

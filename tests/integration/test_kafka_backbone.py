@@ -54,6 +54,7 @@ class Load:
         self.base, self.key, self.template, self.concurrency = base, key, template, concurrency
         self.accepted: list[str] = []
         self.failures: list[str] = []
+        self.retried = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -67,19 +68,30 @@ class Load:
     async def _loop(self) -> None:
         while not self._stop.is_set():
             packet = with_unique_document_id(self.template)
-            try:
-                response = await self._client.post("/v1/messages", content=packet, headers=XML)
-            except httpx.TransportError as exc:
-                self.failures.append(f"transport: {exc!r}")
-                return
+            response = None
+            # Like any client of a keep-alive server: a pooled connection the server closed for idleness just as
+            # the request went out fails in transport; the same packet again is safe (a replay gets the
+            # original receipt), and only a packet that fails every time counts as an intake failure.
+            for attempt in range(3):
+                try:
+                    response = await self._client.post("/v1/messages", content=packet, headers=XML)
+                    break
+                except httpx.TransportError as exc:
+                    if attempt == 2:
+                        self.failures.append(f"transport: {exc!r}")
+                        return
+                    self.retried += 1
+            assert response is not None
             if response.status_code == 202:
-                self.accepted.append(response.json()["message_id"])
+                if response.headers.get("idempotent-replayed") != "true":  # a retry's first attempt had landed
+                    self.accepted.append(response.json()["message_id"])
             else:
                 self.failures.append(f"{response.status_code} {response.text[:200]}")
 
     async def until(self, count: int) -> None:
         while len(self.accepted) < count:
             assert not self.failures, self.failures[:3]
+            assert self.retried < 20, "connections keep failing: more than a keep-alive race"
             await asyncio.sleep(0.05)
 
     async def __aexit__(self, *exc: object) -> None:
