@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     kafka_client_id: str = Field(default="docbus")
     kafka_compression: str | None = Field(default=None, description="Producer compression; unset = lz4 or gzip.")
     kafka_topic_refresh_seconds: float = Field(
-        default=10.0, gt=0, description="How soon consumers with a pattern see topics created later."
+        default=2.0, gt=0, description="How soon consumers with a pattern see topics created later."
     )
     broker_publish_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a publish may wait for the broker before it counts as down."

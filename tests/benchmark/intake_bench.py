@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -306,20 +306,22 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         running(worker_cmd, fenv, work / "worker.log"),
         serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log"),
     ):
+        # Warm-up at the same pace: the agency's topic is created by its first message and the destination's
+        # consumer must discover it and join; the steady state is what is measured.
+        wrk(port, args.warmup, connections, fenv)
+        wait_until_delivered(data, 120)
+        started = datetime.now(UTC).replace(tzinfo=None)  # the store keeps UTC without an offset
         result = wrk(port, args.duration, connections, fenv)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            with sqlite3.connect(data / "docbus.sqlite3") as conn:
-                delivered = conn.execute("SELECT count(*) FROM events WHERE type = 'DELIVERED'").fetchone()[0]
-                total = conn.execute("SELECT count(*) FROM messages WHERE kind = 'edoc'").fetchone()[0]
-            if delivered >= total:
-                break
-            time.sleep(0.5)
+        wait_until_delivered(data, 120)
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
         rows = conn.execute(
-            "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id WHERE e.type = 'DELIVERED'"
+            "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id "
+            "WHERE e.type = 'DELIVERED' AND m.received_at >= ?",
+            (started.isoformat(sep=" "),),
         ).fetchall()
-        total = conn.execute("SELECT count(*) FROM messages WHERE kind = 'edoc'").fetchone()[0]
+        total = conn.execute(
+            "SELECT count(*) FROM messages WHERE kind = 'edoc' AND received_at >= ?", (started.isoformat(sep=" "),)
+        ).fetchone()[0]
     latencies = sorted(
         (datetime.fromisoformat(at) - datetime.fromisoformat(received)).total_seconds() * 1000 for received, at in rows
     )
@@ -335,6 +337,17 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms",
         flush=True,
     )
+
+
+def wait_until_delivered(data: Path, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with sqlite3.connect(data / "docbus.sqlite3") as conn:
+            delivered = conn.execute("SELECT count(*) FROM events WHERE type = 'DELIVERED'").fetchone()[0]
+            total = conn.execute("SELECT count(*) FROM messages WHERE kind = 'edoc'").fetchone()[0]
+        if delivered >= total:
+            return
+        time.sleep(0.2)
 
 
 def hostile_latency(work: Path, env: dict[str, str]) -> dict[str, float]:
