@@ -74,9 +74,28 @@ def make_template(size: int, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path) -> Iterator[None]:
+def running(cmd: list[str], env: dict[str, str], log: Path, settle: float = 2.0) -> Iterator[subprocess.Popen[bytes]]:
+    """A background process (its own process group), stopped with SIGTERM (then SIGKILL) at the end; ``settle``
+    seconds to check it did not exit at once (``docbus worker`` has no port to probe)."""
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        time.sleep(settle)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[1]} exited: see {log}")
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path) -> Iterator[None]:
+    """A server process, yielded once ``probe`` answers below 500."""
+    with running(cmd, env, log, settle=0) as proc:
         for _ in range(300):
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: see {log}")
@@ -88,31 +107,6 @@ def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Pat
         else:
             raise RuntimeError("server did not start")
         yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@contextlib.contextmanager
-def running(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """A background process without a port to probe (``docbus worker``)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        time.sleep(2)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[1]} exited: see {log}")
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def wrk(port: int, duration: float, connections: int, env: dict[str, str]) -> Result:
