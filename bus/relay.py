@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -173,17 +173,8 @@ class OutboxRelay:
                 await asyncio.sleep(self._sweep_interval)
 
     async def _anything_to_claim(self) -> bool:
-        now = datetime.now(UTC)
         async with self._db.reader.connect() as conn:
-            found = await conn.scalar(
-                select(outbox.c.id)
-                .where(
-                    outbox.c.published_at.is_(None),
-                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
-                )
-                .order_by(outbox.c.id)
-                .limit(1)
-            )
+            found = await conn.scalar(select(outbox.c.id).where(_claimable(datetime.now(UTC))).limit(1))
         return found is not None
 
     async def sweep_once(self) -> int:
@@ -197,13 +188,9 @@ class OutboxRelay:
     async def _claim_expired(self) -> list[PendingPublication]:
         now = datetime.now(UTC)
         until = now + self._lease
-        expired = and_(
-            outbox.c.published_at.is_(None),
-            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
-        )
         # The claim is all the write transaction does: building records happens after, outside the write lock.
         async with self._db.transaction() as conn:
-            candidates = select(outbox.c.id).where(expired).order_by(outbox.c.id).limit(self._batch_size)
+            candidates = select(outbox.c.id).where(_claimable(now)).order_by(outbox.c.id).limit(self._batch_size)
             if not self._db.is_sqlite:
                 # Several relays sweep the same PostgreSQL: each row goes to exactly one of them.
                 candidates = candidates.with_for_update(skip_locked=True)
@@ -258,6 +245,14 @@ class OutboxRelay:
                     await mark_published(conn, batch, published, owner=self.owner)
         self.broker_healthy = True
         self.published += len(batch)
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Unpublished rows no relay holds: never leased, or their lease has run out."""
+    return and_(
+        outbox.c.published_at.is_(None),
+        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+    )
 
 
 async def mark_published(

@@ -20,6 +20,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from docbus.broker.base import Broker, OutgoingRecord
+from docbus.store.audit import as_utc
 from docbus.store.database import Database
 from docbus.store.messages import events_after, published_event
 from docbus.store.tables import stream_cursors
@@ -76,7 +77,7 @@ class StatusStream:
         # even if a later event (an ACCEPTED stamped at arrival, committed later) already looks old enough.
         rows = []
         for row in candidates:
-            if _aware(row.at) >= cutoff:
+            if as_utc(row.at) >= cutoff:
                 break
             rows.append(row)
         if not rows:
@@ -133,7 +134,3 @@ class StatusStream:
                     return None
             position = await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == CURSOR))
         return int(position or 0)
-
-
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -19,6 +19,7 @@ from enum import StrEnum
 from sqlalchemy import insert, select, update
 
 from docbus.errors import Unauthenticated, ValidationFailed
+from docbus.store.audit import as_utc
 from docbus.store.database import Database
 from docbus.store.tables import agencies
 from docbus.validation.organ_id import InvalidOrganId, parse_organ_id
@@ -170,11 +171,6 @@ def _agency(row: Mapping[str, object]) -> Agency:
         level=int(str(row["level"])),
         role=Role(str(row["role"])),
         key_prefix=str(row["key_prefix"]),
-        created_at=_aware(row["created_at"]),
-        key_rotated_at=_aware(row["key_rotated_at"]),
+        created_at=as_utc(row["created_at"]),
+        key_rotated_at=as_utc(row["key_rotated_at"]),
     )
-
-
-def _aware(value: object) -> datetime:
-    assert isinstance(value, datetime)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

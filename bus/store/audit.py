@@ -37,10 +37,15 @@ def event_hash(
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
+def as_utc(value: object) -> datetime:
+    """An instant from the database as an aware datetime: PostgreSQL hands it back aware, SQLite naive UTC."""
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def utc_iso(at: datetime) -> str:
     """One spelling of an instant, whether the database hands it back aware (PostgreSQL) or naive UTC (SQLite)."""
-    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return aware.isoformat()
+    return as_utc(at).astimezone(UTC).isoformat()
 
 
 def verify_chain(message_id: str, chain: list[dict[str, Any]]) -> list[str]:

@@ -37,8 +37,8 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            # One write connection per process: writers (intake, relay, embedded broker, workers) queue for it in
-            # asyncio, in order, instead of meeting SQLite's lock and its sleeping busy handler.
+            # A SQLite file is written through ``_inline_writer`` (see ``transaction``); this engine serves only a
+            # database without a file, with one connection so that its writers queue in asyncio.
             self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
             self.reader = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
             for engine, immediate in ((self.writer, True), (self.reader, False)):
@@ -79,21 +79,6 @@ class Database:
             with self._inline_writer.begin() as conn:
                 yield cast(AsyncConnection, InlineConnection(conn))
 
-    @property
-    def write_lock(self) -> _WriteFileLock | None:
-        """The cross-process write lock of a SQLite file (``None`` for PostgreSQL or an in-memory database)."""
-        return self._file_lock
-
-    def inline_connection(self) -> sqlite3.Connection:
-        """A plain sqlite3 connection to the same file, configured like the writer's, for work done on the event
-        loop's own thread (see :mod:`docbus.store.sqlite_intake`). The caller owns it and closes it."""
-        database = make_url(self.url).database
-        if not self.is_sqlite or not database:
-            raise ValueError("an inline connection needs a SQLite file")
-        connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-        _configure_connection(connection)
-        return connection
-
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         if not settings.database_url:
@@ -124,6 +109,13 @@ class InlineConnection:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.dialect = conn.dialect
+
+    @property
+    def driver_connection(self) -> sqlite3.Connection:
+        """The sqlite3 connection inside this transaction, for prebuilt SQL on the hottest path (intake)."""
+        driver = self._conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        return driver
 
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         return self._conn.execute(statement, parameters, **kwargs)

@@ -19,6 +19,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ from docbus.envelope import Envelope
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
 from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
-from docbus.store.database import Database
+from docbus.store.database import Database, InlineConnection
 from docbus.store.tables import events, messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ class IntakeWriter:
         self.committed_messages = 0
         # Listeners told about every newly committed batch (the outbox relay publishes them at once).
         self._on_commit: list[Any] = []
-        self._inline: sqlite3.Connection | None = None  # SQLite file: the inline write path's own connection
 
     def on_commit(self, callback: Any) -> None:
         """Register ``callback(list[Submission])``, called after each commit with the newly stored messages."""
@@ -107,9 +107,6 @@ class IntakeWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
 
     async def submit(self, submission: Submission) -> IntakeOutcome:
         """Queue ``submission`` and return once it is committed (or found to be a replay)."""
@@ -170,35 +167,22 @@ class IntakeWriter:
 
     async def _write(self, batch: list[_Pending]) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
         subs = [p.submission for p in batch]
-        lease_until = datetime.now(UTC) + self._lease if self._lease_owner else None
-        lock = self._db.write_lock
-        if lock is not None:
-            if self._inline is None:
-                self._inline = self._db.inline_connection()
-            async with lock.held():
-                return self._write_inline(self._inline, subs, lease_until)
+        rows_of = partial(_rows, lease_owner=self._lease_owner, lease_until=self._lease_deadline())
         async with self._db.transaction() as conn:
-            existing = await _existing_identities(conn, subs)
-            outcomes, fresh = _settle(subs, existing)
-            if fresh:
-                await _insert(conn, _rows(fresh, self._lease_owner, lease_until))
+            if isinstance(conn, InlineConnection):  # a SQLite file: prebuilt SQL on the driver connection
+                raw = conn.driver_connection
+                existing = sqlite_intake.existing_identities(raw, _keys_by_sender(subs))
+                outcomes, fresh = _settle(subs, existing)
+                if fresh:
+                    sqlite_intake.insert_rows(raw, rows_of(fresh))
+            else:
+                outcomes, fresh = _settle(subs, await _existing_identities(conn, subs))
+                if fresh:
+                    await _insert(conn, rows_of(fresh))
         return outcomes, fresh
 
-    def _write_inline(
-        self, conn: sqlite3.Connection, subs: list[Submission], lease_until: datetime | None
-    ) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            existing = sqlite_intake.existing_identities(conn, _keys_by_sender(subs))
-            outcomes, fresh = _settle(subs, existing)
-            if fresh:
-                sqlite_intake.insert_rows(conn, _rows(fresh, self._lease_owner, lease_until))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return outcomes, fresh
+    def _lease_deadline(self) -> datetime | None:
+        return datetime.now(UTC) + self._lease if self._lease_owner else None
 
 
 def _keys_by_sender(subs: list[Submission]) -> dict[str, set[str]]:

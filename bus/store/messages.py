@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docbus.store.audit import GENESIS, event_hash, utc_iso
+from docbus.store.audit import GENESIS, as_utc, event_hash, utc_iso
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, payloads
 
@@ -327,11 +327,6 @@ def published_event(row: Any) -> dict[str, Any]:
     }
 
 
-def _aware(value: Any) -> datetime:
-    assert isinstance(value, datetime)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _record(row: dict[str, Any]) -> MessageRecord:
     return MessageRecord(
         id=row["id"],
@@ -344,7 +339,7 @@ def _record(row: dict[str, Any]) -> MessageRecord:
         sha256=row["sha256"],
         size=int(row["size"]),
         content_type=row["content_type"],
-        received_at=_aware(row["received_at"]),
+        received_at=as_utc(row["received_at"]),
         idempotency_key=row["idempotency_key"],
         trace_id=row["trace_id"],
         status=row["status"],
@@ -358,7 +353,7 @@ def _event(row: dict[str, Any]) -> Event:
     return Event(
         seq=int(row["seq"]),
         type=row["type"],
-        at=_aware(row["at"]),
+        at=as_utc(row["at"]),
         actor=row["actor"],
         destination=row["destination"],
         detail=orjson.loads(row["detail"]),

@@ -4,8 +4,9 @@ Through an async driver every statement is a round trip to a helper thread, and 
 GIL back from a busy event loop (up to the interpreter's 5 ms switch interval): a batch that SQLite writes in a
 couple of milliseconds kept the write lock for over ten, and every other writer of the file waited. Done inline,
 the transaction costs what SQLite costs (the inserts and one fsync'd commit), prebuilt SQL with ``executemany``
-skips the per-row parameter processing of an ORM layer, and the write lock is held only that long. The file lock
-that orders the processes is still awaited off the loop (``Database.write_lock``) when another process holds it.
+skips the per-row parameter processing of an ORM layer, and the write lock is held only that long. The
+transaction is ``Database.transaction()``'s, whose file lock orders the processes; these functions only run
+statements on its driver connection.
 
 Column values are stored exactly as SQLAlchemy stores them on SQLite (its DATETIME text form), so every reader of
 the store sees the same rows whichever path wrote them.
