@@ -23,7 +23,7 @@ from docbus.broker.base import Broker, ConsumedRecord, OutgoingRecord
 from docbus.delivery.consuming import consume_until
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
-from docbus.delivery.recorder import EventRecorder
+from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
@@ -81,8 +81,14 @@ class DestinationWorker:
         await consume_until(stop, consumer, self._process_and_record, label=self.group)
 
     async def _process_and_record(self, records: list[ConsumedRecord]) -> None:
+        mark = self._recorder.mark()
         await self.process(records)
-        await self._recorder.flush()  # events are stored before the offsets move past them
+        try:
+            await self._recorder.flush(since=mark)  # events are stored before the offsets move past them
+        except EventsNotStored:
+            # Their DELIVERED events may be among the lost: when the batch comes again, the database decides.
+            self._recently_delivered.clear()
+            raise
 
     async def process(self, records: list[ConsumedRecord]) -> None:
         """Deliver a polled batch: keys concurrently, each key's records in order."""

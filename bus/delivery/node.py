@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from docbus.adapters.base import Adapter
@@ -18,11 +20,17 @@ from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
 from docbus.errors import RequestRejected
+from docbus.metrics import COMPONENT_RESTARTS
 from docbus.routing import LOCAL
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
 
 log = logging.getLogger(__name__)
+
+# A part that fails is started again after a pause that doubles from the first to the last value; one that ran
+# for longer than the healthy span before failing starts again from the shortest pause.
+RESTART_PAUSES = (1.0, 30.0)
+HEALTHY_SPAN_SECONDS = 60.0
 
 
 class DeliveryNode:
@@ -42,12 +50,13 @@ class DeliveryNode:
         self.status_stream = StatusStream(runtime.db, runtime.broker, runtime.topics, owner=runtime.relay.owner)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.restarts: dict[str, int] = {}  # part name → times it failed and was started again
 
     async def start(self) -> None:
         settings = self.runtime.settings
         wanted = settings.status_stream if settings.status_stream is not None else bool(settings.kafka_bootstrap)
         if wanted:
-            self._tasks.append(asyncio.create_task(self.status_stream.run(self._stop), name="status-stream"))
+            self._spawn("docbus-status-stream", partial(self.status_stream.run, self._stop))
         routes = self.runtime.routes
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
@@ -79,13 +88,38 @@ class DeliveryNode:
                 breaker=breaker,
             )
             self.workers[destination.name] = worker
-            self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"docbus-deliver-{destination.name}"))
-            self._tasks.append(
-                asyncio.create_task(
-                    self._poll_receipts(destination.name, adapter), name=f"docbus-receipts-{destination.name}"
-                )
-            )
-        self._tasks.append(asyncio.create_task(self.receipts.run(self._stop), name="docbus-receipt-matcher"))
+            self._spawn(f"docbus-deliver-{destination.name}", partial(worker.run, self._stop))
+            self._spawn(f"docbus-receipts-{destination.name}", partial(self._poll_receipts, destination.name, adapter))
+        self._spawn("docbus-receipt-matcher", partial(self.receipts.run, self._stop))
+
+    def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, run), name=name))
+
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run one long-lived part until the node stops, starting it again whenever it fails.
+
+        Each part already rides out the failures it expects (a broker that is away, a destination that is
+        down); this is for the rest, e.g. Kafka too slow to answer while a consumer starts. Without it, one
+        such error at start-up left a destination without a consumer for the life of the process, and its
+        messages waited, silently, until a restart."""
+        loop = asyncio.get_running_loop()
+        pause = RESTART_PAUSES[0]
+        while not self._stop.is_set():
+            started = loop.time()
+            try:
+                await run()
+                continue  # parts return when the node stops
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if loop.time() - started > HEALTHY_SPAN_SECONDS:
+                    pause = RESTART_PAUSES[0]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                COMPONENT_RESTARTS.labels(name).inc()
+                log.exception("%s failed; starting it again in %g s", name, pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=pause)
+            pause = min(RESTART_PAUSES[1], pause * 2)
 
     async def _poll_receipts(self, name: str, adapter: Adapter) -> None:
         """Fetch business receipts waiting at an axis and take them in like any message (trusted: the adapter

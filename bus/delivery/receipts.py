@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from docbus.broker.base import Broker, ConsumedRecord
 from docbus.delivery.consuming import consume_until
-from docbus.delivery.recorder import EventRecorder
+from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope, MessageKind
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
@@ -86,9 +86,14 @@ class ReceiptMatcher:
         await consume_until(stop, consumer, self._process, label=self.group)
 
     async def _process(self, records: list[ConsumedRecord]) -> None:
+        mark = self._recorder.mark()
         for record in records:
             await self.handle(record)
-        await self._recorder.flush()
+        try:
+            await self._recorder.flush(since=mark)
+        except EventsNotStored:
+            self._recent.clear()  # some of them may not be stored: when the batch comes again, the database decides
+            raise
 
     async def handle(self, record: ConsumedRecord) -> MatchedReceipt | None:
         if dict(record.headers).get("kind") != MessageKind.STATUS.value.encode():

@@ -1,5 +1,11 @@
 """Batched timeline writes for workers: delivery events are many and small, and one transaction per event
-would make the database, not the destinations, the limit of forwarding."""
+would make the database, not the destinations, the limit of forwarding.
+
+A batch the database keeps refusing (it is away longer than the retries last) is not stored; the recorder then
+counts a failure, and a consumer that recorded events since its ``mark()`` learns it from ``flush(since=...)``,
+which raises. The consumer does not commit its offsets, re-reads the records and records the events again: a
+failure costs a second delivery attempt (which destinations deduplicate), never a lost event.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,12 @@ from docbus.store.messages import MessageStore, NewEvent
 
 log = logging.getLogger(__name__)
 
+STORE_ATTEMPTS = 20  # with the pauses below, a batch is tried for about 75 s
+
+
+class EventsNotStored(RuntimeError):
+    """Some events recorded since the caller's mark could not be stored."""
+
 
 class EventRecorder:
     """Queues events and appends them in batches, in order; ``flush`` waits until all queued are stored."""
@@ -20,6 +32,7 @@ class EventRecorder:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[NewEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0  # batches given up on, ever
 
     async def start(self) -> None:
         if self._task is None:
@@ -28,8 +41,17 @@ class EventRecorder:
     def record(self, event: NewEvent) -> None:
         self._queue.put_nowait(event)
 
-    async def flush(self) -> None:
+    def mark(self) -> int:
+        """A token for :meth:`flush`: take it before recording the events a flush must vouch for."""
+        return self._failures
+
+    async def flush(self, since: int | None = None) -> None:
+        """Wait until every event recorded so far was handled; with ``since`` (a :meth:`mark`), raise
+        :class:`EventsNotStored` if any batch was given up on after it. It may be another caller's batch: a
+        spurious failure only means records are processed twice."""
         await self._queue.join()
+        if since is not None and self._failures > since:
+            raise EventsNotStored(f"{self._failures - since} batch(es) of events could not be stored")
 
     async def aclose(self) -> None:
         if self._task is None:
@@ -47,13 +69,17 @@ class EventRecorder:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                for attempt in range(20):
+                for attempt in range(STORE_ATTEMPTS):
                     try:
                         await self._messages.append_events(batch)
                         break
                     except Exception:
                         log.exception("could not store %d events (attempt %d)", len(batch), attempt + 1)
-                        await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+                        if attempt + 1 < STORE_ATTEMPTS:
+                            await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+                else:
+                    self._failures += 1
+                    log.error("gave up storing %d events; their records will be processed again", len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()
