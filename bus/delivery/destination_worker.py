@@ -3,13 +3,17 @@
 Each destination has its own consumer group (``docbus.deliver.<destination>``), retry policy and circuit breaker,
 so a destination that is down or slow never delays another. Within a destination, records with different keys
 (business ids) are delivered concurrently and records with the same key in order, so one document's messages
-arrive in the order they were accepted. Offsets are committed only after every record of a batch is delivered or
-dead-lettered and its events are stored: a crash re-delivers, and the destination deduplicates by message id.
+arrive in the order they were accepted. Records are taken continuously, not batch by batch: a document whose
+delivery is being retried holds back only the later messages of the same document. The group's offset moves
+past a record only once it and every record before it in its partition are delivered or dead-lettered and their
+events are stored (``offsets.CommitTracker``): a crash re-delivers, and the destination deduplicates by message
+id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,9 +23,9 @@ from typing import Any
 from sqlalchemy import select
 
 from docbus.adapters.base import Adapter, DeliveryError, Outbound, RetriableDeliveryError
-from docbus.broker.base import Broker, ConsumedRecord, OutgoingRecord
-from docbus.delivery.consuming import consume_until
+from docbus.broker.base import Broker, BrokerConsumer, BrokerError, ConsumedRecord, ConsumerFenced, OutgoingRecord
 from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.delivery.offsets import CommitTracker, Entry
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope
@@ -34,6 +38,8 @@ from docbus.store.tables import events, messages
 from docbus.topics import Topics
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 5.0  # how long a stopping worker lets deliveries under way finish
 
 
 class DestinationWorker:
@@ -53,6 +59,8 @@ class DestinationWorker:
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         concurrency: int = 32,
+        max_in_flight: int = 2000,
+        commit_interval: float = 0.2,
     ) -> None:
         self.name = name
         self.adapter = adapter
@@ -73,47 +81,152 @@ class DestinationWorker:
         # Delivered by this worker and maybe not yet visible in the database (events are written in batches).
         self._recently_delivered: dict[str, None] = {}
         self.dead = 0
+        self._max_in_flight = max_in_flight
+        self._commit_interval = commit_interval
+        self._tails: dict[bytes | None, asyncio.Task[None]] = {}  # the last record taken, per key
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # deliveries under way → message id
+        self._in_flight_ids: dict[str, int] = {}
+        self._uncommitted: dict[tuple[str, int], ConsumedRecord] = {}  # finished, commit failed: with the next
+        self._progress = asyncio.Event()  # set whenever a delivery finishes
+        self._failure: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         resend = self._topics.resend(self.name)
         await self._broker.ensure_topics([resend])
         consumer = self._broker.consumer(self.group, topics=[resend], pattern=self._topics.agency_pattern)
-        await consume_until(stop, consumer, self._process_and_record, label=self.group)
-
-    async def _process_and_record(self, records: list[ConsumedRecord]) -> None:
-        mark = self._recorder.mark()
-        await self.process(records)
+        await consumer.start()
         try:
-            await self._recorder.flush(since=mark)  # events are stored before the offsets move past them
-        except EventsNotStored:
-            # Their DELIVERED events may be among the lost: when the batch comes again, the database decides.
-            self._recently_delivered.clear()
-            raise
+            await self._consume(stop, consumer)
+        finally:
+            await self._cancel_in_flight()
+            await consumer.aclose()
 
-    async def process(self, records: list[ConsumedRecord]) -> None:
-        """Deliver a polled batch: keys concurrently, each key's records in order."""
+    async def _consume(self, stop: asyncio.Event, consumer: BrokerConsumer) -> None:
+        """Take records while fewer than ``max_in_flight`` are unfinished; commit what is done every
+        ``commit_interval``. No batch barrier: a record being retried holds back only its own business id (and
+        the group's offset in its partition), and records are delivered as soon as they are read."""
+        loop = asyncio.get_running_loop()
+        tracker = CommitTracker()
+        self._failure = None
+        last_commit = loop.time()
+        while not stop.is_set():
+            if self._failure is not None:
+                raise self._failure
+            room = self._max_in_flight - len(tracker)
+            records: list[ConsumedRecord] = []
+            if room > 0:
+                try:
+                    records = await consumer.poll(max_records=min(500, room), timeout=self._commit_interval)
+                except BrokerError as exc:
+                    log.warning("%s: broker unavailable: %s", self.group, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+            else:  # full: wait for deliveries to finish
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), timeout=self._commit_interval)
+            if records:
+                await self._dispatch(records, tracker)
+            if not records or loop.time() - last_commit >= self._commit_interval:
+                await self._commit(consumer, tracker)
+                last_commit = loop.time()
+        # Stopping: let what is under way finish for a moment, so that it need not be delivered again.
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=STOP_GRACE_SECONDS)
+        with contextlib.suppress(BrokerError, EventsNotStored):
+            await self._commit(consumer, tracker)
+
+    async def _dispatch(self, records: list[ConsumedRecord], tracker: CommitTracker) -> None:
         delivered, known = await self._lookup(records)
         # An operator's resend is delivered even if an earlier attempt got through.
         already = delivered - self._resent_ids(records)
-        by_key: dict[bytes | None, list[ConsumedRecord]] = {}
-        seen: set[str] = set()
+        mark = self._recorder.mark()
         for record in records:
+            entry = tracker.add(record, mark)
             headers = dict(record.headers)
             message_id = headers.get("message-id", b"").decode()
             resend = "resend-of" in headers
             # The relay may have published a message twice (at-least-once); deliver it once.
-            if message_id in seen or (message_id in self._recently_delivered and not resend):
+            if not resend and (message_id in self._recently_delivered or message_id in self._in_flight_ids):
                 self.duplicates_skipped += 1
+                entry.done = True
                 continue
-            seen.add(message_id)
-            by_key.setdefault(record.key, []).append(record)
+            previous = self._tails.get(record.key)
+            task = asyncio.create_task(self._deliver_after(previous, record, entry, already, known, message_id))
+            self._tails[record.key] = task
+            self._in_flight[task] = message_id
+            self._in_flight_ids[message_id] = self._in_flight_ids.get(message_id, 0) + 1
+            task.add_done_callback(self._finished)
 
-        async def run_key(batch: list[ConsumedRecord]) -> None:
-            for record in batch:
-                async with self._concurrency:
-                    await self.handle(record, already, known)
+    async def _deliver_after(
+        self,
+        previous: asyncio.Task[None] | None,
+        record: ConsumedRecord,
+        entry: Entry,
+        already: set[str],
+        known: set[str],
+        message_id: str,
+    ) -> None:
+        """Deliver ``record`` once the previous record with its key is done: one document's messages in order."""
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        async with self._concurrency:
+            await self.handle(record, already, known)
+        entry.done = True
 
-        await asyncio.gather(*(run_key(batch) for batch in by_key.values()))
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        message_id = self._in_flight.pop(task, None)
+        if message_id is not None:
+            left = self._in_flight_ids.get(message_id, 1) - 1
+            if left:
+                self._in_flight_ids[message_id] = left
+            else:
+                self._in_flight_ids.pop(message_id, None)
+        for key, tail in list(self._tails.items()):
+            if tail is task:
+                del self._tails[key]
+        self._progress.set()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            # Not a delivery failure (``handle`` turns those into retries and dead letters): the database or the
+            # payload store failed. Start over from the last commit rather than skip the record.
+            self._failure = task.exception()
+
+    async def _commit(self, consumer: BrokerConsumer, tracker: CommitTracker) -> None:
+        ready, mark = tracker.committable()
+        for record in ready:
+            self._uncommitted[(record.topic, record.partition)] = record
+        if not self._uncommitted:
+            return
+        try:
+            # Events are stored before the offsets move past them.
+            await self._recorder.flush(since=mark)
+        except EventsNotStored:
+            # Their DELIVERED events may be among the lost: when the records come again, the database decides.
+            self._recently_delivered.clear()
+            raise
+        try:
+            await consumer.commit(list(self._uncommitted.values()))
+        except ConsumerFenced as exc:
+            # The group moved partitions: what this member had under way is re-read by their new owner (or by
+            # this member, from the last commit); destinations deduplicate what was sent twice.
+            log.info("%s: %s; reading again from the last commit", self.group, exc)
+            await self._cancel_in_flight()
+            tracker.clear()
+            self._uncommitted.clear()
+            await consumer.seek_to_committed()
+            return
+        except BrokerError as exc:
+            log.warning("%s: commit failed, will be tried with the next one: %s", self.group, exc)
+            return
+        self._uncommitted.clear()
+
+    async def _cancel_in_flight(self) -> None:
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._tails.clear()
 
     async def _lookup(self, records: list[ConsumedRecord]) -> tuple[set[str], set[str]]:
         """(message ids this destination already delivered, message ids this bus knows).

@@ -25,7 +25,8 @@ class EventsNotStored(RuntimeError):
 
 
 class EventRecorder:
-    """Queues events and appends them in batches, in order; ``flush`` waits until all queued are stored."""
+    """Queues events and appends them in batches, in order; ``flush`` waits until those queued before it are
+    handled (not until the queue is empty: under steady load it seldom is)."""
 
     def __init__(self, messages: MessageStore, *, max_batch: int = 500) -> None:
         self._messages = messages
@@ -33,12 +34,16 @@ class EventRecorder:
         self._queue: asyncio.Queue[NewEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0  # batches given up on, ever
+        self._recorded = 0  # events queued, ever
+        self._handled = 0  # events stored or given up on, ever (in queue order)
+        self._progress = asyncio.Event()  # set (and replaced) whenever a batch has been handled
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="docbus-event-recorder")
 
     def record(self, event: NewEvent) -> None:
+        self._recorded += 1
         self._queue.put_nowait(event)
 
     def mark(self) -> int:
@@ -49,7 +54,9 @@ class EventRecorder:
         """Wait until every event recorded so far was handled; with ``since`` (a :meth:`mark`), raise
         :class:`EventsNotStored` if any batch was given up on after it. It may be another caller's batch: a
         spurious failure only means records are processed twice."""
-        await self._queue.join()
+        target = self._recorded
+        while self._handled < target:
+            await self._progress.wait()
         if since is not None and self._failures > since:
             raise EventsNotStored(f"{self._failures - since} batch(es) of events could not be stored")
 
@@ -81,5 +88,6 @@ class EventRecorder:
                     self._failures += 1
                     log.error("gave up storing %d events; their records will be processed again", len(batch))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._handled += len(batch)
+                progress, self._progress = self._progress, asyncio.Event()
+                progress.set()

@@ -1,6 +1,7 @@
-"""Forwarding survives its own parts failing: a consumer that fails at start-up is started again, and delivery
-events the database refused are recorded when the records are processed again — on the embedded default (real
-SQLite and PostgreSQL), with the file adapter writing real files."""
+"""Forwarding survives its own parts failing and one document failing: a consumer that fails at start-up is
+started again, delivery events the database refused are recorded when the records are processed again, and a
+document whose delivery is being retried holds back neither the other documents nor the group's progress past
+what is done — on the embedded default (real SQLite and PostgreSQL), with the file adapter writing real files."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from sqlalchemy import select
 
+from docbus.adapters.base import DeliveryResult, Outbound, RetriableDeliveryError
 from docbus.broker.base import BrokerUnavailable
 from docbus.delivery import node as node_module
 from docbus.delivery import recorder as recorder_module
@@ -45,7 +48,13 @@ async def runtime(tmp_path: Path, database_url: str) -> AsyncIterator[BusRuntime
         data_dir=tmp_path / "data",
         database_url=database_url,
         routes_file=routes,
-        adapters={"archive": {"directory": str(tmp_path / "archive")}},
+        adapters={
+            "archive": {
+                "directory": str(tmp_path / "archive"),
+                "retry": {"base_delay_seconds": 0.05, "max_delay_seconds": 0.2, "max_attempts": 10_000},
+                "breaker": {"failure_threshold": 10_000},
+            }
+        },
     )
     settings.data_dir.mkdir(parents=True)
     await upgrade_async(database_url)
@@ -157,3 +166,64 @@ async def test_flush_since_a_mark_reports_only_later_failures(db: Database, monk
             await recorder.flush(since=before)  # but still is for one that marked before it
     finally:
         await recorder.aclose()
+
+
+async def _delivered_in_order(runtime: BusRuntime) -> list[str]:
+    async with runtime.db.reader.connect() as conn:
+        rows = await conn.execute(select(events.c.message_id).where(events.c.type == "DELIVERED").order_by(events.c.id))
+        return [r.message_id for r in rows]
+
+
+async def test_a_document_being_retried_holds_back_only_its_own_later_messages(
+    runtime: BusRuntime, sample_bytes: dict[str, bytes], tmp_path: Path
+) -> None:
+    template = sample_bytes["edoc_with_attachment_dc0bdef0.edxml"]
+    first = document(template, ("000.00.01.H41",))
+    root = etree.fromstring(first)
+    root.append(etree.Comment("the second version of the same document"))
+    second = bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))  # same DocumentId: same key
+    stuck = {first}
+
+    node = DeliveryNode(runtime)
+    await node.start()
+    adapter = node.workers["archive"].adapter
+    real_deliver = adapter.deliver
+
+    async def axis_refuses_one_document(outbound: Outbound) -> DeliveryResult:
+        if outbound.payload in stuck:
+            raise RetriableDeliveryError("503 from the destination for this document")
+        return await real_deliver(outbound)
+
+    adapter.deliver = axis_refuses_one_document  # type: ignore[method-assign]
+    try:
+        a = (await runtime.intake.accept(None, first, "application/xml")).message_id
+        await _wait_for(runtime, a, "RETRYING")  # what comes next arrives while it is being retried
+        a2 = (await runtime.intake.accept(None, second, "application/xml")).message_id
+        others = [
+            (await runtime.intake.accept(None, document(template, ("000.00.01.H41",)), "application/xml")).message_id
+            for _ in range(5)
+        ]
+        for other in others:
+            await _wait_for(runtime, other, "DELIVERED")
+        assert "RETRYING" in await _types(runtime, a)
+        assert "DELIVERED" not in await _types(runtime, a)
+        assert "FORWARDING" not in await _types(runtime, a2)  # waits behind the first version
+    finally:
+        await node.aclose()
+
+    # A new worker (a restart) re-reads from the group's offset: the stuck document and what came after it in
+    # its partition, but it delivers only what was not delivered.
+    stuck.clear()
+    node = DeliveryNode(runtime)
+    await node.start()
+    try:
+        await _wait_for(runtime, a2, "DELIVERED")
+        worker = node.workers["archive"]
+    finally:
+        await node.aclose()
+    order = await _delivered_in_order(runtime)
+    assert sorted(order) == sorted([a, a2, *others])  # each once
+    assert order.index(a) < order.index(a2)
+    assert worker.delivered == 2
+    written = tmp_path / "archive" / "000.00.00.G22"
+    assert (written / f"{a2}.edxml").read_bytes() == second
