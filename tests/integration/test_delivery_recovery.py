@@ -27,16 +27,7 @@ from docbus.store.migrate import upgrade_async
 from docbus.store.tables import events
 
 from .test_forwarding import document
-
-ROUTES = """
-[[destination]]
-name = "archive"
-adapter = "file"
-
-[[rule]]
-level1 = ["H41"]
-destination = "archive"
-"""
+from .test_routes_and_events import ROUTES
 
 
 @pytest.fixture
@@ -82,6 +73,21 @@ async def _wait_for(runtime: BusRuntime, message_id: str, type_: str, seconds: f
         await asyncio.sleep(0.05)
 
 
+async def _deliver_one(
+    runtime: BusRuntime, sample_bytes: dict[str, bytes]
+) -> tuple[DeliveryNode, bytes, str, list[str]]:
+    """Start forwarding, accept one document for the archive, wait until it is DELIVERED, stop forwarding."""
+    node = DeliveryNode(runtime)
+    await node.start()
+    try:
+        packet = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], ("000.00.01.H41",))
+        message_id = (await runtime.intake.accept(None, packet, "application/xml")).message_id
+        types = await _wait_for(runtime, message_id, "DELIVERED")
+    finally:
+        await node.aclose()
+    return node, packet, message_id, types
+
+
 async def test_a_consumer_that_fails_at_start_up_is_started_again(
     runtime: BusRuntime, sample_bytes: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,15 +103,7 @@ async def test_a_consumer_that_fails_at_start_up_is_started_again(
         await real_ensure_topics(topics)
 
     monkeypatch.setattr(runtime.broker, "ensure_topics", slow_broker_at_first)
-    node = DeliveryNode(runtime)
-    await node.start()
-    try:
-        packet = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], ("000.00.01.H41",))
-        outcome = await runtime.intake.accept(None, packet, "application/xml")
-        message_id = outcome.message_id
-        await _wait_for(runtime, message_id, "DELIVERED")
-    finally:
-        await node.aclose()
+    node, packet, message_id, _ = await _deliver_one(runtime, sample_bytes)
     assert len(refused) == 2
     assert node.restarts == {"docbus-deliver-archive": 2}
     assert (tmp_path / "archive" / "000.00.00.G22" / f"{message_id}.edxml").read_bytes() == packet
@@ -125,16 +123,8 @@ async def test_delivery_events_the_database_refused_are_recorded_on_the_second_p
         await real_append(items)
 
     monkeypatch.setattr(runtime.messages, "append_events", database_away_for_the_first_delivery)
-    node = DeliveryNode(runtime)
-    await node.start()
-    try:
-        packet = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], ("000.00.01.H41",))
-        outcome = await runtime.intake.accept(None, packet, "application/xml")
-        message_id = outcome.message_id
-        types = await _wait_for(runtime, message_id, "DELIVERED")
-        worker = node.workers["archive"]
-    finally:
-        await node.aclose()
+    node, _, _, types = await _deliver_one(runtime, sample_bytes)
+    worker = node.workers["archive"]
     assert len(refused) == 2  # both attempts of the one batch holding the first DELIVERED
     assert types.count("DELIVERED") == 1
     # The first pass's FORWARDING went down with its DELIVERED; the second pass delivered again.
