@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -84,8 +85,8 @@ class DestinationWorker:
         self._max_in_flight = max_in_flight
         self._commit_interval = commit_interval
         self._tails: dict[bytes | None, asyncio.Task[None]] = {}  # the last record taken, per key
-        self._in_flight: dict[asyncio.Task[None], str] = {}  # deliveries under way → message id
-        self._in_flight_ids: dict[str, int] = {}
+        self._in_flight: dict[asyncio.Task[None], tuple[str, bytes | None]] = {}  # deliveries → (message id, key)
+        self._in_flight_ids: Counter[str] = Counter()
         self._uncommitted: dict[tuple[str, int], ConsumedRecord] = {}  # finished, commit failed: with the next
         self._progress = asyncio.Event()  # set whenever a delivery finishes
         self._failure: BaseException | None = None
@@ -152,10 +153,10 @@ class DestinationWorker:
                 entry.done = True
                 continue
             previous = self._tails.get(record.key)
-            task = asyncio.create_task(self._deliver_after(previous, record, entry, already, known, message_id))
+            task = asyncio.create_task(self._deliver_after(previous, record, entry, already, known))
             self._tails[record.key] = task
-            self._in_flight[task] = message_id
-            self._in_flight_ids[message_id] = self._in_flight_ids.get(message_id, 0) + 1
+            self._in_flight[task] = (message_id, record.key)
+            self._in_flight_ids[message_id] += 1
             task.add_done_callback(self._finished)
 
     async def _deliver_after(
@@ -165,7 +166,6 @@ class DestinationWorker:
         entry: Entry,
         already: set[str],
         known: set[str],
-        message_id: str,
     ) -> None:
         """Deliver ``record`` once the previous record with its key is done: one document's messages in order."""
         if previous is not None and not previous.done():
@@ -175,16 +175,12 @@ class DestinationWorker:
         entry.done = True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        message_id = self._in_flight.pop(task, None)
-        if message_id is not None:
-            left = self._in_flight_ids.get(message_id, 1) - 1
-            if left:
-                self._in_flight_ids[message_id] = left
-            else:
-                self._in_flight_ids.pop(message_id, None)
-        for key, tail in list(self._tails.items()):
-            if tail is task:
-                del self._tails[key]
+        message_id, key = self._in_flight.pop(task)
+        self._in_flight_ids[message_id] -= 1
+        if not self._in_flight_ids[message_id]:
+            del self._in_flight_ids[message_id]
+        if self._tails.get(key) is task:
+            del self._tails[key]
         self._progress.set()
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             # Not a delivery failure (``handle`` turns those into retries and dead letters): the database or the

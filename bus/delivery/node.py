@@ -108,7 +108,7 @@ class DeliveryNode:
             started = loop.time()
             try:
                 await run()
-                continue  # parts return when the node stops
+                return  # parts return only when the node stops
             except asyncio.CancelledError:
                 raise
             except Exception:
