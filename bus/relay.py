@@ -173,7 +173,7 @@ class OutboxRelay:
                 await asyncio.sleep(self._sweep_interval)
 
     async def _anything_to_claim(self) -> bool:
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             found = await conn.scalar(select(outbox.c.id).where(_claimable(datetime.now(UTC))).limit(1))
         return found is not None
 
@@ -200,7 +200,7 @@ class OutboxRelay:
             await conn.execute(
                 update(outbox).where(outbox.c.id.in_(ids)).values(claimed_by=self.owner, claimed_until=until)
             )
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             rows = await conn.execute(
                 select(outbox.c.id.label("outbox_id"), outbox.c.topic, messages, payloads.c.body)
                 .join(messages, messages.c.id == outbox.c.message_id)
@@ -235,7 +235,7 @@ class OutboxRelay:
             published = await self._broker.publish(records)
             # The timeline entries are built before the write lock is taken; if another writer extended one of
             # these timelines meanwhile, the insert collides on (message_id, seq) and they are built again inside.
-            async with self._db.reader.connect() as conn:
+            async with self._db.reading() as conn:
                 tails = await read_tails(conn, [p.message_id for p in batch])
             try:
                 async with self._db.transaction() as conn:

@@ -71,7 +71,7 @@ class StatusStream:
         if position is None:
             return 0
         cutoff = datetime.now(UTC) - self._settle
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             candidates = (await conn.execute(events_after(position).limit(self._batch_size))).all()
         # Publish only the settled prefix: the cursor moves past an id only when every id before it is out,
         # even if a later event (an ACCEPTED stamped at arrival, committed later) already looks old enough.

@@ -233,7 +233,7 @@ class DestinationWorker:
         ids = {v.decode() for r in records for k, v in r.headers if k == "message-id"}
         if not ids:
             return set(), set()
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             delivered = await conn.execute(
                 select(events.c.message_id).where(
                     events.c.message_id.in_(ids), events.c.destination == self.name, events.c.type == "DELIVERED"

@@ -136,7 +136,7 @@ class ReceiptMatcher:
         )
         if addressee:
             query = query.where(messages.c.sender == addressee)
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             rows = (await conn.execute(query)).all()
         # The newest document with that id that was sent to the receipt's sender (updates share the DocumentId).
         for row in rows:
@@ -153,7 +153,7 @@ class ReceiptMatcher:
         self._recent[key] = None
         if len(self._recent) > 100_000:
             self._recent.pop(next(iter(self._recent)))
-        async with self._db.reader.connect() as conn:
+        async with self._db.reading() as conn:
             found = await conn.scalar(
                 select(events.c.id).where(
                     events.c.message_id == original,

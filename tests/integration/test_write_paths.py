@@ -6,6 +6,7 @@
 - With gateways that leave publishing to workers (``DOCBUS_RELAY_ENABLED=false``), a worker's relay publishes
   what they accept, exactly once.
 - An expiring credential is looked up once, however many requests present it at that moment.
+- The hot-path reads (``Database.reading``) see what was committed, and their statements share one snapshot.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, make_url
+from sqlalchemy import event, insert, make_url, select, text, update
 
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.relay import OutboxRelay
@@ -106,6 +107,24 @@ async def test_rows_written_inline_read_back_as_written(db: Database) -> None:
     assert await store.receipt(outcome.message_id) == sub.receipt
     assert await store.payload(outcome.message_id) == b"<doc/>"
     assert [(e.seq, e.type, e.at) for e in timeline] == [(1, "ACCEPTED", env.received_at)]
+
+
+async def test_hot_path_reads_see_commits_and_keep_one_snapshot(db: Database) -> None:
+    async def position(conn: Any) -> int | None:
+        return await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == "snapshot"))
+
+    async with db.transaction() as conn:
+        await conn.execute(insert(stream_cursors).values(name="snapshot", position=1))
+    async with db.reading() as conn:
+        if not db.is_sqlite:  # as the callers that need it do; SQLite's read transaction is a snapshot already
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        assert await position(conn) == 1
+        # A writer commits while the read is open (on SQLite on the same thread: the read must not block it).
+        async with db.transaction() as writer:
+            await writer.execute(update(stream_cursors).where(stream_cursors.c.name == "snapshot").values(position=2))
+        assert await position(conn) == 1
+    async with db.reading() as conn:
+        assert await position(conn) == 2
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
