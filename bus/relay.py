@@ -40,6 +40,7 @@ from docbus.store.tables import messages, outbox, payloads
 log = logging.getLogger(__name__)
 
 RELAY_ACTOR = "relay"
+SWEEP_FAILURE_PAUSE_MAX = 5.0  # seconds between sweeps while they keep failing (the pause doubles up to this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,19 +158,27 @@ class OutboxRelay:
                 log.exception("eager publish failed; %d messages left to the sweeper", len(batch))
 
     async def _sweep_loop(self) -> None:
+        failures = 0  # sweeps failed in a row
         while True:
             try:
                 # A read first: an idle relay polls often (it is the only publisher when gateways leave publishing
                 # to workers), and a claim is a write transaction that would queue behind intake for nothing.
                 swept = await self.sweep_once() if await self._anything_to_claim() else 0
+                failures = 0
             except BrokerUnavailable as exc:
                 self.broker_healthy = False
-                log.warning("broker unavailable during sweep: %s", exc)
+                failures += 1
+                log.warning("broker unavailable during sweep (%d in a row): %s", failures, exc)
                 swept = 0
             except Exception:
-                log.exception("outbox sweep failed")
+                failures += 1
+                log.exception("outbox sweep failed (%d in a row)", failures)
                 swept = 0
-            if not swept:  # while there is work, the next batch has formed during this one's publish
+            if failures:
+                # Not every sweep interval (20 times a second by default): a database or broker that is away
+                # would get a stream of attempts and the log a stream of tracebacks.
+                await asyncio.sleep(min(SWEEP_FAILURE_PAUSE_MAX, self._sweep_interval * 2**failures))
+            elif not swept:  # while there is work, the next batch has formed during this one's publish
                 await asyncio.sleep(self._sweep_interval)
 
     async def _anything_to_claim(self) -> bool:
@@ -182,8 +191,28 @@ class OutboxRelay:
         claimed = await self._claim_expired()
         if not claimed:
             return 0
-        await self._publish_and_mark(claimed)
+        try:
+            await self._publish_and_mark(claimed)
+        except Exception:
+            await self._release([p.outbox_id for p in claimed if p.outbox_id is not None])
+            raise
         return len(claimed)
+
+    async def _release(self, outbox_ids: list[int]) -> None:
+        """Give up the claim on rows a failed sweep could not publish, so that the next sweep (after its pause)
+        tries them again instead of waiting for the lease to run out. Best effort: if the database is what
+        failed, the lease runs out by itself."""
+        try:
+            async with self._db.transaction() as conn:
+                await conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id.in_(outbox_ids), outbox.c.claimed_by == self.owner, outbox.c.published_at.is_(None)
+                    )
+                    .values(claimed_until=None)
+                )
+        except Exception as exc:
+            log.warning("could not release %d claimed outbox rows (their lease will run out): %s", len(outbox_ids), exc)
 
     async def _claim_expired(self) -> list[PendingPublication]:
         now = datetime.now(UTC)

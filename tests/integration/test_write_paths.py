@@ -6,6 +6,7 @@
 - With gateways that leave publishing to workers (``DOCBUS_RELAY_ENABLED=false``), a worker's relay publishes
   what they accept, exactly once.
 - An expiring credential is looked up once, however many requests present it at that moment.
+- A relay whose sweeps keep failing pauses longer and longer between them, and publishes once they succeed.
 - The hot-path reads (``Database.reading``) see what was committed, and their statements share one snapshot.
 """
 
@@ -107,6 +108,45 @@ async def test_rows_written_inline_read_back_as_written(db: Database) -> None:
     assert await store.receipt(outcome.message_id) == sub.receipt
     assert await store.payload(outcome.message_id) == b"<doc/>"
     assert [(e.seq, e.type, e.at) for e in timeline] == [(1, "ACCEPTED", env.received_at)]
+
+
+async def test_a_failing_sweep_backs_off_and_recovers(db: Database) -> None:
+    class FlakyBroker(EmbeddedBroker):
+        """Refuses (as a bug or an unexpected error would) until ``healed``."""
+
+        healed = False
+        calls = 0
+
+        async def ensure_topics(self, topics: Any) -> None:
+            self.calls += 1
+            if not self.healed:
+                raise RuntimeError("unexpected failure")
+            await super().ensure_topics(topics)
+
+    gateway_writer = IntakeWriter(db, lease_owner=None)
+    broker = FlakyBroker(db)
+    # A failed sweep gives its claim back: the row is tried again after the pause, not after the 60 s lease.
+    relay = OutboxRelay(db, broker, owner="worker:test", sweep=True, sweep_interval=0.05, lease_seconds=60)
+    await gateway_writer.start()
+    await broker.start()
+    try:
+        await gateway_writer.submit(submission(b"<backoff/>", dedup="backoff"))
+        await relay.start()
+        await asyncio.sleep(1.5)
+        # Without the pause the sweeper would have tried about 30 times (every 0.05 s); with it about 4, and
+        # without giving the claim back only once.
+        assert 2 <= broker.calls <= 6, broker.calls
+        assert await relay.backlog() == 1
+        broker.healed = True
+        deadline = time.monotonic() + 15
+        while await relay.backlog() > 0:
+            assert time.monotonic() < deadline, "the relay did not publish once the failure was gone"
+            await asyncio.sleep(0.1)
+        assert relay.published == 1
+    finally:
+        await relay.aclose()
+        await gateway_writer.aclose()
+        await broker.aclose()
 
 
 async def test_hot_path_reads_see_commits_and_keep_one_snapshot(db: Database) -> None:
