@@ -6,6 +6,7 @@ event that extends the message's hash chain; the message row's ``status`` follow
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, as_utc, event_hash, utc_iso
-from docbus.store.database import Database
+from docbus.store.database import Database, InlineConnection
 from docbus.store.tables import events, messages, payloads
 
 
@@ -237,13 +239,20 @@ async def read_tails(conn: AsyncConnection, message_ids: Collection[str]) -> dic
     all is cheaper than asking the database for the maximum first (a row-value ``IN`` that SQLite answers with a
     scan of the whole table)."""
     tails: dict[str, tuple[int, str]] = {}
-    for row in await conn.execute(
-        select(events.c.message_id, events.c.seq, events.c.hash).where(events.c.message_id.in_(sorted(message_ids)))
-    ):
-        seq = int(row.seq)
-        known = tails.get(row.message_id)
-        if known is None or seq > known[0]:
-            tails[row.message_id] = (seq, row.hash)
+    ids = sorted(message_ids)
+    rows: Any
+    if isinstance(conn, InlineConnection):  # a SQLite file: plain SQL on the driver connection
+        marks = ", ".join("?" for _ in ids)
+        sql = f"SELECT message_id, seq, hash FROM events WHERE message_id IN ({marks})"  # noqa: S608 - only marks
+        rows = conn.driver_connection.execute(sql, ids) if ids else ()
+    else:
+        rows = await conn.execute(
+            select(events.c.message_id, events.c.seq, events.c.hash).where(events.c.message_id.in_(ids))
+        )
+    for message_id, seq, digest in rows:
+        known = tails.get(message_id)
+        if known is None or int(seq) > known[0]:
+            tails[message_id] = (int(seq), digest)
     return tails
 
 
@@ -290,6 +299,16 @@ def chained_event_rows(
 
 
 async def insert_event_rows(conn: AsyncConnection, rows: list[dict[str, Any]], statuses: dict[str, str]) -> None:
+    if isinstance(conn, InlineConnection):
+        # A SQLite file: prebuilt SQL with executemany, as intake does (``sqlite_intake``); timeline events are
+        # the store's most frequent write after intake (two or three per delivery).
+        raw = conn.driver_connection
+        try:
+            sqlite_intake.insert_rows(raw, {"events": rows})
+        except sqlite3.IntegrityError as exc:  # callers retry on SQLAlchemy's, whichever path wrote
+            raise IntegrityError("INSERT INTO events", None, exc) from exc
+        raw.executemany("UPDATE messages SET status = ? WHERE id = ?", [(st, mid) for mid, st in statuses.items()])
+        return
     if rows:
         await conn.execute(insert(events), rows)
     by_status: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
 
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.errors import IdempotencyConflict, Unauthenticated, ValidationFailed
@@ -17,7 +18,7 @@ from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter, Submission
-from docbus.store.messages import MessageStore
+from docbus.store.messages import MessageStore, NewEvent, append_events_in, read_tails
 from docbus.store.tables import metadata
 
 from .helpers import row_counts
@@ -145,6 +146,29 @@ async def test_events_extend_a_verifiable_hash_chain(db: Database) -> None:
     assert record is not None
     assert record.status == "PUBLISHED"
     assert await store.payload(outcome.message_id) == b"<chain/>"
+
+
+async def test_events_appended_on_stale_tails_collide_as_integrity_errors(db: Database) -> None:
+    """The relay builds PUBLISHED events on tails read before its transaction; a chain that grew meanwhile must
+    surface as SQLAlchemy's IntegrityError (which it retries on), on every write path, and store nothing."""
+    writer = IntakeWriter(db)
+    await writer.start()
+    outcome = await writer.submit(submission(b"<stale/>", dedup="stale"))
+    await writer.aclose()
+    store = MessageStore(db)
+    async with db.reading() as conn:
+        stale = await read_tails(conn, [outcome.message_id])
+    await store.append_event(outcome.message_id, "FORWARDING", actor="national_axis")
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as conn:
+            await append_events_in(conn, [NewEvent(outcome.message_id, "PUBLISHED", "relay")], tails=stale)
+    assert [e.type for e in await store.timeline(outcome.message_id)] == ["ACCEPTED", "FORWARDING"]
+    await store.append_events([NewEvent(outcome.message_id, "PUBLISHED", "relay", status="PUBLISHED")])
+    assert [(e.seq, e.type) for e in await store.timeline(outcome.message_id)] == [
+        (1, "ACCEPTED"),
+        (2, "FORWARDING"),
+        (3, "PUBLISHED"),
+    ]
 
 
 async def test_agency_directory(db: Database) -> None:
