@@ -88,24 +88,63 @@ class AxisClient(HttpClientOwner, ABC):
         self.url = url.rstrip("/")
         self.system_id = system_id
         self._secret = secret
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        # The aiohttp transport, unless the caller passed another (then every request goes through httpx).
+        chosen = AiohttpTransport() if transport is None else transport
+        self._direct: AiohttpTransport | None = chosen if isinstance(chosen, AiohttpTransport) else None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport or AiohttpTransport(),
+            transport=chosen,
             follow_redirects=False,
         )
+        # httpx's defaults (Accept, Accept-Encoding, User-Agent, ...) for requests that bypass it (``_post``).
+        self._default_headers = list(self._http.headers.items())
 
     @abstractmethod
     async def get_edoc(self, doc_id: str) -> bytes:
         """The raw packet of one received item."""
 
-    async def _post(self, operation: str, **kwargs: Any) -> httpx.Response:
-        """``POST {url}/{operation}``; timeouts and transport errors raise a retriable ``error``."""
+    async def _post(
+        self,
+        operation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        json: Any = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """``POST {url}/{operation}``; timeouts and transport errors raise a retriable ``error``.
+
+        A body of bytes or JSON goes straight to the aiohttp transport with the headers httpx would have sent
+        (forwarding makes one such call per document); multipart forms, and any other transport (tests pass
+        ``httpx.MockTransport``), go through httpx."""
+        url = f"{self.url}/{operation}"
+        kwargs = {name: value for name, value in kwargs.items() if value is not None}  # files=None: no form
         try:
-            return await self._http.post(f"{self.url}/{operation}", **kwargs)
+            if self._direct is not None and not kwargs:
+                return await self._direct.send(
+                    "POST",
+                    url,
+                    self._direct_headers(headers, json_body=json is not None),
+                    _json_bytes(json) if json is not None else content,
+                    connect_timeout=self._connect_timeout,
+                    read_timeout=self._timeout,
+                )
+            return await self._http.post(url, headers=headers, content=content, json=json, **kwargs)
         except httpx.TimeoutException as exc:
             raise self.error(operation, f"timed out ({type(exc).__name__})", retriable=True) from exc
         except httpx.TransportError as exc:
             raise self.error(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
+
+    def _direct_headers(self, headers: dict[str, str] | None, *, json_body: bool) -> list[tuple[str, str]]:
+        """The request's headers over httpx's defaults, as httpx would merge them."""
+        given = {name.lower() for name in headers or ()}
+        merged = [(name, value) for name, value in self._default_headers if name.lower() not in given]
+        if json_body and "content-type" not in given:
+            merged.append(("Content-Type", "application/json"))
+        merged.extend((headers or {}).items())
+        return merged
 
     def _packet(self, body: dict[str, Any]) -> bytes:
         """The packet in a ``getEdoc`` answer: ``data.content``, base64-encoded."""
@@ -117,6 +156,11 @@ class AxisClient(HttpClientOwner, ABC):
             return base64.b64decode(content, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise self.error("getEdoc", "content is not base64", retriable=True) from exc
+
+
+def _json_bytes(value: Any) -> bytes:
+    """JSON as httpx encodes a ``json=`` body: compact, UTF-8, no NaN."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def json_object(response: httpx.Response) -> dict[str, Any] | None:

@@ -2,20 +2,24 @@
 
 It must behave like httpx's own transport wherever the connectors depend on it: bodies and headers both ways,
 no redirects followed, compressed answers decoded, and failures raised as the httpx errors the connectors map to
-retriable delivery errors.
+retriable delivery errors. The axis clients' plain POSTs skip httpx's request building and call the transport
+directly; the server must not be able to tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from docbus.connectors.national_axis import NationalAxisClient
 from docbus.connectors.transport import AiohttpTransport
 
 
@@ -25,9 +29,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+Seen = list[tuple[str, dict[str, str], bytes]]  # (path, headers, body) of each request the server got
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
-    seen: list[tuple[str, dict[str, str], bytes]] = []
+    async with serving() as (url, _seen):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[tuple[str, Seen]]:
+    seen: Seen = []
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
@@ -59,7 +72,7 @@ async def server() -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", seen
     finally:
         await runner.cleanup()
 
@@ -95,3 +108,23 @@ async def test_failures_are_httpx_transport_errors(server: str) -> None:
             await client.post(f"{server}/slow", content=b"x")
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{free_port()}/echo", content=b"x")
+
+
+@pytest.mark.parametrize("body", [{"json": {"DocId": "Đ-1", "status": "done"}}, {"content": b"<edXML/>"}])
+async def test_an_axis_client_post_sends_what_httpx_would(body: dict[str, Any]) -> None:
+    headers = {"systemid": "docbus", "X-Signature": "abc", "Content-Type": "application/xml"}
+    if "json" in body:
+        del headers["Content-Type"]
+    async with serving() as (url, seen):
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as plain:
+            through_httpx = await plain.post(f"{url}/echo", headers=headers, **body)
+        async with NationalAxisClient(url, "docbus", "secret") as client:
+            direct = await client._post("echo", headers=headers, **body)
+    assert (direct.status_code, direct.json(), direct.headers["X-Answer"]) == (
+        through_httpx.status_code,
+        through_httpx.json(),
+        "yes",
+    )
+    (path_a, headers_a, body_a), (path_b, headers_b, body_b) = seen
+    assert (path_b, body_b) == (path_a, body_a)
+    assert {k.lower(): v for k, v in headers_b.items()} == {k.lower(): v for k, v in headers_a.items()}
