@@ -49,22 +49,10 @@ class Database:
             self._inline_writer: Engine | None = None
             self._inline_reader: Engine | None = None
             if on_file:
-                # Write transactions on a SQLite file run on the event loop's own thread (see ``transaction``).
-                self._inline_writer = create_engine(
-                    make_url(url).set(drivername="sqlite"),
-                    pool_size=1,
-                    max_overflow=0,
-                    connect_args={"check_same_thread": False},
-                )
-                _configure_sqlite(self._inline_writer, immediate=True)
-                # Short reads on the forwarding path run on the loop's thread too (see ``reading``).
-                self._inline_reader = create_engine(
-                    make_url(url).set(drivername="sqlite"),
-                    pool_size=2,
-                    max_overflow=8,
-                    connect_args={"check_same_thread": False},
-                )
-                _configure_sqlite(self._inline_reader, immediate=False)
+                # Write transactions on a SQLite file run on the event loop's own thread (see ``transaction``),
+                # and so do short reads on the forwarding path (see ``reading``).
+                self._inline_writer = _inline_engine(url, connections=1, immediate=True)
+                self._inline_reader = _inline_engine(url, connections=10, immediate=False)
         else:
             self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             self.reader = self.writer
@@ -208,6 +196,18 @@ class _WriteFileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _inline_engine(url: str, *, connections: int, immediate: bool) -> Engine:
+    """A synchronous engine on the same SQLite file, for use on the event loop's thread (``InlineConnection``)."""
+    engine = create_engine(
+        make_url(url).set(drivername="sqlite"),
+        pool_size=min(connections, 2),
+        max_overflow=connections - min(connections, 2),
+        connect_args={"check_same_thread": False},
+    )
+    _configure_sqlite(engine, immediate=immediate)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
