@@ -297,7 +297,7 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
     with (
         serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log"),
-        running(worker_cmd, fenv, work / "worker.log"),
+        running(worker_cmd, fenv, work / "worker.log") as worker,
         serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log"),
     ):
         # Warm-up at the same pace: the agency's topic is created by its first message and the destination's
@@ -309,8 +309,10 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         latency_ms = connections * 1000 / max(warm.rate, 1e-9) - pause_ms
         fenv["BENCH_DELAY_MS"] = str(max(0, round(connections * 1000 / rate - latency_ms)))
         started = datetime.now(UTC).replace(tzinfo=None)  # the store keeps UTC without an offset
+        worker_cpu = cpu_seconds(worker.pid)
         result = wrk(port, args.duration, connections, fenv)
         wait_until_delivered(data, 120)
+        worker_cpu = cpu_seconds(worker.pid) - worker_cpu
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
         rows = conn.execute(
             "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id "
@@ -333,9 +335,16 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
         f"its next request): accepted {intake_rate:.0f} msg/s (POST p99 {result.p99_ms:.2f} ms), "
         f"delivered {delivered_rate:.0f} msg/s ({len(rows)}/{total}), ratio {delivered_rate / intake_rate:.2f}; "
-        f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms",
+        f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms; the worker's CPU {worker_cpu * 1000 / len(rows):.2f} ms "
+        "per delivered document",
         flush=True,
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_delivered(data: Path, seconds: float) -> None:
