@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Replication of each topic docbus creates; unset = min(3, brokers)."
     )
     kafka_client_id: str = Field(default="docbus")
-    kafka_compression: str | None = Field(default=None, description="Producer compression; unset = lz4 or gzip.")
+    kafka_compression: str | None = Field(default=None, description="Producer compression; unset = zstd.")
     kafka_topic_refresh_seconds: float = Field(
         default=2.0, gt=0, description="How soon consumers with a pattern see topics created later."
     )

@@ -543,7 +543,7 @@ cmd_perf_producer() {
     --bootstrap-server "$bootstrap" --topic "$topic" --num-records "$num" --record-size "$size" \
     --throughput "$throughput" \
     --command-property acks=all enable.idempotence=true batch.size=1048576 linger.ms=5 \
-    compression.type=lz4 "${props[@]}"
+    compression.type=zstd "${props[@]}"
 }
 
 main() {
