@@ -11,8 +11,10 @@ Two paths lead to the broker:
   ``sweep_interval`` while idle and without pause while there is work.
 
 After the broker acknowledges (``acks=all``), one transaction marks the rows published and appends a PUBLISHED
-event (topic, partition, offset) to each message's timeline. A crash between the two re-publishes the batch:
-delivery to the broker is at least once, and consumers deduplicate by message id.
+event (topic, partition, offset) to each message's timeline. Under load the sweeper marks a batch in the same
+transaction that claims the next one (one wait for the write lock per batch instead of two); a sweeper that is
+stopped in between marks its last batch before it ends. A crash between publishing and marking re-publishes the
+batch: delivery to the broker is at least once, and consumers deduplicate by message id.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ class PendingPublication:
     outbox_id: int | None
     message_id: str
     record: OutgoingRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Unmarked:
+    """A batch the broker acknowledged whose outbox rows and timelines are not marked yet."""
+
+    batch: list[PendingPublication]
+    published: Sequence[PublishedRecord]
 
 
 def publication_for(sub: Submission) -> PendingPublication:
@@ -159,12 +169,24 @@ class OutboxRelay:
 
     async def _sweep_loop(self) -> None:
         failures = 0  # sweeps failed in a row
+        unmarked: _Unmarked | None = None  # published; its marks travel in the next claim's transaction
         while True:
             try:
                 # A read first: an idle relay polls often (it is the only publisher when gateways leave publishing
                 # to workers), and a claim is a write transaction that would queue behind intake for nothing.
-                swept = await self.sweep_once() if await self._anything_to_claim() else 0
+                if unmarked is None and not await self._anything_to_claim():
+                    swept = 0
+                else:
+                    claimed = await self._mark_and_claim(unmarked)
+                    unmarked = None
+                    swept = len(claimed)
+                    if claimed:
+                        unmarked = await self._publish_claimed(claimed)
                 failures = 0
+            except asyncio.CancelledError:
+                if unmarked is not None:  # stopping: mark what went out, or the next sweeper publishes it again
+                    await self._mark_and_claim(unmarked, claim=False)
+                raise
             except BrokerUnavailable as exc:
                 self.broker_healthy = False
                 failures += 1
@@ -188,15 +210,27 @@ class OutboxRelay:
 
     async def sweep_once(self) -> int:
         """Claim up to one batch of expired rows, publish them, mark them. Returns how many were published."""
-        claimed = await self._claim_expired()
-        if not claimed:
-            return 0
+        claimed = await self._mark_and_claim(None)
+        if claimed:
+            unmarked = await self._publish_claimed(claimed)
+            if unmarked is not None:
+                await self._mark_and_claim(unmarked, claim=False)
+        return len(claimed)
+
+    async def _publish_claimed(self, claimed: list[PendingPublication]) -> _Unmarked | None:
+        """Publish claimed rows; what still needs marking (None when the broker marked them in its own
+        transaction). On failure the claim is given back."""
         try:
-            await self._publish_and_mark(claimed)
+            if self._marks_with_broker():
+                await self._publish_and_mark(claimed)
+                return None
+            await self._broker.ensure_topics(sorted({p.record.topic for p in claimed}))
+            published = await self._broker.publish([p.record for p in claimed])
         except Exception:
             await self._release([p.outbox_id for p in claimed if p.outbox_id is not None])
             raise
-        return len(claimed)
+        self.broker_healthy = True
+        return _Unmarked(claimed, published)
 
     async def _release(self, outbox_ids: list[int]) -> None:
         """Give up the claim on rows a failed sweep could not publish, so that the next sweep (after its pause)
@@ -214,21 +248,49 @@ class OutboxRelay:
         except Exception as exc:
             log.warning("could not release %d claimed outbox rows (their lease will run out): %s", len(outbox_ids), exc)
 
-    async def _claim_expired(self) -> list[PendingPublication]:
+    async def _mark_and_claim(self, unmarked: _Unmarked | None, *, claim: bool = True) -> list[PendingPublication]:
+        """One write transaction marks the previous batch published and claims the next: a sweeper under load
+        takes the database's write lock once per batch, not twice, and every wait for that lock (behind the
+        gateways' group commits) is a wait for every message in the batch."""
+        tails = None
+        if unmarked is not None:
+            # The timeline entries are built before the write lock is taken; if another writer extended one of
+            # these timelines meanwhile, the insert collides on (message_id, seq) and they are built again inside.
+            async with self._db.reading() as conn:
+                tails = await read_tails(conn, [p.message_id for p in unmarked.batch])
+        try:
+            ids = await self._marked_and_claimed(unmarked, tails, claim)
+        except IntegrityError:
+            if tails is None:
+                raise
+            ids = await self._marked_and_claimed(unmarked, None, claim)
+        if unmarked is not None:
+            self.published += len(unmarked.batch)
+        return await self._claimed_records(ids) if ids else []
+
+    async def _marked_and_claimed(
+        self, unmarked: _Unmarked | None, tails: dict[str, tuple[int, str]] | None, claim: bool
+    ) -> list[int]:
         now = datetime.now(UTC)
         until = now + self._lease
-        # The claim is all the write transaction does: building records happens after, outside the write lock.
+        # The claim is all the write transaction reads: building records happens after, outside the write lock.
         async with self._db.transaction() as conn:
+            if unmarked is not None:
+                await mark_published(conn, unmarked.batch, unmarked.published, owner=self.owner, tails=tails)
+            if not claim:
+                return []
             candidates = select(outbox.c.id).where(_claimable(now)).order_by(outbox.c.id).limit(self._batch_size)
             if not self._db.is_sqlite:
                 # Several relays sweep the same PostgreSQL: each row goes to exactly one of them.
                 candidates = candidates.with_for_update(skip_locked=True)
             ids = [row.id for row in await conn.execute(candidates)]
-            if not ids:
-                return []
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_(ids)).values(claimed_by=self.owner, claimed_until=until)
-            )
+            if ids:
+                await conn.execute(
+                    update(outbox).where(outbox.c.id.in_(ids)).values(claimed_by=self.owner, claimed_until=until)
+                )
+        return ids
+
+    async def _claimed_records(self, ids: list[int]) -> list[PendingPublication]:
         async with self._db.reading() as conn:
             rows = await conn.execute(
                 select(outbox.c.id.label("outbox_id"), outbox.c.topic, messages, payloads.c.body)
@@ -250,6 +312,10 @@ class OutboxRelay:
                 )
                 claimed.append(PendingPublication(env["outbox_id"], env["id"], record))
         return claimed
+
+    def _marks_with_broker(self) -> bool:
+        """An embedded broker in this database publishes and marks in one transaction (exactly once)."""
+        return isinstance(self._broker, EmbeddedBroker) and self._broker.shares_database(self._db)
 
     async def _publish_and_mark(self, batch: list[PendingPublication]) -> None:
         await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
@@ -294,7 +360,9 @@ async def mark_published(
 ) -> None:
     """In one transaction: outbox rows published, a PUBLISHED event per message, status PUBLISHED.
 
-    ``tails``: the timelines' last events, read before the transaction (see ``append_events_in``)."""
+    ``tails``: the timelines' last events, read before the transaction (see ``append_events_in``). The event is
+    stamped with the transaction's time, not the broker's acknowledgement: the status stream takes an event's time
+    as the moment it was written (see ``status_stream``)."""
     now = datetime.now(UTC)
     ids = [p.message_id for p in batch]
     # Rows another relay already marked (it won a race after our lease expired) get no second event.

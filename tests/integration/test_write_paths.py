@@ -7,6 +7,8 @@
   what they accept, exactly once.
 - An expiring credential is looked up once, however many requests present it at that moment.
 - A relay whose sweeps keep failing pauses longer and longer between them, and publishes once they succeed.
+- A sweeper marks a published batch in the transaction that claims the next one; stopped in between, it marks
+  the batch before it ends, so nothing is published twice.
 - The hot-path reads (``Database.reading``) see what was committed, and their statements share one snapshot.
 """
 
@@ -147,6 +149,43 @@ async def test_a_failing_sweep_backs_off_and_recovers(db: Database) -> None:
         await relay.aclose()
         await gateway_writer.aclose()
         await broker.aclose()
+
+
+async def test_a_sweeper_stopped_before_marking_marks_before_it_ends(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker_db = Database(db.url)  # the same database, another object: the relay publishes, then marks on its own
+    broker = EmbeddedBroker(broker_db)
+    gateway_writer = IntakeWriter(db, lease_owner=None)
+    relay = OutboxRelay(db, broker, owner="worker:test", sweep=True, sweep_interval=0.05)
+    mark_and_claim = relay._mark_and_claim
+    waiting = asyncio.Event()
+
+    async def stuck_behind_the_write_lock(unmarked: Any, *, claim: bool = True) -> Any:
+        if unmarked is not None and claim:  # the transaction that would mark this batch and claim the next
+            waiting.set()
+            await asyncio.Event().wait()
+        return await mark_and_claim(unmarked, claim=claim)
+
+    monkeypatch.setattr(relay, "_mark_and_claim", stuck_behind_the_write_lock)
+    await gateway_writer.start()
+    await broker.start()
+    try:
+        outcome = await gateway_writer.submit(submission(b"<stopped/>", dedup="stopped"))
+        await relay.start()
+        await asyncio.wait_for(waiting.wait(), 15)
+        assert await relay.backlog() == 1  # published, not marked yet
+        await relay.aclose()
+        assert await relay.backlog() == 0
+        found = await MessageStore(db).with_timeline(outcome.message_id)
+        assert found is not None
+        assert [e.type for e in found[1]] == ["ACCEPTED", "PUBLISHED"]
+        assert found[0].status == "PUBLISHED"
+    finally:
+        await relay.aclose()
+        await gateway_writer.aclose()
+        await broker.aclose()
+        await broker_db.dispose()
 
 
 async def test_hot_path_reads_see_commits_and_keep_one_snapshot(db: Database) -> None:
