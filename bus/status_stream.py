@@ -53,6 +53,10 @@ class StatusStream:
         self._batch_size = batch_size
         self._interval = interval
         self.published = 0
+        # While this process holds the stream it is the only writer of the cursor: it remembers the position and
+        # how long its lease lasts, and skips the claim's write transaction until half the lease is gone.
+        self._held_until: datetime | None = None
+        self._position = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -67,7 +71,7 @@ class StatusStream:
 
     async def step(self) -> int:
         """Publish the next batch if this process holds the stream; returns how many events went out."""
-        position = await self._claim()
+        position = await self._held_position()
         if position is None:
             return 0
         cutoff = datetime.now(UTC) - self._settle
@@ -92,14 +96,29 @@ class StatusStream:
             for row in rows
         ]
         await self._broker.publish(records)
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        until = datetime.now(UTC) + self._lease
+        async with self._db.transaction() as conn:  # moving the cursor renews the lease
+            moved = await conn.execute(
                 update(stream_cursors)
                 .where(stream_cursors.c.name == CURSOR, stream_cursors.c.owner == self._owner)
-                .values(position=rows[-1].id)
+                .values(position=rows[-1].id, lease_until=until)
             )
+        if moved.rowcount:
+            self._position, self._held_until = rows[-1].id, until
+        else:  # the lease ran out and another process took the stream: what went out is published twice
+            self._held_until = None
         self.published += len(rows)
         return len(rows)
+
+    async def _held_position(self) -> int | None:
+        """The cursor position if this process holds the stream, claiming (or renewing) it when needed."""
+        if self._held_until is not None and self._held_until - datetime.now(UTC) > self._lease / 2:
+            return self._position
+        self._held_until = None
+        position = await self._claim()
+        if position is not None:
+            self._position = position
+        return position
 
     async def _claim(self) -> int | None:
         """Take or renew the lease on the stream; the cursor position when this process holds it."""
@@ -133,4 +152,5 @@ class StatusStream:
                 except IntegrityError:
                     return None
             position = await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == CURSOR))
+        self._held_until = now + self._lease
         return int(position or 0)

@@ -1,10 +1,13 @@
-"""The lifecycle stream publishes every event once, in id order, and never skips one that settles late."""
+"""The lifecycle stream publishes every event once, in id order, and never skips one that settles late; one
+process at a time holds it, renewing its lease as it moves the cursor, and the next holder starts where it stopped."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
 from docbus.broker import EmbeddedBroker
 from docbus.status_stream import StatusStream
@@ -52,3 +55,38 @@ async def test_one_process_at_a_time_publishes_the_stream(db: Database) -> None:
     second = StatusStream(db, broker, Topics("lease-test"), owner="second")
     assert await first._claim() == 0
     assert await second._claim() is None
+
+
+async def test_the_holder_renews_its_lease_with_each_cursor_move_and_hands_over_where_it_stopped(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = EmbeddedBroker(db)
+    topics = Topics("handover-test")
+    first = StatusStream(db, broker, topics, owner="first", settle_seconds=0, lease_seconds=1.0)
+    second = StatusStream(db, broker, topics, owner="second", settle_seconds=0, lease_seconds=1.0)
+    claims = 0
+    claim = first._claim
+
+    async def counted() -> int | None:
+        nonlocal claims
+        claims += 1
+        return await claim()
+
+    monkeypatch.setattr(first, "_claim", counted)
+    writer = IntakeWriter(db)
+    await writer.start()
+    try:
+        await writer.submit(submission(b"<one/>", dedup="handover-1"))
+        assert await first.step() == 1
+        await writer.submit(submission(b"<two/>", dedup="handover-2"))
+        assert await first.step() == 1
+        assert claims == 1  # the second step ran on the lease the first cursor move renewed: no claim transaction
+        assert await second.step() == 0  # the stream is held
+        await asyncio.sleep(1.2)  # the holder stops moving the cursor: its lease runs out
+        await writer.submit(submission(b"<three/>", dedup="handover-3"))
+        assert await second.step() == 1  # only the event the first holder had not published
+        assert await first.step() == 0  # and the first holder has lost the stream
+        assert claims == 2
+    finally:
+        await writer.aclose()
+    assert await _published_types(broker, topics.status) == ["ACCEPTED", "ACCEPTED", "ACCEPTED"]
