@@ -32,6 +32,8 @@ STATUS_DESCRIPTIONS = {
     "06": "Chuyên viên: Hoàn thành xử lý",
 }
 
+_ANY_EDXML = f"{{{EDXML_NS}}}*"
+_NS_PREFIX_LENGTH = len(EDXML_NS) + 2
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -70,46 +72,50 @@ def read_header(raw: bytes) -> PacketHeader:
         root = etree.fromstring(raw, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise UnreadablePacket(f"not well-formed XML: {exc}") from exc
-    header = root.find("e:edXMLEnvelope/e:edXMLHeader/e:MessageHeader", NS)
+    header = _path(root, "edXMLEnvelope", "edXMLHeader", "MessageHeader")
     if root.tag != f"{{{EDXML_NS}}}edXML" or header is None:
         raise UnreadablePacket("no edXML/edXMLEnvelope/edXMLHeader/MessageHeader")
-    sender = _party(header.find("e:From", NS))
+    fields = _children(header)
+    sender = _party(fields.get("From"))
     if sender is None:
         raise UnreadablePacket("MessageHeader has no From/OrganId")
-    status_code = _text(header, "e:StatusCode")
+    status_code = _text(fields, "StatusCode")
     if status_code is not None:
-        answered = header.find("e:ResponseFor", NS)
+        answered = fields.get("ResponseFor")
         if answered is None:
             raise UnreadablePacket("status message has no ResponseFor")
-        original = _text(answered, "e:OrganId")
+        about = _children(answered)
+        original = _text(about, "OrganId")
         if not original:
             raise UnreadablePacket("ResponseFor has no OrganId")
         return PacketHeader(
             is_status=True,
             sender=sender,
             receivers=(Party(original),),
-            document_id=_text(answered, "e:DocumentId") or "",
-            code=_text(answered, "e:Code") or "",
-            promulgation_date=_text(answered, "e:PromulgationDate") or "",
+            document_id=_text(about, "DocumentId") or "",
+            code=_text(about, "Code") or "",
+            promulgation_date=_text(about, "PromulgationDate") or "",
             status_code=status_code,
         )
     receivers: dict[str, Party] = {}
-    for element in header.findall("e:To", NS):
+    for element in header.iterchildren(_q("To")):
         party = _party(element)
         if party is not None:
             receivers.setdefault(party.organ_id, party)
-    document_id = _text(header, "e:DocumentId")
+    document_id = _text(fields, "DocumentId")
     if not document_id:
         raise UnreadablePacket("MessageHeader has no DocumentId")
-    number = _text(header, "e:Code/e:CodeNumber") or ""
-    notation = _text(header, "e:Code/e:CodeNotation") or ""
+    code = _children(fields["Code"]) if "Code" in fields else {}
+    number = _text(code, "CodeNumber") or ""
+    notation = _text(code, "CodeNotation") or ""
+    promulgation = _children(fields["PromulgationInfo"]) if "PromulgationInfo" in fields else {}
     return PacketHeader(
         is_status=False,
         sender=sender,
         receivers=tuple(receivers.values()),
         document_id=document_id,
         code=f"{number}/{notation}" if notation else number,
-        promulgation_date=_text(header, "e:PromulgationInfo/e:PromulgationDate") or "",
+        promulgation_date=_text(promulgation, "PromulgationDate") or "",
     )
 
 
@@ -142,19 +148,36 @@ def status_message(
 def _party(element: etree._Element | None) -> Party | None:
     if element is None:
         return None
-    organ_id = _text(element, "e:OrganId")
+    fields = _children(element)
+    organ_id = _text(fields, "OrganId")
     if not organ_id:
         return None
     details = []
     for name in PARTY_FIELDS[1:]:
-        value = _text(element, f"e:{name}")
+        value = _text(fields, name)
         if value:
             details.append((name, value))
     return Party(organ_id, tuple(details))
 
 
-def _text(element: etree._Element, path: str) -> str | None:
-    found = element.find(path, NS)
+def _children(element: etree._Element) -> dict[str, etree._Element]:
+    """An element's edXML children by local name (the first of each): one pass over them, where a ``find`` per
+    field would run lxml's path machinery dozens of times for every packet."""
+    found: dict[str, etree._Element] = {}
+    for child in element.iterchildren(_ANY_EDXML):
+        found.setdefault(child.tag[_NS_PREFIX_LENGTH:], child)
+    return found
+
+
+def _path(element: etree._Element, *names: str) -> etree._Element | None:
+    node: etree._Element | None = element
+    for name in names:
+        node = next(node.iterchildren(_q(name)), None) if node is not None else None
+    return node
+
+
+def _text(fields: dict[str, etree._Element], name: str) -> str | None:
+    found = fields.get(name)
     if found is None or found.text is None:
         return None
     return found.text.strip() or None
