@@ -15,14 +15,12 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from docbus.broker.base import Broker, OutgoingRecord
-from docbus.store.audit import as_utc
 from docbus.store.database import Database
-from docbus.store.messages import events_after, published_event
+from docbus.store.messages import streamed_events_after
 from docbus.store.tables import stream_cursors
 from docbus.topics import Topics
 
@@ -76,12 +74,12 @@ class StatusStream:
             return 0
         cutoff = datetime.now(UTC) - self._settle
         async with self._db.reading() as conn:
-            candidates = (await conn.execute(events_after(position).limit(self._batch_size))).all()
+            candidates = await streamed_events_after(conn, position, self._batch_size)
         # Publish only the settled prefix: the cursor moves past an id only when every id before it is out,
         # even if a later event (an ACCEPTED stamped at arrival, committed later) already looks old enough.
         rows = []
         for row in candidates:
-            if as_utc(row.at) >= cutoff:
+            if row.at >= cutoff:
                 break
             rows.append(row)
         if not rows:
@@ -90,7 +88,7 @@ class StatusStream:
             OutgoingRecord(
                 topic=self._topics.status,
                 key=row.message_id.encode(),
-                value=orjson.dumps(published_event(row)),
+                value=row.value,
                 headers=(("message-id", row.message_id.encode()), ("event-type", row.type.encode())),
             )
             for row in rows

@@ -328,6 +328,68 @@ def events_after(position: int) -> Select[Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamedEvent:
+    """An event on its way to the status topic: what the stream orders and settles on, and the JSON it sends."""
+
+    id: int
+    message_id: str
+    type: str
+    at: datetime
+    value: bytes
+
+
+_EVENTS_AFTER_SQL = (
+    "SELECT e.id, e.message_id, m.business_id, m.kind, m.sender, e.seq, e.type, e.at, e.actor, e.destination,"
+    " e.detail, e.hash FROM events e JOIN messages m ON m.id = e.message_id WHERE e.id > ? ORDER BY e.id LIMIT ?"
+)
+
+
+async def streamed_events_after(
+    conn: AsyncConnection | InlineConnection, position: int, limit: int
+) -> list[StreamedEvent]:
+    """Up to ``limit`` events after ``position``, in id order, each with the JSON of :func:`published_event`.
+
+    On a SQLite file the rows come from plain SQL and the stored detail goes into the JSON as it is (an
+    ``orjson.Fragment``), not parsed and dumped again: the status stream sends every event of every message, and
+    this is most of its work."""
+    if not isinstance(conn, InlineConnection):
+        rows = (await conn.execute(events_after(position).limit(limit))).all()
+        return [StreamedEvent(r.id, r.message_id, r.type, as_utc(r.at), orjson.dumps(published_event(r))) for r in rows]
+    streamed = []
+    for (
+        id_,
+        message_id,
+        business_id,
+        kind,
+        sender,
+        seq,
+        type_,
+        at,
+        actor,
+        destination,
+        detail,
+        hash_,
+    ) in conn.driver_connection.execute(_EVENTS_AFTER_SQL, (position, limit)):
+        when = datetime.fromisoformat(at).replace(tzinfo=UTC)  # SQLite keeps UTC without an offset
+        value = {
+            "event_id": id_,
+            "message_id": message_id,
+            "business_id": business_id,
+            "kind": kind,
+            "sender": sender,
+            "seq": seq,
+            "type": type_,
+            "at": when.isoformat(),
+            "actor": actor,
+            "destination": destination,
+            "detail": orjson.Fragment(detail),
+            "hash": hash_,
+        }
+        streamed.append(StreamedEvent(id_, message_id, type_, when, orjson.dumps(value)))
+    return streamed
+
+
 def published_event(row: Any) -> dict[str, Any]:
     """One row of :func:`events_after` as subscribers see it (the event stream and the status topic)."""
     return {

@@ -13,7 +13,7 @@ from docbus.broker import EmbeddedBroker
 from docbus.status_stream import StatusStream
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
-from docbus.store.messages import MessageStore, NewEvent
+from docbus.store.messages import MessageStore, NewEvent, streamed_events_after
 from docbus.topics import Topics
 
 from .test_store_contract import submission
@@ -90,3 +90,27 @@ async def test_the_holder_renews_its_lease_with_each_cursor_move_and_hands_over_
     finally:
         await writer.aclose()
     assert await _published_types(broker, topics.status) == ["ACCEPTED", "ACCEPTED", "ACCEPTED"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_fast_read_of_a_sqlite_file_streams_the_same_bytes(db: Database) -> None:
+    writer = IntakeWriter(db)
+    await writer.start()
+    outcome = await writer.submit(submission(b"<doc/>", dedup="same-bytes"))
+    await writer.aclose()
+    whole_second = datetime(2026, 11, 27, 7, 0, 0, tzinfo=UTC)  # no microseconds: isoformat leaves them out
+    await MessageStore(db).append_events(
+        [
+            NewEvent(outcome.message_id, "RECEIPT", actor="000.00.00.H41", detail={"code": "03", "text": "Đã nhận"}),
+            NewEvent(outcome.message_id, "DELIVERED", actor="national_axis", destination="axis", at=whole_second),
+            NewEvent(outcome.message_id, "NOTE", actor="t", detail={"nested": {"list": [1, 2.5, None, True]}}),
+        ]
+    )
+    async with db.reading() as inline:
+        fast = await streamed_events_after(inline, 0, 100)
+    async with db.reader.connect() as conn:
+        general = await streamed_events_after(conn, 0, 100)
+    assert [e.type for e in fast] == ["ACCEPTED", "RECEIPT", "DELIVERED", "NOTE"]
+    assert fast == general
+    assert fast[2].at == whole_second
+    assert orjson.loads(fast[1].value)["detail"] == {"code": "03", "text": "Đã nhận"}
