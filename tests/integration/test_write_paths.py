@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import os
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,13 @@ import pytest
 from sqlalchemy import event, insert, make_url, select, text, update
 
 from docbus.broker.embedded import EmbeddedBroker
-from docbus.relay import OutboxRelay
+from docbus.envelope import MessageKind
+from docbus.relay import OutboxRelay, claimed_publications, publication_for
 from docbus.store.agencies import AgencyDirectory
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
-from docbus.store.tables import stream_cursors
+from docbus.store.tables import outbox, stream_cursors
 
 from .helpers import row_counts
 from .test_store_contract import submission
@@ -186,6 +189,41 @@ async def test_a_sweeper_stopped_before_marking_marks_before_it_ends(
         await gateway_writer.aclose()
         await broker.aclose()
         await broker_db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_fast_claim_read_of_a_sqlite_file_builds_the_same_records(db: Database) -> None:
+    plain = submission("<văn-bản/>".encode(), dedup="plain")
+    answer = submission(b"<status/>", dedup="answer")
+    answer = dataclasses.replace(
+        answer,
+        envelope=dataclasses.replace(
+            answer.envelope,
+            kind=MessageKind.STATUS,
+            receivers=("000.00.00.G22", "000.00.00.H41"),
+            response_for="000.00.00.G22,2026/11/27,1/UBND",
+            status_code="03",
+            received_at=datetime(2026, 11, 27, 7, 0, 0, tzinfo=UTC),  # no microseconds
+        ),
+    )
+    claim_checked = dataclasses.replace(submission(b"", dedup="big"), payload_ref="sha256/ab/abcdef")
+    writer = IntakeWriter(db, lease_owner="gateway:same", lease_seconds=60)
+    await writer.start()
+    try:
+        for sub in (plain, answer, claim_checked):
+            await writer.submit(sub)
+    finally:
+        await writer.aclose()
+    async with db.reader.connect() as conn:
+        ids = list((await conn.scalars(select(outbox.c.id).order_by(outbox.c.id))).all())
+        general = await claimed_publications(conn, ids, "gateway:same")
+    async with db.reading() as inline:
+        fast = await claimed_publications(inline, ids, "gateway:same")
+        assert await claimed_publications(inline, ids, "another-relay") == []
+    assert [p.message_id for p in fast] == [s.envelope.message_id for s in (plain, answer, claim_checked)]
+    assert fast == general
+    # the records the eager path builds from memory
+    assert [p.record for p in fast] == [publication_for(sub).record for sub in (plain, answer, claim_checked)]
 
 
 async def test_hot_path_reads_see_commits_and_keep_one_snapshot(db: Database) -> None:
