@@ -5,8 +5,8 @@ Connection string: ``DOCBUS_KAFKA_BOOTSTRAP``, comma-separated ``host:port`` pai
 - One idempotent producer (``acks=all``): a publish sends every record, then waits for all acknowledgements;
   batches up to 1 MiB (10 KB records would otherwise travel one per request), zstd compression when aiokafka's
   codec library ``cramjam`` is installed (a dependency), gzip otherwise. Not lz4: aiokafka compresses lz4 at
-  level 9 (the high-compression mode, with no setting to lower it), which on edXML packets with base64
-  attachments costs about 16 times zstd's CPU and compresses less.
+  level 9 (the high-compression mode, with no setting to lower it), which on the sample edXML packets costs
+  about 12 times zstd's CPU and compresses less.
 - Topics are created on first use (``ensure_topics``, cached per process) with the configured partitions and a
   replication factor of ``min(3, brokers)`` unless one is given.
 - Bounded: a publish that is not acknowledged within ``publish_timeout`` raises :class:`BrokerUnavailable`,
