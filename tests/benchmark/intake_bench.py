@@ -234,11 +234,7 @@ def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, worke
         f"intake-to-Kafka / raw producer {to_kafka.rate / raw:.2f}",
         flush=True,
     )
-    # Half the maximum rate may not need every gateway process the maximum needed: each gateway process is one
-    # more writer queueing for the database's write lock and one more process sharing the cores with the worker.
-    # Both deployments are measured and printed.
-    for gateways in sorted({1, workers}):
-        forwarding_phase(args, env, work, gateways, to_kafka.rate / 2)
+    forwarding_phase(args, env, work, workers, to_kafka.rate / 2)
 
 
 def raw_producer(args: argparse.Namespace) -> float:
@@ -263,8 +259,8 @@ def raw_producer(args: argparse.Namespace) -> float:
 
 
 def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int, rate: float) -> None:
-    """POST at ``rate`` (half the intake maximum) to ``workers`` gateway processes, with forwarding to the national
-    axis simulator; report delivered msgs/s and POST→DELIVERED latency from the timelines."""
+    """POST at ``rate`` (half the intake maximum) with forwarding to the national axis simulator; report delivered
+    msgs/s and POST→DELIVERED latency from the timelines."""
     sim_port = free_port()
     sim_cmd = [
         str(BIN / "docbus"),
@@ -285,14 +281,14 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     pause_ms = max(0, int(connections * 1000 / rate) - 2)
     extra = {
         "DOCBUS_KAFKA_BOOTSTRAP": args.kafka,
-        "DOCBUS_TOPIC_PREFIX": f"benchfwd{workers}x{int(time.time())}",
+        "DOCBUS_TOPIC_PREFIX": f"benchfwd{int(time.time())}",
         "DOCBUS_ROUTES_FILE": str(routes),
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__URL": f"http://127.0.0.1:{sim_port}",
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__SYSTEM_ID": "docbus",
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__SECRET": "docbus-secret",
         "BENCH_DELAY_MS": str(pause_ms),
     }
-    data = work / f"docbus-forwarding-{workers}"
+    data = work / "docbus-forwarding"
     shutil.rmtree(data, ignore_errors=True)
     fenv = {**env, "DOCBUS_DATA_DIR": str(data), **extra}
     fenv["BENCH_KEY"] = register(fenv)
@@ -336,9 +332,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[int(len(latencies) * 0.99) - 1]
     print(
-        f"forwarding, {workers} gateway process{'es' if workers > 1 else ''}, at ~{rate:.0f} msg/s offered "
-        f"({fenv['BENCH_DELAY_MS']} ms between a connection's answer and its next request): "
-        f"accepted {intake_rate:.0f} msg/s (POST p99 {result.p99_ms:.2f} ms), "
+        f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
+        f"its next request): accepted {intake_rate:.0f} msg/s (POST p99 {result.p99_ms:.2f} ms), "
         f"delivered {delivered_rate:.0f} msg/s ({len(rows)}/{total}), ratio {delivered_rate / intake_rate:.2f}; "
         f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms; the worker's CPU {worker_cpu * 1000 / len(rows):.2f} ms "
         "per delivered document",
