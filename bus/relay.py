@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
 from docbus.store.messages import NewEvent, append_events_in, read_tails
+from docbus.store.sqlite_intake import stored_datetime
 from docbus.store.tables import messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -356,9 +358,7 @@ async def claimed_publications(
     SQLAlchemy's row handling (a parsed timestamp per row) cost more than the read itself."""
     names = ("outbox_id", "topic", *_RECORD_COLUMNS, "body")
     if isinstance(conn, InlineConnection):
-        sql = _CLAIMED_SQL.format(
-            columns=", ".join(f"m.{name}" for name in _RECORD_COLUMNS), marks=", ".join("?" for _ in outbox_ids)
-        )
+        sql = _CLAIMED_SQL.format(columns=", ".join(f"m.{name}" for name in _RECORD_COLUMNS), marks=_marks(outbox_ids))
         rows: list[dict[str, Any]] = []
         for values in conn.driver_connection.execute(sql, (*outbox_ids, owner)):
             env = dict(zip(names, values, strict=True))
@@ -411,17 +411,20 @@ async def mark_published(
     now = datetime.now(UTC)
     ids = [p.message_id for p in batch]
     # Rows another relay already marked (it won a race after our lease expired) get no second event.
-    still_open = {
-        r.message_id
-        for r in await conn.execute(
-            select(outbox.c.message_id).where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
+    if isinstance(conn, InlineConnection):  # a SQLite file: plain SQL, inside the write lock
+        still_open = _mark_outbox_rows(conn.driver_connection, ids, owner, now)
+    else:
+        still_open = {
+            r.message_id
+            for r in await conn.execute(
+                select(outbox.c.message_id).where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
+            )
+        }
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
+            .values(published_at=now, claimed_by=owner)
         )
-    }
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.message_id.in_(ids), outbox.c.published_at.is_(None))
-        .values(published_at=now, claimed_by=owner)
-    )
     await append_events_in(
         conn,
         [
@@ -437,8 +440,37 @@ async def mark_published(
         ],
         tails=tails,
     )
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
-        .values(status="PUBLISHED")
+    if isinstance(conn, InlineConnection):
+        opened = sorted(still_open)
+        conn.driver_connection.execute(
+            f"UPDATE messages SET status = 'PUBLISHED' WHERE id IN ({_marks(opened)}) AND status = 'ACCEPTED'",  # noqa: S608
+            opened,
+        )
+    else:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
+            .values(status="PUBLISHED")
+        )
+
+
+def _mark_outbox_rows(raw: sqlite3.Connection, message_ids: list[str], owner: str, now: datetime) -> set[str]:
+    """Mark the outbox rows of ``message_ids`` published; the ids whose rows were still unpublished."""
+    marks = _marks(message_ids)
+    still_open = {
+        row[0]
+        for row in raw.execute(
+            f"SELECT message_id FROM outbox WHERE message_id IN ({marks}) AND published_at IS NULL",  # noqa: S608
+            message_ids,
+        )
+    }
+    raw.execute(
+        f"UPDATE outbox SET published_at = ?, claimed_by = ? WHERE message_id IN ({marks}) AND published_at IS NULL",  # noqa: S608
+        (stored_datetime(now), owner, *message_ids),
     )
+    return still_open
+
+
+def _marks(values: Sequence[object]) -> str:
+    """Placeholders for an ``IN`` list (only placeholders go into the SQL text)."""
+    return ", ".join("?" for _ in values)

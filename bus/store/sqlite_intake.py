@@ -27,6 +27,14 @@ _datetime_processor = DateTime(timezone=True).dialect_impl(_DIALECT).bind_proces
 assert _datetime_processor is not None
 _store_datetime: Callable[[datetime | None], str | None] = _datetime_processor
 
+
+def stored_datetime(at: datetime) -> str:
+    """``at`` spelled as SQLAlchemy stores a ``DateTime`` in SQLite, for plain SQL that writes one."""
+    stored = _store_datetime(at)
+    assert stored is not None
+    return stored
+
+
 MESSAGE_COLUMNS = (
     "id",
     "kind",

@@ -30,10 +30,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, make_url, select, text, update
 
+from docbus.broker.base import PublishedRecord
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.envelope import MessageKind
-from docbus.relay import OutboxRelay, claimed_publications, publication_for
+from docbus.relay import OutboxRelay, claimed_publications, mark_published, publication_for
 from docbus.store.agencies import AgencyDirectory
+from docbus.store.audit import as_utc
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
@@ -224,6 +226,45 @@ async def test_the_fast_claim_read_of_a_sqlite_file_builds_the_same_records(db: 
     assert fast == general
     # the records the eager path builds from memory
     assert [p.record for p in fast] == [publication_for(sub).record for sub in (plain, answer, claim_checked)]
+
+
+async def test_marking_a_batch_published_sets_its_rows_events_and_status_once(db: Database) -> None:
+    subs = [submission(f"<mark{i}/>".encode(), dedup=f"mark-{i}") for i in range(3)]
+    writer = IntakeWriter(db, lease_owner="gateway:mark", lease_seconds=60)
+    await writer.start()
+    try:
+        for sub in subs:
+            await writer.submit(sub)
+    finally:
+        await writer.aclose()
+    batch = [publication_for(sub) for sub in subs]
+    where = [PublishedRecord("t", 1, 100 + i) for i in range(3)]
+    async with db.transaction() as conn:
+        await mark_published(conn, batch, where, owner="worker:mark")
+    async with db.transaction() as conn:  # a relay that lost the race marks the same batch again: nothing changes
+        await mark_published(conn, batch, where, owner="worker:late")
+    async with db.reader.connect() as conn:
+        rows = {r.message_id: r for r in await conn.execute(select(outbox).order_by(outbox.c.id))}
+        # Stored alike too (on SQLite a text comparison): the outbox row's time and its PUBLISHED event's time.
+        same = await conn.scalars(
+            text(
+                "SELECT o.published_at = e.at FROM outbox o JOIN events e ON e.message_id = o.message_id"
+                " WHERE e.type = 'PUBLISHED'"
+            )
+        )
+        assert [bool(v) for v in same] == [True] * 3
+    store = MessageStore(db)
+    for i, sub in enumerate(subs):
+        found = await store.with_timeline(sub.envelope.message_id)
+        assert found is not None
+        record, timeline = found
+        assert record.status == "PUBLISHED"
+        assert [e.type for e in timeline] == ["ACCEPTED", "PUBLISHED"]
+        assert timeline[1].detail == {"topic": "t", "partition": 1, "offset": 100 + i}
+        row = rows[sub.envelope.message_id]
+        assert row.claimed_by == "worker:mark"
+        assert row.published_at is not None
+        assert as_utc(row.published_at) == timeline[1].at  # one instant, whichever way it was written
 
 
 async def test_hot_path_reads_see_commits_and_keep_one_snapshot(db: Database) -> None:
