@@ -39,6 +39,7 @@ from docbus.broker.base import (
 )
 from docbus.broker.kafka_consumer import KafkaConsumer
 from docbus.broker.kafka_errors import kafka_bound, translate
+from docbus.broker.partitioner import default_partition
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class KafkaBroker(Broker):
             "acks": "all",
             "enable_idempotence": True,
             "compression_type": compression,
+            "partitioner": default_partition,
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_bytes,
             "max_request_size": max(max_batch_bytes, MIB),
