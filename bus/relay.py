@@ -39,7 +39,7 @@ from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
 from docbus.store.messages import NewEvent, append_events_in, read_tails
-from docbus.store.sqlite_intake import stored_datetime
+from docbus.store.sqlite_intake import MESSAGE_COLUMNS, stored_datetime
 from docbus.store.tables import messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -326,23 +326,8 @@ class OutboxRelay:
         self.published += len(batch)
 
 
-_RECORD_COLUMNS = (
-    "id",
-    "kind",
-    "schema_id",
-    "schema_version",
-    "sender",
-    "receivers",
-    "business_id",
-    "sha256",
-    "size",
-    "content_type",
-    "trace_id",
-    "received_at",
-    "response_for",
-    "status_code",
-    "payload_ref",
-)
+# What a record carries: every column of the message but intake's bookkeeping (identity, status, signed receipt).
+_RECORD_COLUMNS = tuple(c for c in MESSAGE_COLUMNS if c not in {"idempotency_key", "dedup_key", "status", "receipt"})
 _CLAIMED_SQL = (
     "SELECT o.id, o.topic, {columns}, p.body FROM outbox o JOIN messages m ON m.id = o.message_id"
     " LEFT JOIN payloads p ON p.message_id = o.message_id WHERE o.id IN ({marks}) AND o.claimed_by = ? ORDER BY o.id"
