@@ -39,7 +39,7 @@ from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
 from docbus.store.messages import NewEvent, append_events_in, read_tails
-from docbus.store.sqlite_intake import MESSAGE_COLUMNS, stored_datetime
+from docbus.store.sqlite_intake import MESSAGE_COLUMNS, placeholders, stored_datetime
 from docbus.store.tables import messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class OutboxRelay:
             if not batch:
                 continue
             try:
-                await self._publish_and_mark(batch)
+                await self._publish_then_mark(batch)
             except BrokerUnavailable as exc:
                 # The rows stay leased to us until the lease runs out; then a sweeper (maybe ours) retries them.
                 self.broker_healthy = False
@@ -215,25 +215,38 @@ class OutboxRelay:
         """Claim up to one batch of expired rows, publish them, mark them. Returns how many were published."""
         claimed = await self._mark_and_claim(None)
         if claimed:
-            unmarked = await self._publish_claimed(claimed)
-            if unmarked is not None:
-                await self._mark_and_claim(unmarked, claim=False)
+            await self._publish_then_mark(claimed)
         return len(claimed)
 
-    async def _publish_claimed(self, claimed: list[PendingPublication]) -> _Unmarked | None:
-        """Publish claimed rows; what still needs marking (None when the broker marked them in its own
-        transaction). On failure the claim is given back."""
+    async def _publish_then_mark(self, batch: list[PendingPublication]) -> None:
+        """Publish a batch and mark it at once (the eager path, and a sweep with no next batch to wait for)."""
+        unmarked = await self._publish_claimed(batch)
+        if unmarked is not None:
+            await self._mark_and_claim(unmarked, claim=False)
+
+    async def _publish_claimed(self, batch: list[PendingPublication]) -> _Unmarked | None:
+        """Publish a batch; what still needs marking (None when the broker marked it in its own transaction).
+        On failure the rows this relay claimed from the outbox are given back."""
         try:
-            if self._marks_with_broker():
-                await self._publish_and_mark(claimed)
-                return None
-            await self._broker.ensure_topics(sorted({p.record.topic for p in claimed}))
-            published = await self._broker.publish([p.record for p in claimed])
+            await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
+            records = [p.record for p in batch]
+            if isinstance(self._broker, EmbeddedBroker) and self._broker.shares_database(self._db):
+
+                async def mark(conn: AsyncConnection, published: list[PublishedRecord]) -> None:
+                    await mark_published(conn, batch, published, owner=self.owner)
+
+                await self._broker.publish_then(records, mark)  # one transaction: exactly once, one commit
+                self.published += len(batch)
+                unmarked = None
+            else:
+                unmarked = _Unmarked(batch, await self._broker.publish(records))
         except Exception:
-            await self._release([p.outbox_id for p in claimed if p.outbox_id is not None])
+            claimed = [p.outbox_id for p in batch if p.outbox_id is not None]  # the eager path's rows have none
+            if claimed:
+                await self._release(claimed)
             raise
         self.broker_healthy = True
-        return _Unmarked(claimed, published)
+        return unmarked
 
     async def _release(self, outbox_ids: list[int]) -> None:
         """Give up the claim on rows a failed sweep could not publish, so that the next sweep (after its pause)
@@ -297,40 +310,13 @@ class OutboxRelay:
         async with self._db.reading() as conn:
             return await claimed_publications(conn, ids, self.owner)
 
-    def _marks_with_broker(self) -> bool:
-        """An embedded broker in this database publishes and marks in one transaction (exactly once)."""
-        return isinstance(self._broker, EmbeddedBroker) and self._broker.shares_database(self._db)
-
-    async def _publish_and_mark(self, batch: list[PendingPublication]) -> None:
-        await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
-        records = [p.record for p in batch]
-        if isinstance(self._broker, EmbeddedBroker) and self._broker.shares_database(self._db):
-
-            async def mark(conn: AsyncConnection, published: list[PublishedRecord]) -> None:
-                await mark_published(conn, batch, published, owner=self.owner)
-
-            await self._broker.publish_then(records, mark)  # one transaction: exactly once, one commit
-        else:
-            published = await self._broker.publish(records)
-            # The timeline entries are built before the write lock is taken; if another writer extended one of
-            # these timelines meanwhile, the insert collides on (message_id, seq) and they are built again inside.
-            async with self._db.reading() as conn:
-                tails = await read_tails(conn, [p.message_id for p in batch])
-            try:
-                async with self._db.transaction() as conn:
-                    await mark_published(conn, batch, published, owner=self.owner, tails=tails)
-            except IntegrityError:
-                async with self._db.transaction() as conn:
-                    await mark_published(conn, batch, published, owner=self.owner)
-        self.broker_healthy = True
-        self.published += len(batch)
-
 
 # What a record carries: every column of the message but intake's bookkeeping (identity, status, signed receipt).
 _RECORD_COLUMNS = tuple(c for c in MESSAGE_COLUMNS if c not in {"idempotency_key", "dedup_key", "status", "receipt"})
 _CLAIMED_SQL = (
-    "SELECT o.id, o.topic, {columns}, p.body FROM outbox o JOIN messages m ON m.id = o.message_id"
-    " LEFT JOIN payloads p ON p.message_id = o.message_id WHERE o.id IN ({marks}) AND o.claimed_by = ? ORDER BY o.id"
+    f"SELECT o.id, o.topic, {', '.join(f'm.{name}' for name in _RECORD_COLUMNS)}, p.body FROM outbox o"  # noqa: S608 - column names
+    " JOIN messages m ON m.id = o.message_id LEFT JOIN payloads p ON p.message_id = o.message_id"
+    " WHERE o.id IN ({marks}) AND o.claimed_by = ? ORDER BY o.id"
 )
 
 
@@ -343,7 +329,9 @@ async def claimed_publications(
     SQLAlchemy's row handling (a parsed timestamp per row) cost more than the read itself."""
     names = ("outbox_id", "topic", *_RECORD_COLUMNS, "body")
     if isinstance(conn, InlineConnection):
-        sql = _CLAIMED_SQL.format(columns=", ".join(f"m.{name}" for name in _RECORD_COLUMNS), marks=_marks(outbox_ids))
+        sql = _CLAIMED_SQL.format(
+            columns=", ".join(f"m.{name}" for name in _RECORD_COLUMNS), marks=placeholders(outbox_ids)
+        )
         rows: list[dict[str, Any]] = []
         for values in conn.driver_connection.execute(sql, (*outbox_ids, owner)):
             env = dict(zip(names, values, strict=True))
@@ -428,7 +416,7 @@ async def mark_published(
     if isinstance(conn, InlineConnection):
         opened = sorted(still_open)
         conn.driver_connection.execute(
-            f"UPDATE messages SET status = 'PUBLISHED' WHERE id IN ({_marks(opened)}) AND status = 'ACCEPTED'",  # noqa: S608
+            f"UPDATE messages SET status = 'PUBLISHED' WHERE id IN ({placeholders(opened)}) AND status = 'ACCEPTED'",  # noqa: S608
             opened,
         )
     else:
@@ -441,7 +429,7 @@ async def mark_published(
 
 def _mark_outbox_rows(raw: sqlite3.Connection, message_ids: list[str], owner: str, now: datetime) -> set[str]:
     """Mark the outbox rows of ``message_ids`` published; the ids whose rows were still unpublished."""
-    marks = _marks(message_ids)
+    marks = placeholders(message_ids)
     still_open = {
         row[0]
         for row in raw.execute(
@@ -454,8 +442,3 @@ def _mark_outbox_rows(raw: sqlite3.Connection, message_ids: list[str], owner: st
         (stored_datetime(now), owner, *message_ids),
     )
     return still_open
-
-
-def _marks(values: Sequence[object]) -> str:
-    """Placeholders for an ``IN`` list (only placeholders go into the SQL text)."""
-    return ", ".join("?" for _ in values)

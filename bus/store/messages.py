@@ -242,8 +242,7 @@ async def read_tails(conn: AsyncConnection, message_ids: Collection[str]) -> dic
     ids = sorted(message_ids)
     rows: Any
     if isinstance(conn, InlineConnection):  # a SQLite file: plain SQL on the driver connection
-        marks = ", ".join("?" for _ in ids)
-        sql = f"SELECT message_id, seq, hash FROM events WHERE message_id IN ({marks})"  # noqa: S608 - only marks
+        sql = f"SELECT message_id, seq, hash FROM events WHERE message_id IN ({sqlite_intake.placeholders(ids)})"  # noqa: S608
         rows = conn.driver_connection.execute(sql, ids) if ids else ()
     else:
         rows = await conn.execute(

@@ -28,6 +28,11 @@ assert _datetime_processor is not None
 _store_datetime: Callable[[datetime | None], str | None] = _datetime_processor
 
 
+def placeholders(values: Sequence[object]) -> str:
+    """``?, ?, ?`` for an ``IN`` list of ``values``: only placeholders go into the SQL text, never values."""
+    return ", ".join("?" for _ in values)
+
+
 def stored_datetime(at: datetime) -> str:
     """``at`` spelled as SQLAlchemy stores a ``DateTime`` in SQLite, for plain SQL that writes one."""
     stored = _store_datetime(at)
@@ -89,7 +94,7 @@ def existing_identities(
     found: dict[tuple[str, str], tuple[str, bytes, str]] = {}
     for sender, dedup_keys in keys.items():
         ordered = sorted(dedup_keys)
-        marks = ", ".join("?" for _ in ordered)
+        marks = placeholders(ordered)
         # (sender, dedup_key) is the unique index: naming the sender makes this an index probe.
         cursor = conn.execute(
             f"SELECT dedup_key, sha256, receipt, id FROM messages WHERE sender = ? AND dedup_key IN ({marks})",  # noqa: S608
