@@ -1,14 +1,15 @@
 """Intake benchmark: docbus vs a no-op endpoint on the same server stack, measured in one run.
 
-    python tests/benchmark/intake_bench.py [--duration 15] [--connections 64] [--workers 1,2]
+    python tests/benchmark/intake_bench.py [--duration 15] [--rounds 3] [--connections 64] [--workers 1,2]
 
-For each worker count it starts a no-op FastAPI app and then the docbus gateway (full validation, durable
-group-committed write, signed receipt; publishing left to workers) under uvicorn, drives each with wrk (10 KB
-edXML documents, a fresh DocumentId and Idempotency-Key per request) and prints msgs/s, p50 and p99 of both and
-their ratio; then ``docbus serve`` (every role in one process) for comparison. With ``--kafka`` it goes on to
-intake-only vs intake-to-Kafka (the gateway plus one ``docbus worker`` that publishes) vs Kafka's own producer,
-and forwarding to the national axis simulator at half the intake rate. The machine is shared and noisy, so only
-the ratios of one run mean much; absolute numbers are for orientation.
+For each worker count it starts a no-op FastAPI app and the docbus gateway (full validation, durable
+group-committed write, signed receipt; publishing left to workers) under uvicorn, drives them in turn with wrk
+(10 KB edXML documents, a fresh DocumentId and Idempotency-Key per request) over interleaved rounds, and prints
+msgs/s, p50 and p99 of both and their ratio; then ``docbus serve`` (every role in one process) for comparison.
+With ``--kafka`` it goes on to intake-only vs intake-to-Kafka (the gateway plus one ``docbus worker`` that
+publishes), again in interleaved rounds, vs Kafka's own producer, and forwarding to the national axis simulator
+at half the intake-to-Kafka rate. The machine is shared and its speed drifts, so a comparison's contenders take
+turns and the run reports the median of the per-round ratios; absolute numbers are for orientation.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,10 +143,15 @@ def register(env: dict[str, str]) -> str:
         text=True,
         check=True,
     ).stdout
-    return out.strip().splitlines()[-1]
+    key = out.strip().splitlines()[-1]
+    if "DOCBUS_DATA_DIR" in env:
+        (Path(env["DOCBUS_DATA_DIR"]) / "bench.key").write_text(key)
+    return key
 
 
-def bench_noop(workers: int, args: argparse.Namespace, env: dict[str, str], work: Path) -> Result:
+@contextlib.contextmanager
+def noop_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
+    """The no-op FastAPI endpoint on the same uvicorn + httptools + uvloop stack; yields its port."""
     port = free_port()
     cmd = [
         str(BIN / "uvicorn"),
@@ -165,13 +171,30 @@ def bench_noop(workers: int, args: argparse.Namespace, env: dict[str, str], work
         "warning",
     ]
     with serving(cmd, env, port, "/docs", work / "noop.log"):
-        wrk(port, args.warmup, args.connections, env)
-        return wrk(port, args.duration, args.connections, env)
+        yield port
 
 
-def bench_docbus(
+@dataclass
+class Deployment:
+    """A running docbus (its own data directory); ``drain`` waits until its outbox is empty."""
+
+    port: int
+    data: Path
+
+    def drain(self) -> float:
+        started = time.perf_counter()
+        while httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=10).json()["outbox_backlog"] > 0:
+            time.sleep(0.1)
+        return time.perf_counter() - started
+
+    def stored(self) -> int:
+        with sqlite3.connect(self.data / "docbus.sqlite3") as conn:
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+@contextlib.contextmanager
+def docbus_server(
     workers: int,
-    args: argparse.Namespace,
     env: dict[str, str],
     work: Path,
     *,
@@ -179,10 +202,8 @@ def bench_docbus(
     role: str = "gateway",
     extra: dict[str, str] | None = None,
     with_worker: bool = False,
-    drain: bool = False,
-) -> tuple[Result, int, float]:
-    """Run wrk against docbus; returns the result, messages stored, and (with ``drain``) the seconds after the run
-    until the outbox was empty (everything published).
+) -> Iterator[Deployment]:
+    """docbus on the embedded default database, its own data directory.
 
     ``role="gateway"``: ``docbus gateway`` with its relay off, so its processes do intake only; with
     ``with_worker`` a ``docbus worker`` publishes what they accept (the deployment for a 2-core machine: the
@@ -198,43 +219,105 @@ def bench_docbus(
     cmd = [str(BIN / "docbus"), role, "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     server_env = {**env, "DOCBUS_RELAY_ENABLED": "false"} if role == "gateway" else env
     worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
-    drained_after = 0.0
     with contextlib.ExitStack() as stack:
         if with_worker:
-            stack.enter_context(running(worker_cmd, env, work / "worker.log"))
-        stack.enter_context(serving(cmd, server_env, port, "/healthz", work / "docbus.log"))
-        wrk(port, args.warmup, args.connections, env)
-        result = wrk(port, args.duration, args.connections, env)
-        if drain:
-            started = time.perf_counter()
-            while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["outbox_backlog"] > 0:
-                time.sleep(0.1)
-            drained_after = time.perf_counter() - started
-    with sqlite3.connect(data / "docbus.sqlite3") as conn:
-        stored = int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
-    return result, stored, drained_after
+            stack.enter_context(running(worker_cmd, env, work / f"worker-{label}.log"))
+        stack.enter_context(serving(cmd, server_env, port, "/healthz", work / f"docbus-{label}.log"))
+        yield Deployment(port, data)
+
+
+@dataclass
+class Rounds:
+    """Each contender's results over interleaved rounds. The machine's speed drifts during a run (it is shared),
+    so contenders take turns, the order flipping every round, and each round's ratio compares two measurements
+    taken next to each other; the median of those ratios is what the run reports."""
+
+    results: dict[str, list[Result]]
+
+    def rates(self, name: str) -> list[float]:
+        return [r.rate for r in self.results[name]]
+
+    def median_rate(self, name: str) -> float:
+        return median(self.rates(name))
+
+    def median_p(self, name: str, attr: str) -> float:
+        return median([float(getattr(r, attr)) for r in self.results[name]])
+
+    def ratio(self, num: str, den: str) -> float:
+        return median([a.rate / b.rate for a, b in zip(self.results[num], self.results[den], strict=True)])
+
+    def spread(self, name: str) -> str:
+        return "/".join(f"{rate:.0f}" for rate in self.rates(name))
+
+
+def interleaved(
+    ports: dict[str, int],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    after: dict[str, Callable[[], object]] | None = None,
+) -> Rounds:
+    """Warm every contender up, then ``args.rounds`` rounds of one wrk run each; ``after[name]`` runs after each
+    of that contender's runs (a drain, so a backlog never spills into the next contender's turn)."""
+    after = after or {}
+    for name, port in ports.items():
+        wrk(port, args.warmup, args.connections, env_for(env, name))
+        after.get(name, lambda: None)()
+    results: dict[str, list[Result]] = {name: [] for name in ports}
+    order = list(ports)
+    for round_no in range(args.rounds):
+        for name in order if round_no % 2 == 0 else reversed(order):
+            results[name].append(wrk(ports[name], args.duration, args.connections, env_for(env, name)))
+            after.get(name, lambda: None)()
+    return Rounds(results)
+
+
+def env_for(env: dict[str, str], name: str) -> dict[str, str]:
+    """wrk's environment for a contender: its own agency key (each deployment has its own directory)."""
+    key = env.get(f"BENCH_KEY_{name}")
+    return {**env, "BENCH_KEY": key} if key else env
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, workers: int) -> None:
-    """Intake-only vs intake-to-Kafka vs Kafka's own producer ceiling, then forwarding at half the intake rate."""
+    """Intake-only vs intake-to-Kafka (interleaved rounds) vs Kafka's own producer ceiling, then forwarding at
+    half the intake-to-Kafka rate."""
     kafka_env = {"DOCBUS_KAFKA_BOOTSTRAP": args.kafka, "DOCBUS_TOPIC_PREFIX": f"bench{int(time.time())}"}
-    only, _, _ = bench_docbus(workers, args, env, work, label="intake-only", extra=kafka_env)
-    to_kafka, stored_kafka, drain = bench_docbus(
-        workers, args, env, work, label="kafka", extra=kafka_env, with_worker=True, drain=True
-    )
-    published_rate = stored_kafka / (args.duration + args.warmup + drain)
+    drains: list[float] = []
+    with (
+        docbus_server(workers, env, work, label="intake-only", extra=kafka_env) as only,
+        docbus_server(workers, env, work, label="kafka", extra=kafka_env, with_worker=True) as to_kafka,
+    ):
+        keys = {"BENCH_KEY_only": key_of(only), "BENCH_KEY_kafka": key_of(to_kafka)}
+        rounds = interleaved(
+            {"only": only.port, "kafka": to_kafka.port},
+            args,
+            {**env, **keys},
+            after={"kafka": lambda: drains.append(to_kafka.drain())},
+        )
+        stored = to_kafka.stored()
     raw = raw_producer(args)
+    kafka_rate = rounds.median_rate("kafka")
     print(
-        f"intake-only {only.rate:8.0f} msg/s (p99 {only.p99_ms:.2f} ms) | intake-to-Kafka {to_kafka.rate:8.0f} msg/s "
-        f"(p99 {to_kafka.p99_ms:.2f} ms, all {stored_kafka} published {drain:.1f} s after the load ended, "
-        f"{published_rate:.0f} msg/s published overall) | raw producer {raw:8.0f} msg/s"
+        f"intake-only {rounds.median_rate('only'):8.0f} msg/s (rounds {rounds.spread('only')}, "
+        f"p99 {rounds.median_p('only', 'p99_ms'):.2f} ms) | intake-to-Kafka {kafka_rate:8.0f} msg/s "
+        f"(rounds {rounds.spread('kafka')}, p99 {rounds.median_p('kafka', 'p99_ms'):.2f} ms; all {stored} published, "
+        f"the last at most {max(drains):.1f} s after a run ended) | raw producer {raw:8.0f} msg/s"
     )
     print(
-        f"ratios: intake-to-Kafka / intake-only {to_kafka.rate / only.rate:.2f}; "
-        f"intake-to-Kafka / raw producer {to_kafka.rate / raw:.2f}",
+        f"ratios (median of the rounds): intake-to-Kafka / intake-only {rounds.ratio('kafka', 'only'):.2f}; "
+        f"intake-to-Kafka / raw producer {kafka_rate / raw:.2f}",
         flush=True,
     )
-    forwarding_phase(args, env, work, workers, to_kafka.rate / 2)
+    forwarding_phase(args, env, work, workers, kafka_rate / 2)
+
+
+def key_of(deployment: Deployment) -> str:
+    return (deployment.data / "bench.key").read_text().strip()
 
 
 def raw_producer(args: argparse.Namespace) -> float:
@@ -390,6 +473,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each contender in a comparison")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--size", type=int, default=10 * 1024)
@@ -403,25 +487,39 @@ def main() -> int:
     make_template(args.size, template)
     env = {**os.environ, "BENCH_TEMPLATE": str(template), "PATH": f"{BIN}:{os.environ['PATH']}"}
     print(f"# intake benchmark: {args.size} B edXML, {args.connections} connections, {args.duration:.0f}s per run")
-    rows = []
+    best: tuple[int, Rounds] | None = None
     for workers in [int(w) for w in args.workers.split(",")]:
-        noop = bench_noop(workers, args, env, work)
-        docbus, stored, _ = bench_docbus(workers, args, env, work, label="gateway")
-        rows.append((workers, noop, docbus, stored))
+        with (
+            noop_server(workers, env, work) as noop,
+            docbus_server(workers, env, work, label="gateway") as gateway,
+        ):
+            rounds = interleaved(
+                {"docbus": gateway.port, "noop": noop}, args, {**env, "BENCH_KEY": key_of(gateway)}
+            )
+            stored = gateway.stored()
+        failed = sum(r.failed for r in rounds.results["docbus"])
         print(
-            f"workers={workers}  docbus gateway {docbus.rate:8.0f} msg/s"
-            f" p50 {docbus.p50_ms:6.2f} ms p99 {docbus.p99_ms:6.2f} ms"
-            f" (failed {docbus.failed}, stored {stored})  |  no-op {noop.rate:8.0f} msg/s p50 {noop.p50_ms:6.2f} ms"
-            f" p99 {noop.p99_ms:6.2f} ms  |  ratio {docbus.rate / noop.rate:.2f}",
+            f"workers={workers}  docbus gateway {rounds.median_rate('docbus'):8.0f} msg/s"
+            f" p50 {rounds.median_p('docbus', 'p50_ms'):6.2f} ms p99 {rounds.median_p('docbus', 'p99_ms'):6.2f} ms"
+            f" (rounds {rounds.spread('docbus')}; failed {failed}, stored {stored})  |  no-op"
+            f" {rounds.median_rate('noop'):8.0f} msg/s p50 {rounds.median_p('noop', 'p50_ms'):6.2f} ms"
+            f" p99 {rounds.median_p('noop', 'p99_ms'):6.2f} ms (rounds {rounds.spread('noop')})"
+            f"  |  ratio {rounds.ratio('docbus', 'noop'):.2f} (median of the rounds)",
             flush=True,
         )
-    best = max(rows, key=lambda r: r[2].rate)
-    best_workers = best[0]
+        if best is None or rounds.median_rate("docbus") > best[1].median_rate("docbus"):
+            best = (workers, rounds)
+    assert best is not None
+    best_workers, best_rounds = best
     print(
-        f"best: workers={best_workers} docbus/no-op ratio {best[2].rate / best[1].rate:.2f}, "
-        f"docbus p99 {best[2].p99_ms:.2f} ms"
+        f"best: workers={best_workers} docbus/no-op ratio {best_rounds.ratio('docbus', 'noop'):.2f}, "
+        f"docbus p99 {best_rounds.median_p('docbus', 'p99_ms'):.2f} ms"
     )
-    serve, stored, _ = bench_docbus(1, args, env, work, label="serve", role="serve")
+    with docbus_server(1, env, work, label="serve", role="serve") as serve_deployment:
+        key = {**env, "BENCH_KEY": key_of(serve_deployment)}
+        wrk(serve_deployment.port, args.warmup, args.connections, key)
+        serve = wrk(serve_deployment.port, args.duration, args.connections, key)
+        stored = serve_deployment.stored()
     print(
         f"for comparison: docbus serve (every role in one process, embedded broker) {serve.rate:8.0f} msg/s"
         f" p50 {serve.p50_ms:6.2f} ms p99 {serve.p99_ms:6.2f} ms (failed {serve.failed}, stored {stored})",
