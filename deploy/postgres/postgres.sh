@@ -7,14 +7,16 @@
 #   postgres.sh status [--dir DIR]
 #
 # start prints the SQLAlchemy URL as the last line of stdout, e.g.
-#   postgresql+asyncpg://docbus:docbus@127.0.0.1:55432/docbus_test
+#   postgresql+asyncpg://docbus:docbus@127.0.0.1:25432/docbus_test
 # stop shuts the server down (fast mode; --immediate for a crash-like stop)
 # and removes DIR unless --keep is given; a later start reuses kept data.
 # Progress and errors go to stderr.
 set -euo pipefail
 
 DEFAULT_DIR="${DOCBUS_PG_DIR:-/tmp/docbus-pg}"
-DEFAULT_PORT="${DOCBUS_PG_PORT:-55432}"
+# Below the kernel's ephemeral port range (32768-60999), so that no outgoing connection (pg_isready polling
+# while the server starts, say) can be handed this port and keep the server from binding it.
+DEFAULT_PORT="${DOCBUS_PG_PORT:-25432}"
 DB_USER=docbus
 DB_PASSWORD=docbus
 DB_NAME=docbus_test
