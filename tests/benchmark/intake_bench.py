@@ -493,9 +493,7 @@ def main() -> int:
             noop_server(workers, env, work) as noop,
             docbus_server(workers, env, work, label="gateway") as gateway,
         ):
-            rounds = interleaved(
-                {"docbus": gateway.port, "noop": noop}, args, {**env, "BENCH_KEY": key_of(gateway)}
-            )
+            rounds = interleaved({"docbus": gateway.port, "noop": noop}, args, {**env, "BENCH_KEY": key_of(gateway)})
             stored = gateway.stored()
         failed = sum(r.failed for r in rounds.results["docbus"])
         print(
