@@ -143,10 +143,7 @@ def register(env: dict[str, str]) -> str:
         text=True,
         check=True,
     ).stdout
-    key = out.strip().splitlines()[-1]
-    if "DOCBUS_DATA_DIR" in env:
-        (Path(env["DOCBUS_DATA_DIR"]) / "bench.key").write_text(key)
-    return key
+    return out.strip().splitlines()[-1]
 
 
 @contextlib.contextmanager
@@ -180,6 +177,7 @@ class Deployment:
 
     port: int
     data: Path
+    env: dict[str, str]  # for wrk: carries the deployment's own agency key (BENCH_KEY)
 
     def drain(self) -> float:
         started = time.perf_counter()
@@ -223,7 +221,7 @@ def docbus_server(
         if with_worker:
             stack.enter_context(running(worker_cmd, env, work / f"worker-{label}.log"))
         stack.enter_context(serving(cmd, server_env, port, "/healthz", work / f"docbus-{label}.log"))
-        yield Deployment(port, data)
+        yield Deployment(port, data, env)
 
 
 @dataclass
@@ -251,30 +249,25 @@ class Rounds:
 
 
 def interleaved(
-    ports: dict[str, int],
+    contenders: dict[str, tuple[int, dict[str, str]]],
     args: argparse.Namespace,
-    env: dict[str, str],
     after: dict[str, Callable[[], object]] | None = None,
 ) -> Rounds:
-    """Warm every contender up, then ``args.rounds`` rounds of one wrk run each; ``after[name]`` runs after each
-    of that contender's runs (a drain, so a backlog never spills into the next contender's turn)."""
+    """Warm every contender (port, wrk's environment) up, then ``args.rounds`` rounds of one wrk run each;
+    ``after[name]`` runs after each of that contender's runs (a drain, so a backlog never spills into the next
+    contender's turn)."""
     after = after or {}
-    for name, port in ports.items():
-        wrk(port, args.warmup, args.connections, env_for(env, name))
+    for name, (port, env) in contenders.items():
+        wrk(port, args.warmup, args.connections, env)
         after.get(name, lambda: None)()
-    results: dict[str, list[Result]] = {name: [] for name in ports}
-    order = list(ports)
+    results: dict[str, list[Result]] = {name: [] for name in contenders}
+    order = list(contenders)
     for round_no in range(args.rounds):
         for name in order if round_no % 2 == 0 else reversed(order):
-            results[name].append(wrk(ports[name], args.duration, args.connections, env_for(env, name)))
+            port, env = contenders[name]
+            results[name].append(wrk(port, args.duration, args.connections, env))
             after.get(name, lambda: None)()
     return Rounds(results)
-
-
-def env_for(env: dict[str, str], name: str) -> dict[str, str]:
-    """wrk's environment for a contender: its own agency key (each deployment has its own directory)."""
-    key = env.get(f"BENCH_KEY_{name}")
-    return {**env, "BENCH_KEY": key} if key else env
 
 
 def median(values: list[float]) -> float:
@@ -292,11 +285,9 @@ def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, worke
         docbus_server(workers, env, work, label="intake-only", extra=kafka_env) as only,
         docbus_server(workers, env, work, label="kafka", extra=kafka_env, with_worker=True) as to_kafka,
     ):
-        keys = {"BENCH_KEY_only": key_of(only), "BENCH_KEY_kafka": key_of(to_kafka)}
         rounds = interleaved(
-            {"only": only.port, "kafka": to_kafka.port},
+            {"only": (only.port, only.env), "kafka": (to_kafka.port, to_kafka.env)},
             args,
-            {**env, **keys},
             after={"kafka": lambda: drains.append(to_kafka.drain())},
         )
         stored = to_kafka.stored()
@@ -314,10 +305,6 @@ def kafka_phase(args: argparse.Namespace, env: dict[str, str], work: Path, worke
         flush=True,
     )
     forwarding_phase(args, env, work, workers, kafka_rate / 2)
-
-
-def key_of(deployment: Deployment) -> str:
-    return (deployment.data / "bench.key").read_text().strip()
 
 
 def raw_producer(args: argparse.Namespace) -> float:
@@ -479,6 +466,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=10 * 1024)
     parser.add_argument("--kafka", help="bootstrap servers: also measure intake-to-Kafka, the raw producer, forwarding")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -493,7 +482,7 @@ def main() -> int:
             noop_server(workers, env, work) as noop,
             docbus_server(workers, env, work, label="gateway") as gateway,
         ):
-            rounds = interleaved({"docbus": gateway.port, "noop": noop}, args, {**env, "BENCH_KEY": key_of(gateway)})
+            rounds = interleaved({"docbus": (gateway.port, gateway.env), "noop": (noop, env)}, args)
             stored = gateway.stored()
         failed = sum(r.failed for r in rounds.results["docbus"])
         print(
@@ -514,9 +503,8 @@ def main() -> int:
         f"docbus p99 {best_rounds.median_p('docbus', 'p99_ms'):.2f} ms"
     )
     with docbus_server(1, env, work, label="serve", role="serve") as serve_deployment:
-        key = {**env, "BENCH_KEY": key_of(serve_deployment)}
-        wrk(serve_deployment.port, args.warmup, args.connections, key)
-        serve = wrk(serve_deployment.port, args.duration, args.connections, key)
+        wrk(serve_deployment.port, args.warmup, args.connections, serve_deployment.env)
+        serve = wrk(serve_deployment.port, args.duration, args.connections, serve_deployment.env)
         stored = serve_deployment.stored()
     print(
         f"for comparison: docbus serve (every role in one process, embedded broker) {serve.rate:8.0f} msg/s"
