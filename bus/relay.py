@@ -329,9 +329,7 @@ async def claimed_publications(
     SQLAlchemy's row handling (a parsed timestamp per row) cost more than the read itself."""
     names = ("outbox_id", "topic", *_RECORD_COLUMNS, "body")
     if isinstance(conn, InlineConnection):
-        sql = _CLAIMED_SQL.format(
-            columns=", ".join(f"m.{name}" for name in _RECORD_COLUMNS), marks=placeholders(outbox_ids)
-        )
+        sql = _CLAIMED_SQL.format(marks=placeholders(outbox_ids))
         rows: list[dict[str, Any]] = []
         for values in conn.driver_connection.execute(sql, (*outbox_ids, owner)):
             env = dict(zip(names, values, strict=True))
