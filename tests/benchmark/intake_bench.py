@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import itertools
+import math
 import os
 import random
 import re
@@ -378,37 +380,74 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         # warm-up's latency off the pause, or the rate offered would fall short of ``rate`` by that much.
         latency_ms = connections * 1000 / max(warm.rate, 1e-9) - pause_ms
         fenv["BENCH_DELAY_MS"] = str(max(0, round(connections * 1000 / rate - latency_ms)))
-        started = datetime.now(UTC).replace(tzinfo=None)  # the store keeps UTC without an offset
+        windows: list[datetime] = []  # each round's start; the last entry closes the last round
+        posts: list[Result] = []
         worker_cpu = cpu_seconds(worker.pid)
-        result = wrk(port, args.duration, connections, fenv)
-        wait_until_delivered(data, 120)
+        for _ in range(args.rounds):
+            windows.append(datetime.now(UTC).replace(tzinfo=None))  # the store keeps UTC without an offset
+            posts.append(wrk(port, args.duration, connections, fenv))
+            wait_until_delivered(data, 120)  # a backlog is measured in its own round, never carried into the next
+        windows.append(datetime.now(UTC).replace(tzinfo=None))
         worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+    rounds = [forwarding_round(data, start, end) for start, end in itertools.pairwise(windows)]
+    pooled = sorted(ms for r in rounds for ms in r.latencies_ms)
+    delivered = sum(len(r.latencies_ms) for r in rounds)
+    print(
+        f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
+        f"its next request), {args.rounds} rounds: accepted {median([r.accepted_rate for r in rounds]):.0f} msg/s "
+        f"(rounds {'/'.join(f'{r.accepted_rate:.0f}' for r in rounds)}; POST p99 "
+        f"{'/'.join(f'{p.p99_ms:.1f}' for p in posts)} ms), delivered {median([r.delivered_rate for r in rounds]):.0f} "
+        f"msg/s ({delivered}/{sum(r.accepted for r in rounds)}), ratio {median([r.ratio for r in rounds]):.2f}; "
+        f"POST→DELIVERED over all rounds p50 {percentile(pooled, 0.5):.0f} ms p99 {percentile(pooled, 0.99):.0f} ms "
+        f"(rounds' p99 {'/'.join(f'{percentile(r.latencies_ms, 0.99):.0f}' for r in rounds)} ms); the worker's CPU "
+        f"{worker_cpu * 1000 / max(delivered, 1):.2f} ms per delivered document",
+        flush=True,
+    )
+
+
+@dataclass(frozen=True)
+class ForwardingRound:
+    """One forwarding round, read back from the timelines: documents accepted in the round's window, and the
+    POST→DELIVERED latency of those delivered."""
+
+    accepted: int
+    accepted_rate: float
+    delivered_rate: float
+    latencies_ms: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.delivered_rate / self.accepted_rate
+
+
+def forwarding_round(data: Path, start: datetime, end: datetime) -> ForwardingRound:
+    window = (start.isoformat(sep=" "), end.isoformat(sep=" "))
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
         rows = conn.execute(
             "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id "
-            "WHERE e.type = 'DELIVERED' AND m.received_at >= ?",
-            (started.isoformat(sep=" "),),
+            "WHERE e.type = 'DELIVERED' AND m.received_at >= ? AND m.received_at < ?",
+            window,
         ).fetchall()
-        total = conn.execute(
-            "SELECT count(*) FROM messages WHERE kind = 'edoc' AND received_at >= ?", (started.isoformat(sep=" "),)
+        accepted = conn.execute(
+            "SELECT count(*) FROM messages WHERE kind = 'edoc' AND received_at >= ? AND received_at < ?", window
         ).fetchone()[0]
-    latencies = sorted(
-        (datetime.fromisoformat(at) - datetime.fromisoformat(received)).total_seconds() * 1000 for received, at in rows
+    if not rows:
+        raise RuntimeError(f"nothing was delivered in the round from {start} to {end}")
+    received = [datetime.fromisoformat(r) for r, _ in rows]
+    delivered = [datetime.fromisoformat(a) for _, a in rows]
+    first = min(received)
+    latencies = sorted((d - r).total_seconds() * 1000 for r, d in zip(received, delivered, strict=True))
+    return ForwardingRound(
+        accepted=accepted,
+        accepted_rate=accepted / max((max(received) - first).total_seconds(), 1e-9),
+        delivered_rate=len(rows) / max((max(delivered) - first).total_seconds(), 1e-9),
+        latencies_ms=latencies,
     )
-    first = min(datetime.fromisoformat(r) for r, _ in rows)
-    last = max(datetime.fromisoformat(a) for _, a in rows)
-    delivered_rate = len(rows) / max((last - first).total_seconds(), 1e-9)
-    intake_rate = total / max((max(datetime.fromisoformat(r) for r, _ in rows) - first).total_seconds(), 1e-9)
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(
-        f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
-        f"its next request): accepted {intake_rate:.0f} msg/s (POST p99 {result.p99_ms:.2f} ms), "
-        f"delivered {delivered_rate:.0f} msg/s ({len(rows)}/{total}), ratio {delivered_rate / intake_rate:.2f}; "
-        f"POST→DELIVERED p50 {p50:.0f} ms p99 {p99:.0f} ms; the worker's CPU {worker_cpu * 1000 / len(rows):.2f} ms "
-        "per delivered document",
-        flush=True,
-    )
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of the sorted samples lie (nearest rank)."""
+    return ordered[max(0, math.ceil(len(ordered) * fraction) - 1)]
 
 
 def cpu_seconds(pid: int) -> float:
