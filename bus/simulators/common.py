@@ -21,7 +21,9 @@ Test and operator routes (no authentication; simulators listen on loopback)::
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
+import heapq
 import random
 import time
 import uuid
@@ -29,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import uvicorn
@@ -38,8 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from docbus.simulators.receipts import PacketHeader, Party, UnreadablePacket, read_header, status_message
+from docbus.simulators.shelf import Shelf
 
 RECEIPT_CODES = ("01", "03", "06")
+FINISHED = ("done", "fail")  # transport statuses that take a receipt off the received list
 
 # Error codes shared by the axes (see docbus.connectors.provincial_axis for their meanings).
 INVALID_FILE = 10
@@ -100,9 +104,8 @@ class Refusal(Exception):
         self.http_status = http_status
 
 
-@dataclass(slots=True)
-class ReceivedPacket:
-    """A packet the system sent to the axis."""
+class ReceivedPacket(NamedTuple):
+    """A packet the system sent to the axis (a tuple: see :class:`AxisState` on the collector)."""
 
     doc_id: str
     messagetype: str
@@ -110,9 +113,12 @@ class ReceivedPacket:
     idempotency_key: str | None
     content: bytes
     received_at: datetime
-    duplicates: int = 0
 
-    def summary(self) -> dict[str, Any]:
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ReceivedPacket:
+        return cls(row[0], row[1], PacketHeader.from_row(row[2]), row[3], row[4], row[5])
+
+    def summary(self, duplicates: int) -> dict[str, Any]:
         return {
             "DocId": self.doc_id,
             "messagetype": self.messagetype,
@@ -120,20 +126,18 @@ class ReceivedPacket:
             "receivers": [party.organ_id for party in self.header.receivers],
             "document_id": self.header.document_id,
             "idempotency_key": self.idempotency_key,
-            "duplicates": self.duplicates,
+            "duplicates": duplicates,
             "sha256": hashlib.sha256(self.content).hexdigest(),
             "size": len(self.content),
             "received_at": self.received_at.isoformat(),
         }
 
 
-@dataclass(slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """A status message issued by one receiver for the system, visible from ``due`` (epoch seconds) on.
 
-    Its packet is written when first asked for (``content``), not when the document arrives: a document schedules
-    three receipts per receiver, and writing them all up front cost the simulator more than taking the document,
-    CPU it then took from the bus it stands beside (benchmarks run both on one machine)."""
+    What changes about a receipt (its transport status, its packet once written) is kept by :class:`AxisState`;
+    the receipt itself is an immutable tuple (see there on the collector)."""
 
     doc_id: str
     reporter: Party  # the receiver organ reporting, as the document named it
@@ -143,8 +147,11 @@ class Receipt:
     due: float
     sequence: int
     description: str | None = None  # the refusal's reason (02); others get the code's standard description
-    transport_status: str = "pending"  # pending | processing | done | fail
-    _content: bytes | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Receipt:
+        header = PacketHeader.from_row(row[2])
+        return cls(row[0], Party.from_row(row[1]), header, row[3], row[4], row[5], row[6], row[7])
 
     @property
     def sender(self) -> str:
@@ -154,20 +161,17 @@ class Receipt:
     def receiver(self) -> str:
         return self.original.sender.organ_id
 
-    @property
-    def content(self) -> bytes:
-        """The edXML status message (written once, on first use)."""
-        if self._content is None:
-            self._content = status_message(
-                reporter=self.reporter,
-                original=self.original,
-                status_code=self.status_code,
-                at=datetime.fromtimestamp(self.due, UTC),
-                description=self.description,
-            )
-        return self._content
+    def packet(self) -> bytes:
+        """The edXML status message."""
+        return status_message(
+            reporter=self.reporter,
+            original=self.original,
+            status_code=self.status_code,
+            at=datetime.fromtimestamp(self.due, UTC),
+            description=self.description,
+        )
 
-    def summary(self, now: float) -> dict[str, Any]:
+    def summary(self, now: float, transport_status: str) -> dict[str, Any]:
         return {
             "DocId": self.doc_id,
             "from": self.sender,
@@ -176,21 +180,36 @@ class Receipt:
             "answers": self.answers,
             "due": datetime.fromtimestamp(self.due, UTC).isoformat(),
             "available": self.due <= now,
-            "transport_status": self.transport_status,
+            "transport_status": transport_status,
         }
 
 
 @dataclass
 class AxisState:
-    """One axis in memory, as one registered system sees it."""
+    """One axis in memory, as one registered system sees it.
+
+    It keeps everything it was sent for as long as it runs, on shelves the garbage collector does not walk
+    (``docbus.simulators.shelf``); what changes is kept beside them in dictionaries of strings: transport
+    statuses, duplicate counts, receipt packets once written. Receipts wait in a heap ordered by when they are due,
+    so the received list costs what is due, not everything ever scheduled.
+    """
 
     config: SimulatorConfig
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
-    received: dict[str, ReceivedPacket] = field(default_factory=dict, init=False)  # by DocId
-    receipts: dict[str, Receipt] = field(default_factory=dict, init=False)  # by DocId
+    received: Shelf[ReceivedPacket] = field(default_factory=lambda: Shelf(ReceivedPacket.from_row), init=False)
+    receipts: Shelf[Receipt] = field(default_factory=lambda: Shelf(Receipt.from_row), init=False)  # by DocId
     dice: random.Random = field(init=False, repr=False)  # decides which calls error_rate fails
     _by_key: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # idempotency key -> DocId
+    _duplicates: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # DocId -> repeats
+    # Receipt DocId -> pending | processing | done | fail; absent means pending.
+    _transport: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    # Receipt DocId -> its packet: written when first asked for, not when the document arrives (a document
+    # schedules three receipts per receiver, and writing them all up front cost the simulator more than taking
+    # the document, CPU it then took from the bus it stands beside when both run on one machine).
+    _packets: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _scheduled: list[tuple[float, int, str]] = field(default_factory=list, init=False, repr=False)  # a heap
+    _due: dict[str, tuple[float, int]] = field(default_factory=dict, init=False, repr=False)  # due, not finished
     _sequence: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -205,7 +224,7 @@ class AxisState:
         """
         if idempotency_key and idempotency_key in self._by_key:
             known = self.received[self._by_key[idempotency_key]]
-            known.duplicates += 1
+            self._duplicates[known.doc_id] = self._duplicates.get(known.doc_id, 0) + 1
             return known, True
         if messagetype not in ("edoc", "status"):
             raise Refusal(INVALID_FILE, f"messagetype must be edoc or status, not {messagetype!r}")
@@ -241,8 +260,12 @@ class AxisState:
     def waiting(self) -> list[Receipt]:
         """Receipts due and not yet acknowledged done / fail, oldest first."""
         now = self.clock()
-        due = [r for r in self.receipts.values() if r.due <= now and r.transport_status in ("pending", "processing")]
-        return sorted(due, key=lambda r: (r.due, r.sequence))
+        while self._scheduled and self._scheduled[0][0] <= now:
+            due, sequence, doc_id = heapq.heappop(self._scheduled)
+            if self._transport.get(doc_id, "pending") not in FINISHED:
+                self._due[doc_id] = (due, sequence)
+        ordered = sorted(self._due.items(), key=lambda item: item[1])
+        return [self.receipts[doc_id] for doc_id, _ in ordered]
 
     def receipt(self, doc_id: str) -> Receipt | None:
         """A due receipt by DocId (``None`` if unknown or not yet due)."""
@@ -252,7 +275,34 @@ class AxisState:
     def reset(self) -> None:
         self.received.clear()
         self.receipts.clear()
+        self._scheduled.clear()
+        self._due.clear()
         self._by_key.clear()
+        self._duplicates.clear()
+        self._transport.clear()
+        self._packets.clear()
+
+    def duplicates(self, packet: ReceivedPacket) -> int:
+        """How many times the system sent ``packet`` again (same idempotency key)."""
+        return self._duplicates.get(packet.doc_id, 0)
+
+    def transport_status(self, receipt: Receipt) -> str:
+        """pending | processing | done | fail: what the system last acknowledged for ``receipt``."""
+        return self._transport.get(receipt.doc_id, "pending")
+
+    def set_transport_status(self, receipt: Receipt, status: str) -> None:
+        self._transport[receipt.doc_id] = status
+        if status in FINISHED:
+            self._due.pop(receipt.doc_id, None)
+        elif receipt.due <= self.clock():
+            self._due[receipt.doc_id] = (receipt.due, receipt.sequence)
+
+    def receipt_packet(self, receipt: Receipt) -> bytes:
+        """The receipt's edXML status message, written once, on first use."""
+        packet = self._packets.get(receipt.doc_id)
+        if packet is None:
+            packet = self._packets[receipt.doc_id] = receipt.packet()
+        return packet
 
     def _schedule_receipts(self, packet: ReceivedPacket) -> None:
         arrived = self.clock()
@@ -276,6 +326,7 @@ class AxisState:
                     description=description,
                 )
                 self.receipts[receipt.doc_id] = receipt
+                heapq.heappush(self._scheduled, (receipt.due, receipt.sequence, receipt.doc_id))
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -337,13 +388,13 @@ def inspection_router(state: AxisState) -> APIRouter:
 
     @router.get("/received")
     async def received() -> dict[str, Any]:
-        return {"received": [packet.summary() for packet in state.received.values()]}
+        return {"received": [packet.summary(state.duplicates(packet)) for packet in state.received.values()]}
 
     @router.get("/receipts")
     async def receipts() -> dict[str, Any]:
         now = state.clock()
         ordered = sorted(state.receipts.values(), key=lambda r: (r.due, r.sequence))
-        return {"receipts": [receipt.summary(now) for receipt in ordered]}
+        return {"receipts": [receipt.summary(now, state.transport_status(receipt)) for receipt in ordered]}
 
     @router.get("/faults")
     async def faults() -> Faults:
@@ -402,5 +453,11 @@ async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Asyn
 
 
 def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (blocking)."""
+    """Serve ``app`` until interrupted (blocking).
+
+    Everything built by then (the web framework, pydantic, lxml's schemas) lives as long as the process: frozen out
+    of the garbage collector's sight, as the bus' own processes do (``docbus.runtime.settle_heap``), it is not
+    walked again by every full collection while the simulator serves."""
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level)

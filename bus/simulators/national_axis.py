@@ -120,7 +120,7 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
                 "to": receipt.receiver,
                 "messagetype": "status",
                 "servicetype": "eDoc",
-                "status": receipt.transport_status,
+                "status": state.transport_status(receipt),
                 "created_time": datetime.fromtimestamp(receipt.due, VIETNAM_TIME).strftime(TIMESTAMP_FORMAT),
             }
             for receipt in state.waiting()
@@ -129,12 +129,18 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
 
 
 async def _sent_list(state: AxisState, request: Request) -> dict[str, Any]:
-    return ok(data=[{**packet.summary(), "from": packet.header.sender.organ_id} for packet in state.received.values()])
+    return ok(
+        data=[
+            {**packet.summary(state.duplicates(packet)), "from": packet.header.sender.organ_id}
+            for packet in state.received.values()
+        ]
+    )
 
 
 async def _get_edoc(state: AxisState, request: Request) -> dict[str, Any]:
     receipt = requested_receipt(state, (await json_object(request)).get("DocId"))
-    return ok(data={"DocId": receipt.doc_id, "content": base64.b64encode(receipt.content).decode("ascii")})
+    content = base64.b64encode(state.receipt_packet(receipt)).decode("ascii")
+    return ok(data={"DocId": receipt.doc_id, "content": content})
 
 
 async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
@@ -143,7 +149,7 @@ async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
     if status not in TRANSPORT_STATUSES:
         raise Refusal(INVALID_FILE, f"status must be one of {', '.join(TRANSPORT_STATUSES)}")
     receipt = requested_receipt(state, doc_id)
-    receipt.transport_status = str(status)
+    state.set_transport_status(receipt, str(status))
     return ok(DocId=receipt.doc_id)
 
 

@@ -121,7 +121,7 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
                 "from": receipt.sender,
                 "to": receipt.receiver,
                 "messagetype": "status",
-                "status": statuses[receipt.transport_status],
+                "status": statuses[state.transport_status(receipt)],
             }
             for receipt in state.waiting()
         ]
@@ -130,7 +130,8 @@ async def _received_list(state: AxisState, request: Request) -> dict[str, Any]:
 
 async def _get_edoc(state: AxisState, request: Request) -> dict[str, Any]:
     receipt = requested_receipt(state, (await json_object(request)).get("docId"), http_status=404)
-    return ok(data={"docId": receipt.doc_id, "content": base64.b64encode(receipt.content).decode("ascii")})
+    content = base64.b64encode(state.receipt_packet(receipt)).decode("ascii")
+    return ok(data={"docId": receipt.doc_id, "content": content})
 
 
 async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
@@ -139,7 +140,7 @@ async def _update_status(state: AxisState, request: Request) -> dict[str, Any]:
     if status not in LGSP_STATUSES:
         raise Refusal(INVALID_FILE, f"status must be one of {' | '.join(LGSP_STATUSES)}")
     receipt = requested_receipt(state, doc_id, http_status=404)
-    receipt.transport_status = LGSP_STATUSES[str(status)]
+    state.set_transport_status(receipt, LGSP_STATUSES[str(status)])
     return ok(docId=receipt.doc_id)
 
 

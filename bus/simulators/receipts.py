@@ -10,8 +10,8 @@ samples: ``From`` is the receiver organ, ``ResponseFor`` names the original docu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -41,16 +41,23 @@ class UnreadablePacket(ValueError):
     """Raised when a packet is not well-formed edXML or lacks the header facts a receipt needs."""
 
 
-@dataclass(frozen=True, slots=True)
-class Party:
-    """An organ as a packet names it: its id and the optional details (name, address, ...)."""
+class Party(NamedTuple):
+    """An organ as a packet names it: its id and the optional details (name, address, ...).
+
+    A tuple of strings, like :class:`PacketHeader`: a simulator keeps every packet it was sent, and tuples that
+    hold only strings drop out of the garbage collector's sight, where objects of a class are walked by every
+    full collection (see ``AxisState``)."""
 
     organ_id: str
     details: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Party:
+        """The party a plain tuple holds (see ``docbus.simulators.shelf``)."""
+        return cls(row[0], row[1])
 
-@dataclass(frozen=True, slots=True)
-class PacketHeader:
+
+class PacketHeader(NamedTuple):
     """The routing and identity facts of a received packet.
 
     For a document: ``receivers`` are its ``To`` organs. For a status message: the one receiver is the organ
@@ -64,6 +71,12 @@ class PacketHeader:
     code: str  # "number/notation"
     promulgation_date: str
     status_code: str | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> PacketHeader:
+        """The header a plain tuple holds (see ``docbus.simulators.shelf``)."""
+        receivers = tuple(Party.from_row(party) for party in row[2])
+        return cls(row[0], Party.from_row(row[1]), receivers, row[3], row[4], row[5], row[6])
 
 
 def read_header(raw: bytes) -> PacketHeader:
