@@ -114,6 +114,10 @@ class ReceivedPacket(NamedTuple):
     content: bytes
     received_at: datetime
 
+    def row(self) -> tuple[Any, ...]:
+        """The packet as a plain tuple (see ``docbus.simulators.shelf``)."""
+        return (self.doc_id, self.messagetype, self.header.row(), self.idempotency_key, self.content, self.received_at)
+
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ReceivedPacket:
         return cls(row[0], row[1], PacketHeader.from_row(row[2]), row[3], row[4], row[5])
@@ -147,11 +151,6 @@ class Receipt(NamedTuple):
     due: float
     sequence: int
     description: str | None = None  # the refusal's reason (02); others get the code's standard description
-
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> Receipt:
-        header = PacketHeader.from_row(row[2])
-        return cls(row[0], Party.from_row(row[1]), header, row[3], row[4], row[5], row[6], row[7])
 
     @property
     def sender(self) -> str:
@@ -197,8 +196,8 @@ class AxisState:
     config: SimulatorConfig
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
-    received: Shelf[ReceivedPacket] = field(default_factory=lambda: Shelf(ReceivedPacket.from_row), init=False)
-    receipts: Shelf[Receipt] = field(default_factory=lambda: Shelf(Receipt.from_row), init=False)  # by DocId
+    received: Shelf[ReceivedPacket] = field(init=False)  # by DocId
+    receipts: Shelf[Receipt] = field(init=False)  # by DocId
     dice: random.Random = field(init=False, repr=False)  # decides which calls error_rate fails
     _by_key: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # idempotency key -> DocId
     _duplicates: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # DocId -> repeats
@@ -214,6 +213,27 @@ class AxisState:
 
     def __post_init__(self) -> None:
         self.dice = random.Random(self.config.seed)
+        self.received = Shelf(ReceivedPacket.row, ReceivedPacket.from_row)
+        self.receipts = Shelf(self._receipt_row, self._receipt_from_row)
+
+    @staticmethod
+    def _receipt_row(receipt: Receipt) -> tuple[Any, ...]:
+        # The document's header is on the received shelf already: a receipt names it by DocId, and its reporter
+        # by position among the document's receivers, instead of a copy of both for every receipt.
+        reporter = receipt.original.receivers.index(receipt.reporter)
+        return (
+            receipt.doc_id,
+            reporter,
+            receipt.status_code,
+            receipt.answers,
+            receipt.due,
+            receipt.sequence,
+            receipt.description,
+        )
+
+    def _receipt_from_row(self, row: tuple[Any, ...]) -> Receipt:
+        header = self.received[row[3]].header
+        return Receipt(row[0], header.receivers[row[1]], header, row[2], row[3], row[4], row[5], row[6])
 
     def accept(
         self, raw: bytes, messagetype: str, idempotency_key: str | None, *, expected_sender: str | None = None

@@ -51,9 +51,12 @@ class Party(NamedTuple):
     organ_id: str
     details: tuple[tuple[str, str], ...] = ()
 
+    def row(self) -> tuple[Any, ...]:
+        """The party as a plain tuple (see ``docbus.simulators.shelf``); ``details`` is one already."""
+        return (self.organ_id, self.details)
+
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Party:
-        """The party a plain tuple holds (see ``docbus.simulators.shelf``)."""
         return cls(row[0], row[1])
 
 
@@ -72,9 +75,21 @@ class PacketHeader(NamedTuple):
     promulgation_date: str
     status_code: str | None = None
 
+    def row(self) -> tuple[Any, ...]:
+        """The header as a plain tuple (see ``docbus.simulators.shelf``)."""
+        receivers = tuple([party.row() for party in self.receivers])
+        return (
+            self.is_status,
+            self.sender.row(),
+            receivers,
+            self.document_id,
+            self.code,
+            self.promulgation_date,
+            self.status_code,
+        )
+
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> PacketHeader:
-        """The header a plain tuple holds (see ``docbus.simulators.shelf``)."""
         receivers = tuple(Party.from_row(party) for party in row[2])
         return cls(row[0], Party.from_row(row[1]), receivers, row[3], row[4], row[5], row[6])
 

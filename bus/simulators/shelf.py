@@ -19,20 +19,17 @@ from typing import Any, Generic, TypeVar
 Record = TypeVar("Record", bound=tuple[Any, ...])
 
 
-def plain(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``record`` with every tuple inside it, itself included, made a plain ``tuple``."""
-    return tuple(plain(item) if isinstance(item, tuple) else item for item in record)
-
-
 class Shelf(Generic[Record]):
-    """A mapping of string keys to records (named tuples), kept as plain tuples; ``rebuild`` turns one back."""
+    """A mapping of string keys to records (named tuples): ``pack`` turns a record into its plain tuple (of
+    strings, bytes, numbers, ``None``, dates and such tuples only), ``rebuild`` turns one back."""
 
-    def __init__(self, rebuild: Callable[[tuple[Any, ...]], Record]) -> None:
+    def __init__(self, pack: Callable[[Record], tuple[Any, ...]], rebuild: Callable[[tuple[Any, ...]], Record]) -> None:
         self._rows: dict[str, tuple[Any, ...]] = {}
+        self._pack = pack
         self._rebuild = rebuild
 
     def __setitem__(self, key: str, record: Record) -> None:
-        self._rows[key] = plain(record)
+        self._rows[key] = self._pack(record)
 
     def __getitem__(self, key: str) -> Record:
         return self._rebuild(self._rows[key])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from docbus.simulators.common import AxisState, Receipt, ReceivedPacket, SimulatorConfig
+from docbus.simulators.common import AxisState, ReceivedPacket, SimulatorConfig
 from docbus.simulators.receipts import PacketHeader, Party
-from docbus.simulators.shelf import Shelf, plain
+from docbus.simulators.shelf import Shelf
 
 HEADER = PacketHeader(
     is_status=False,
@@ -31,22 +31,22 @@ class Clock:
 
 
 def test_a_shelf_gives_back_the_records_it_was_given() -> None:
-    shelf: Shelf[Receipt] = Shelf(Receipt.from_row)
-    receipt = Receipt("r1", HEADER.receivers[1], HEADER, "01", "d1", 12.5, 7, None)
-    shelf["r1"] = receipt
-    assert "r1" in shelf and "r2" not in shelf and len(shelf) == 1
-    back = shelf["r1"]
-    assert back == receipt and type(back) is Receipt
-    assert type(back.original) is PacketHeader and type(back.original.receivers[1]) is Party
-    assert back.original.receivers[1].details == (("Email", "caobang@gov.vn"),)
-    assert shelf.get("r2") is None and list(shelf.values()) == [receipt]
+    shelf: Shelf[ReceivedPacket] = Shelf(ReceivedPacket.row, ReceivedPacket.from_row)
+    packet = ReceivedPacket("d1", "edoc", HEADER, "key", b"<edXML/>", datetime(2026, 11, 27))
+    shelf["d1"] = packet
+    assert "d1" in shelf and "d2" not in shelf and len(shelf) == 1
+    back = shelf["d1"]
+    assert back == packet and type(back) is ReceivedPacket
+    assert type(back.header) is PacketHeader and type(back.header.receivers[1]) is Party
+    assert back.header.receivers[1].details == (("Email", "caobang@gov.vn"),)
+    assert shelf.get("d2") is None and list(shelf.values()) == [packet]
     shelf.clear()
-    assert len(shelf) == 0 and shelf.get("r1") is None
+    assert len(shelf) == 0 and shelf.get("d1") is None
 
 
 def test_stored_rows_leave_the_collectors_sight_where_named_tuples_would_not() -> None:
     packet = ReceivedPacket("d1", "edoc", HEADER, "key", b"<edXML/>", datetime(2026, 11, 27))
-    row = plain(packet)
+    row = packet.row()
     assert type(row) is tuple and type(row[2]) is tuple and type(row[2][2][0]) is tuple
     for _ in range(6):  # a full collection untracks one level of nesting, innermost first
         gc.collect()
@@ -78,6 +78,8 @@ def test_receipts_come_due_in_order_and_leave_when_finished(axis: tuple[AxisStat
     assert [r.status_code for r in first] == ["01"] * receivers
     assert [r.sequence for r in first] == sorted(r.sequence for r in first)
     assert all(state.transport_status(r) == "pending" for r in first)
+    assert [r.reporter for r in first] == list(packet.header.receivers)
+    assert all(r.original == packet.header and r.answers == packet.doc_id for r in first)
 
     clock.now += 5.0
     due = state.waiting()
