@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import socket
 import uuid
@@ -28,17 +27,6 @@ from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
 from docbus.topics import Topics
 from docbus.validation import MessageValidator
-
-
-def settle_heap() -> None:
-    """Once a process has started: move everything built so far out of the garbage collector's sight.
-
-    Schemas, the web framework, SQLAlchemy and the drivers leave a few hundred thousand long-lived objects, and
-    every full collection walked all of them: a 70 ms pause every few seconds under load, which every request in
-    flight waited out. Frozen, they are never scanned again; what requests create is collected as before.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def instance_name(role: str) -> str:

@@ -14,7 +14,8 @@ import logging
 import signal
 
 from docbus.delivery.node import DeliveryNode
-from docbus.runtime import BusRuntime, settle_heap
+from docbus.heap import settle_heap
+from docbus.runtime import BusRuntime
 from docbus.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from docbus.delivery.node import DeliveryNode
 from docbus.gateway import routes_messages, routes_meta, routes_operations
 from docbus.gateway.fast_intake import IntakeFastPath
 from docbus.gateway.problems import install_problem_handlers
-from docbus.runtime import BusRuntime, settle_heap
+from docbus.heap import settle_heap
+from docbus.runtime import BusRuntime
 from docbus.settings import Settings
 
 DESCRIPTION = """

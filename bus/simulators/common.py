@@ -21,7 +21,6 @@ Test and operator routes (no authentication; simulators listen on loopback)::
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import heapq
 import random
@@ -39,6 +38,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from docbus.heap import settle_heap
 from docbus.simulators.receipts import PacketHeader, Party, UnreadablePacket, read_header, status_message
 from docbus.simulators.shelf import Shelf
 
@@ -473,11 +473,7 @@ async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Asyn
 
 
 def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (blocking).
-
-    Everything built by then (the web framework, pydantic, lxml's schemas) lives as long as the process: frozen out
-    of the garbage collector's sight, as the bus' own processes do (``docbus.runtime.settle_heap``), it is not
-    walked again by every full collection while the simulator serves."""
-    gc.collect()
-    gc.freeze()
+    """Serve ``app`` until interrupted (blocking). What is built by then, the shelves included, is settled out of
+    the collector's sight first, as in the bus' own processes."""
+    settle_heap()
     uvicorn.run(app, host=host, port=port, log_level=log_level)
