@@ -63,6 +63,7 @@ class _Unmarked:
 
     batch: list[PendingPublication]
     published: Sequence[PublishedRecord]
+    acknowledged_at: datetime  # when the broker acknowledged: the PUBLISHED events' time
 
 
 def publication_for(sub: Submission) -> PendingPublication:
@@ -239,7 +240,8 @@ class OutboxRelay:
                 self.published += len(batch)
                 unmarked = None
             else:
-                unmarked = _Unmarked(batch, await self._broker.publish(records))
+                published = await self._broker.publish(records)
+                unmarked = _Unmarked(batch, published, datetime.now(UTC))
         except Exception:
             claimed = [p.outbox_id for p in batch if p.outbox_id is not None]  # the eager path's rows have none
             if claimed:
@@ -292,7 +294,14 @@ class OutboxRelay:
         # The claim is all the write transaction reads: building records happens after, outside the write lock.
         async with self._db.transaction() as conn:
             if unmarked is not None:
-                await mark_published(conn, unmarked.batch, unmarked.published, owner=self.owner, tails=tails)
+                await mark_published(
+                    conn,
+                    unmarked.batch,
+                    unmarked.published,
+                    owner=self.owner,
+                    tails=tails,
+                    acknowledged_at=unmarked.acknowledged_at,
+                )
             if not claim:
                 return []
             candidates = select(outbox.c.id).where(_claimable(now)).order_by(outbox.c.id).limit(self._batch_size)
@@ -373,13 +382,16 @@ async def mark_published(
     *,
     owner: str,
     tails: dict[str, tuple[int, str]] | None = None,
+    acknowledged_at: datetime | None = None,
 ) -> None:
     """In one transaction: outbox rows published, a PUBLISHED event per message, status PUBLISHED.
 
-    ``tails``: the timelines' last events, read before the transaction (see ``append_events_in``). The event is
-    stamped with the transaction's time, not the broker's acknowledgement: the status stream takes an event's time
-    as the moment it was written (see ``status_stream``)."""
-    now = datetime.now(UTC)
+    ``tails``: the timelines' last events, read before the transaction (see ``append_events_in``).
+    ``acknowledged_at``: when the broker acknowledged the batch (the transaction's time when left out, as when
+    the embedded broker publishes in this same transaction). A sweeper under load marks a batch only in the
+    transaction that claims the next one, after that batch's consumers may have delivered it already; the
+    PUBLISHED event and the outbox row keep the acknowledgement's time, and the row's ``recorded_at`` the write's."""
+    now = acknowledged_at or datetime.now(UTC)
     ids = [p.message_id for p in batch]
     # Rows another relay already marked (it won a race after our lease expired) get no second event.
     if isinstance(conn, InlineConnection):  # a SQLite file: plain SQL, inside the write lock

@@ -6,7 +6,9 @@ by message id, then moves the cursor. Delivery is at least once (a crash between
 re-publishes a batch; consumers deduplicate by event id).
 
 PostgreSQL hands out ids before commit, so an event can become visible after a later id; events are therefore
-read only once they are ``settle_seconds`` old, which covers any transaction docbus keeps open.
+read only once they were written ``settle_seconds`` ago (their ``recorded_at``, not their ``at``: a delivery is
+stamped when the axis acknowledged it, and its row may be written later), which covers any transaction docbus
+keeps open.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.store.database import Database
-from docbus.store.messages import streamed_events_after
+from docbus.store.messages import EVENT_SETTLE, settled_prefix, streamed_events_after
 from docbus.store.tables import stream_cursors
 from docbus.topics import Topics
 
@@ -37,7 +39,7 @@ class StatusStream:
         topics: Topics,
         *,
         owner: str,
-        settle_seconds: float = 2.0,
+        settle_seconds: float = EVENT_SETTLE.total_seconds(),
         lease_seconds: float = 15.0,
         batch_size: int = 500,
         interval: float = 0.5,
@@ -76,12 +78,8 @@ class StatusStream:
         async with self._db.reading() as conn:
             candidates = await streamed_events_after(conn, position, self._batch_size)
         # Publish only the settled prefix: the cursor moves past an id only when every id before it is out,
-        # even if a later event (an ACCEPTED stamped at arrival, committed later) already looks old enough.
-        rows = []
-        for row in candidates:
-            if row.at >= cutoff:
-                break
-            rows.append(row)
+        # even if a later event already looks old enough.
+        rows = settled_prefix(candidates, lambda row: row.recorded_at, cutoff)
         if not rows:
             return 0
         records = [

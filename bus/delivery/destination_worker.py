@@ -342,8 +342,17 @@ class DestinationWorker:
         )
 
     def _event(self, message_id: str, type: str, detail: dict[str, Any], status: str | None = None) -> None:
+        """Stamped now, when it happens (an attempt starts, an axis answers); the recorder writes it later."""
         self._recorder.record(
-            NewEvent(message_id, type, actor=self.name, destination=self.name, detail=detail, status=status)
+            NewEvent(
+                message_id,
+                type,
+                actor=self.name,
+                destination=self.name,
+                detail=detail,
+                status=status,
+                at=datetime.now(UTC),
+            )
         )
 
 

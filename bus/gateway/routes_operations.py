@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -15,7 +16,8 @@ from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.errors import Forbidden
 from docbus.gateway.deps import Caller, State
 from docbus.store.agencies import Agency, Role
-from docbus.store.messages import events_after, published_event
+from docbus.store.audit import as_utc
+from docbus.store.messages import EVENT_SETTLE, events_after, published_event, settled_prefix
 from docbus.store.tables import events
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -68,7 +70,8 @@ async def event_stream(
     """Server-sent events: every lifecycle event the caller may see (its own messages; operators: all).
 
     The stream tails the events table, so it shows what every gateway and worker recorded, and resumes
-    where it left off from ``Last-Event-ID``.
+    where it left off from ``Last-Event-ID``. On PostgreSQL an event is sent once it was written two seconds
+    ago, so that none is skipped while an earlier one's transaction is still open.
     """
     cursor = since if since is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     if cursor is None:
@@ -76,6 +79,7 @@ async def event_stream(
             cursor = int(await conn.scalar(select(events.c.id).order_by(events.c.id.desc()).limit(1)) or 0)
     everything = caller.role is Role.OPERATOR
     me = f'"{caller.organ_id}"'
+    settle = not state.db.is_sqlite
 
     async def stream() -> AsyncIterator[bytes]:
         position = cursor
@@ -85,6 +89,8 @@ async def event_stream(
             query = events_after(position).limit(500)
             async with state.db.reader.connect() as conn:
                 rows = (await conn.execute(query)).all()
+            if settle:
+                rows = settled_prefix(rows, lambda row: as_utc(row.recorded_at), datetime.now(UTC) - EVENT_SETTLE)
             for row in rows:
                 position = row.id
                 if not (everything or row.sender == caller.organ_id or me in row.receivers):

@@ -249,7 +249,9 @@ def accepted_event(env: Envelope) -> dict[str, Any]:
 def _rows(
     fresh: list[Submission], lease_owner: str | None, lease_until: datetime | None
 ) -> dict[str, list[dict[str, Any]]]:
-    """The rows one batch adds, by table: message, payload (unless claim-checked), first event, outbox."""
+    """The rows one batch adds, by table: message, payload (unless claim-checked), first event, outbox. Called
+    inside the write transaction, so that the ACCEPTED events' ``recorded_at`` is their write time."""
+    recorded_at = datetime.now(UTC)
     message_rows = []
     payload_rows = []
     event_rows = []
@@ -288,6 +290,7 @@ def _rows(
                 "detail": orjson.dumps(ev["detail"], option=orjson.OPT_SORT_KEYS).decode(),
                 "prev_hash": GENESIS,
                 "hash": event_hash(GENESIS, **ev),
+                "recorded_at": recorded_at,
             }
         )
         outbox_rows.append(

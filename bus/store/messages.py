@@ -7,10 +7,10 @@ event that extends the message's hash chain; the message row's ``status`` follow
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Select, and_, insert, or_, select, update
@@ -21,6 +21,8 @@ from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, as_utc, event_hash, utc_iso
 from docbus.store.database import Database, InlineConnection
 from docbus.store.tables import events, messages, payloads
+
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,13 @@ class MessageRecord:
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One entry of a timeline: ``at`` is when it happened, ``recorded_at`` when it was written (later when a
+    worker batches its writes, or waited for the database)."""
+
     seq: int
     type: str
     at: datetime
+    recorded_at: datetime
     actor: str
     destination: str | None
     detail: dict[str, Any]
@@ -82,6 +88,7 @@ class Event:
             "seq": self.seq,
             "type": self.type,
             "at": self.at.isoformat(),
+            "recorded_at": self.recorded_at.isoformat(),
             "actor": self.actor,
             "destination": self.destination,
             "detail": self.detail,
@@ -205,7 +212,8 @@ class MessageStore:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to append; ``status`` (when set) becomes the message's status."""
+    """An event to append; ``status`` (when set) becomes the message's status. ``at`` is when it happened (the
+    write time when left out); the row's ``recorded_at`` is always its write time."""
 
     message_id: str
     type: str
@@ -262,7 +270,7 @@ def chained_event_rows(
     tails = dict(tails)
     rows = []
     statuses: dict[str, str] = {}
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # callers build rows inside the write transaction: this is the write time
     for item in items:
         seq, prev = tails.get(item.message_id, (0, GENESIS))
         seq += 1
@@ -284,6 +292,7 @@ def chained_event_rows(
                 "seq": seq,
                 "type": item.type,
                 "at": at,
+                "recorded_at": now,
                 "actor": item.actor,
                 "destination": item.destination,
                 "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
@@ -334,12 +343,13 @@ class StreamedEvent:
     id: int
     message_id: str
     type: str
-    at: datetime
+    recorded_at: datetime
     value: bytes
 
 
 _EVENTS_AFTER_SQL = (
-    "SELECT e.id, e.message_id, m.business_id, m.kind, m.sender, e.seq, e.type, e.at, e.actor, e.destination,"
+    "SELECT e.id, e.message_id, m.business_id, m.kind, m.sender, e.seq, e.type, e.at, e.recorded_at, e.actor,"
+    " e.destination,"
     " e.detail, e.hash FROM events e JOIN messages m ON m.id = e.message_id WHERE e.id > ? ORDER BY e.id LIMIT ?"
 )
 
@@ -354,7 +364,10 @@ async def streamed_events_after(
     this is most of its work."""
     if not isinstance(conn, InlineConnection):
         rows = (await conn.execute(events_after(position).limit(limit))).all()
-        return [StreamedEvent(r.id, r.message_id, r.type, as_utc(r.at), orjson.dumps(published_event(r))) for r in rows]
+        return [
+            StreamedEvent(r.id, r.message_id, r.type, as_utc(r.recorded_at), orjson.dumps(published_event(r)))
+            for r in rows
+        ]
     streamed = []
     for (
         id_,
@@ -365,12 +378,13 @@ async def streamed_events_after(
         seq,
         type_,
         at,
+        recorded_at,
         actor,
         destination,
         detail,
         hash_,
     ) in conn.driver_connection.execute(_EVENTS_AFTER_SQL, (position, limit)):
-        when = datetime.fromisoformat(at).replace(tzinfo=UTC)  # SQLite keeps UTC without an offset
+        written = datetime.fromisoformat(recorded_at).replace(tzinfo=UTC)  # SQLite keeps UTC without an offset
         value = {
             "event_id": id_,
             "message_id": message_id,
@@ -379,14 +393,32 @@ async def streamed_events_after(
             "sender": sender,
             "seq": seq,
             "type": type_,
-            "at": when.isoformat(),
+            "at": datetime.fromisoformat(at).replace(tzinfo=UTC).isoformat(),
+            "recorded_at": written.isoformat(),
             "actor": actor,
             "destination": destination,
             "detail": orjson.Fragment(detail),
             "hash": hash_,
         }
-        streamed.append(StreamedEvent(id_, message_id, type_, when, orjson.dumps(value)))
+        streamed.append(StreamedEvent(id_, message_id, type_, written, orjson.dumps(value)))
     return streamed
+
+
+# Longer than any transaction docbus keeps open: see ``settled_prefix``.
+EVENT_SETTLE = timedelta(seconds=2)
+
+
+def settled_prefix(rows: Sequence[_Row], written: Callable[[_Row], datetime], cutoff: datetime) -> Sequence[_Row]:
+    """The leading rows (in id order) written before ``cutoff``, up to the first one written after it.
+
+    PostgreSQL hands out ids before commit, so a reader tailing the events table by id can see an event before an
+    earlier id commits, and would never go back for that one. Every id is written (``recorded_at``) just before
+    its insert, in a transaction that ends within ``EVENT_SETTLE``: once the rows read were written longer ago than
+    that, every lower id is committed or gone. SQLite has one writer at a time, so there ids commit in order."""
+    for index, row in enumerate(rows):
+        if written(row) >= cutoff:
+            return rows[:index]
+    return rows
 
 
 def published_event(row: Any) -> dict[str, Any]:
@@ -400,6 +432,7 @@ def published_event(row: Any) -> dict[str, Any]:
         "seq": row.seq,
         "type": row.type,
         "at": utc_iso(row.at),
+        "recorded_at": utc_iso(row.recorded_at),
         "actor": row.actor,
         "destination": row.destination,
         "detail": orjson.loads(row.detail),
@@ -434,6 +467,7 @@ def _event(row: dict[str, Any]) -> Event:
         seq=int(row["seq"]),
         type=row["type"],
         at=as_utc(row["at"]),
+        recorded_at=as_utc(row["recorded_at"]),
         actor=row["actor"],
         destination=row["destination"],
         detail=orjson.loads(row["detail"]),

@@ -62,9 +62,20 @@ MESSAGE_COLUMNS = (
     "payload_ref",
 )
 PAYLOAD_COLUMNS = ("message_id", "body")
-EVENT_COLUMNS = ("message_id", "seq", "type", "at", "actor", "destination", "detail", "prev_hash", "hash")
+EVENT_COLUMNS = (
+    "message_id",
+    "seq",
+    "type",
+    "at",
+    "recorded_at",
+    "actor",
+    "destination",
+    "detail",
+    "prev_hash",
+    "hash",
+)
 OUTBOX_COLUMNS = ("message_id", "topic", "record_key", "created_at", "attempts", "claimed_by", "claimed_until")
-_DATETIME_COLUMNS = frozenset({"received_at", "at", "created_at", "claimed_until"})
+_DATETIME_COLUMNS = frozenset({"received_at", "at", "recorded_at", "created_at", "claimed_until"})
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:

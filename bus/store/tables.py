@@ -93,7 +93,8 @@ events = Table(
     Column("message_id", String(26), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("type", String(24), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # when it happened
+    Column("recorded_at", DateTime(timezone=True), nullable=False),  # when this row was written
     Column("actor", String(64), nullable=False),
     Column("destination", String(64), nullable=True),
     Column("detail", Text, nullable=False),  # JSON object

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -198,6 +199,16 @@ async def test_1000_messages_reach_the_right_axis_once_with_receipts(bus: Bus, s
     codes = sorted((e["detail"]["from"], e["detail"]["code"]) for e in timeline["events"] if e["type"] == "RECEIPT")
     assert codes == sorted((r, code) for r in (IN_PROVINCE, *ELSEWHERE) for code in ("01", "03", "06"))
     assert timeline["status"] == "COMPLETED"
+    # Each event carries when it happened and when it was written; a destination's attempt precedes its answer.
+    stamped = [
+        (e["type"], e["destination"], datetime.fromisoformat(e["at"]), datetime.fromisoformat(e["recorded_at"]))
+        for e in timeline["events"]
+    ]
+    assert all(at <= recorded for _, _, at, recorded in stamped), stamped
+    first = {(kind, where): at for kind, where, at, _ in reversed(stamped)}
+    assert first[("ACCEPTED", None)] <= first[("PUBLISHED", None)]
+    for destination in ("provincial_axis", "national_axis"):
+        assert first[("FORWARDING", destination)] <= first[("DELIVERED", destination)]
 
 
 async def test_axis_down_for_30_seconds_then_everything_is_delivered(bus: Bus, sample_bytes: dict[str, bytes]) -> None:

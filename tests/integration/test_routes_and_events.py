@@ -4,18 +4,23 @@ Kafka), the route listing, and the server-sent event stream filtered to what the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from sqlalchemy import func, select, update
 
 from docbus.settings import Settings
 from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.database import Database
+from docbus.store.messages import MessageStore
 from docbus.store.migrate import upgrade_async
+from docbus.store.tables import events
 
 from ..conftest import start_gateway
 from .helpers import row_counts
@@ -122,3 +127,42 @@ async def test_forwarding_on_the_embedded_default_and_the_event_stream(
     assert stranger_saw == []
     written = bus.archive / "000.00.00.G22" / f"{receipt['message_id']}.edxml"
     assert written.read_bytes() == packet
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_on_postgresql_the_event_stream_never_passes_an_event_still_being_written(
+    bus: Bus, sample_bytes: dict[str, bytes]
+) -> None:
+    """PostgreSQL hands out ids before commit: the stream holds back until the rows it read were written long
+    enough ago that no earlier id can still appear, and so never moves past an event it has not sent."""
+    packet = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], ("000.00.01.H41",))
+    operator = "000.00.99.H41"
+    async with bus.client("000.00.00.G22") as client:
+        message_id = (await client.post("/v1/messages", content=packet, headers=XML)).json()["message_id"]
+        for _ in range(600):
+            timeline = (await client.get(f"/v1/messages/{message_id}")).json()
+            if timeline["status"] == "DELIVERED":
+                break
+            await asyncio.sleep(0.1)
+    assert timeline["status"] == "DELIVERED"
+    async with bus.db.reader.connect() as conn:
+        position = int(await conn.scalar(select(func.max(events.c.id))) or 0)
+    store = MessageStore(bus.db)
+    await store.append_event(message_id, "LATE", actor="test")
+    async with bus.db.transaction() as conn:  # as if its transaction were still open for three more seconds
+        await conn.execute(
+            update(events)
+            .where(events.c.message_id == message_id, events.c.type == "LATE")
+            .values(recorded_at=datetime.now(UTC) + timedelta(seconds=3))
+        )
+    await store.append_event(message_id, "NEXT", actor="test")
+    opened = time.monotonic()
+    arrivals: list[tuple[str, float]] = []
+    async with bus.client(operator) as client, client.stream("GET", f"/v1/events?since={position}") as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                arrivals.append((orjson.loads(line[6:])["type"], time.monotonic() - opened))
+                if len(arrivals) == 2:
+                    break
+    assert [kind for kind, _ in arrivals] == ["LATE", "NEXT"]
+    assert arrivals[0][1] >= 4.0  # not before LATE was written three seconds on, plus the two seconds' settling

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from sqlalchemy import update
 
 from docbus.broker import EmbeddedBroker
 from docbus.status_stream import StatusStream
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore, NewEvent, streamed_events_after
+from docbus.store.tables import events
 from docbus.topics import Topics
 
 from .test_store_contract import submission
@@ -26,6 +28,14 @@ async def _published_types(broker: EmbeddedBroker, topic: str) -> list[str]:
     return [orjson.loads(r.value)["type"] for r in records]
 
 
+async def _written_at(db: Database, message_id: str, type_: str, when: datetime) -> None:
+    """Pretend an event's row was written at ``when`` (a transaction that is still open writes later)."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(events).where(events.c.message_id == message_id, events.c.type == type_).values(recorded_at=when)
+        )
+
+
 async def test_a_late_settling_event_holds_the_cursor_back(db: Database) -> None:
     writer = IntakeWriter(db)
     await writer.start()
@@ -33,20 +43,50 @@ async def test_a_late_settling_event_holds_the_cursor_back(db: Database) -> None
     await writer.aclose()
     now = datetime.now(UTC)
     store = MessageStore(db)
-    # Appended in this order (ids ascending), but the second carries an older time than the first.
-    await store.append_events([NewEvent(outcome.message_id, "FRESH", actor="t", at=now + timedelta(seconds=30))])
-    await store.append_events([NewEvent(outcome.message_id, "OLD", actor="t", at=now - timedelta(seconds=30))])
+    # Appended in this order (ids ascending), but the first is written later than the second.
+    await store.append_events([NewEvent(outcome.message_id, "LATE", actor="t")])
+    await store.append_events([NewEvent(outcome.message_id, "EARLY", actor="t")])
+    await _written_at(db, outcome.message_id, "LATE", now + timedelta(seconds=30))
+    await _written_at(db, outcome.message_id, "EARLY", now - timedelta(seconds=30))
     broker = EmbeddedBroker(db)
     topics = Topics("stream-test")
     stream = StatusStream(db, broker, topics, owner="test", settle_seconds=0)
 
-    assert await stream.step() == 1  # ACCEPTED only: FRESH has not settled, so OLD must wait behind it
+    assert await stream.step() == 1  # ACCEPTED only: LATE has not settled, so EARLY must wait behind it
     assert await stream.step() == 0
     assert await _published_types(broker, topics.status) == ["ACCEPTED"]
 
     later = StatusStream(db, broker, topics, owner="test", settle_seconds=-60)  # as if a minute had passed
     assert await later.step() == 2
-    assert await _published_types(broker, topics.status) == ["ACCEPTED", "FRESH", "OLD"]
+    assert await _published_types(broker, topics.status) == ["ACCEPTED", "LATE", "EARLY"]
+
+
+async def test_an_event_settles_on_when_it_was_written_not_when_it_happened(db: Database) -> None:
+    """A delivery is stamped when the axis acknowledged it; a worker writes it later. What it claims to be is
+    no evidence that the ids before it have committed: the stream waits on the row's write time."""
+    writer = IntakeWriter(db)
+    await writer.start()
+    outcome = await writer.submit(submission(b"<doc/>", dedup="settle-on-write"))
+    await writer.aclose()
+    await _written_at(db, outcome.message_id, "ACCEPTED", datetime.now(UTC) - timedelta(minutes=5))
+    long_ago = datetime.now(UTC) - timedelta(minutes=2)
+    await MessageStore(db).append_events([NewEvent(outcome.message_id, "DELIVERED", actor="axis", at=long_ago)])
+    broker = EmbeddedBroker(db)
+    topics = Topics("settle-on-write")
+
+    waiting = StatusStream(db, broker, topics, owner="test", settle_seconds=60)
+    assert await waiting.step() == 1  # ACCEPTED, written five minutes ago; DELIVERED was written just now
+    assert await _published_types(broker, topics.status) == ["ACCEPTED"]
+
+    later = StatusStream(db, broker, topics, owner="test", settle_seconds=-60)
+    assert await later.step() == 1
+    consumer = broker.consumer("reader", topics=[topics.status])
+    async with consumer:
+        published = [orjson.loads(r.value) for r in await consumer.poll(timeout=1.0)]
+    delivered = published[-1]
+    assert delivered["type"] == "DELIVERED"
+    assert datetime.fromisoformat(delivered["at"]) == long_ago
+    assert datetime.fromisoformat(delivered["recorded_at"]) > long_ago + timedelta(minutes=1)
 
 
 async def test_one_process_at_a_time_publishes_the_stream(db: Database) -> None:
@@ -112,5 +152,7 @@ async def test_the_fast_read_of_a_sqlite_file_streams_the_same_bytes(db: Databas
         general = await streamed_events_after(conn, 0, 100)
     assert [e.type for e in fast] == ["ACCEPTED", "RECEIPT", "DELIVERED", "NOTE"]
     assert fast == general
-    assert fast[2].at == whole_second
+    delivered = orjson.loads(fast[2].value)
+    assert datetime.fromisoformat(delivered["at"]) == whole_second
+    assert fast[2].recorded_at == datetime.fromisoformat(delivered["recorded_at"]) > whole_second
     assert orjson.loads(fast[1].value)["detail"] == {"code": "03", "text": "Đã nhận"}

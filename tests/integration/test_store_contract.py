@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from docbus.envelope import Envelope, MessageKind, SchemaRef
@@ -19,6 +21,7 @@ from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter, Submission
 from docbus.store.messages import MessageStore, NewEvent, append_events_in, read_tails
+from docbus.store.migrate import alembic_config
 from docbus.store.tables import metadata
 
 from .helpers import row_counts
@@ -146,6 +149,60 @@ async def test_events_extend_a_verifiable_hash_chain(db: Database) -> None:
     assert record is not None
     assert record.status == "PUBLISHED"
     assert await store.payload(outcome.message_id) == b"<chain/>"
+
+
+async def test_an_event_keeps_when_it_happened_apart_from_when_it_was_written(db: Database) -> None:
+    writer = IntakeWriter(db)
+    await writer.start()
+    sub = submission(b"<when/>", dedup="when")
+    outcome = await writer.submit(sub)
+    await writer.aclose()
+    store = MessageStore(db)
+    acknowledged = datetime.now(UTC) - timedelta(seconds=5)
+    before_write = datetime.now(UTC)
+    await store.append_events([NewEvent(outcome.message_id, "DELIVERED", actor="axis", at=acknowledged)])
+    await store.append_event(outcome.message_id, "NOTE", actor="t")
+    accepted, delivered, note = await store.timeline(outcome.message_id)
+    assert accepted.at == sub.envelope.received_at <= accepted.recorded_at  # arrival, then the group commit
+    assert delivered.at == acknowledged
+    assert before_write <= delivered.recorded_at <= note.recorded_at
+    assert note.at == note.recorded_at  # no time given: it happened when it was written
+    shown = delivered.as_dict()
+    assert datetime.fromisoformat(shown["at"]) == acknowledged
+    assert datetime.fromisoformat(shown["recorded_at"]) == delivered.recorded_at
+
+
+async def test_upgrading_from_0004_takes_each_events_time_as_its_write_time(database_url: str) -> None:
+    """Before 0005 an event's time was its write time: existing rows get it in both columns."""
+    config = alembic_config(database_url)
+    await asyncio.to_thread(command.upgrade, config, "0004")
+    db = Database(database_url)
+    try:
+        written = datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+        async with db.transaction() as conn:  # what 0004's writer stored: no recorded_at column yet
+            sub = submission(b"<old/>", dedup="old")
+            env = sub.envelope
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (id, kind, schema_id, schema_version, sender, receivers, business_id,"
+                    " sha256, size, content_type, received_at, dedup_key, trace_id, status, receipt)"
+                    " VALUES (:id, 'edoc', 's', '1', :sender, '[]', 'b', :sha, 1, 'application/xml', :at, 'old',"
+                    " 't', 'ACCEPTED', :receipt)"
+                ),
+                {"id": env.message_id, "sender": env.sender, "sha": env.sha256, "at": written, "receipt": b"{}"},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO events (message_id, seq, type, at, actor, detail, prev_hash, hash)"
+                    " VALUES (:id, 1, 'ACCEPTED', :at, :sender, '{}', :genesis, 'h')"
+                ),
+                {"id": env.message_id, "at": written, "sender": env.sender, "genesis": GENESIS},
+            )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        (event,) = await MessageStore(db).timeline(env.message_id)
+        assert event.at == event.recorded_at == written
+    finally:
+        await db.dispose()
 
 
 async def test_events_appended_on_stale_tails_collide_as_integrity_errors(db: Database) -> None:
