@@ -391,6 +391,7 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         worker_cpu = cpu_seconds(worker.pid) - worker_cpu
     rounds = [forwarding_round(data, start, end) for start, end in itertools.pairwise(windows)]
     pooled = sorted(ms for r in rounds for ms in r.latencies_ms)
+    pooled_written = sorted(ms for r in rounds for ms in r.written_ms)
     delivered = sum(len(r.latencies_ms) for r in rounds)
     print(
         f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
@@ -399,7 +400,9 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         f"{'/'.join(f'{p.p99_ms:.1f}' for p in posts)} ms), delivered {median([r.delivered_rate for r in rounds]):.0f} "
         f"msg/s ({delivered}/{sum(r.accepted for r in rounds)}), ratio {median([r.ratio for r in rounds]):.2f}; "
         f"POST→DELIVERED over all rounds p50 {percentile(pooled, 0.5):.0f} ms p99 {percentile(pooled, 0.99):.0f} ms "
-        f"(rounds' p99 {'/'.join(f'{percentile(r.latencies_ms, 0.99):.0f}' for r in rounds)} ms); the worker's CPU "
+        f"(rounds' p99 {'/'.join(f'{percentile(r.latencies_ms, 0.99):.0f}' for r in rounds)} ms; until the DELIVERED "
+        f"event was written p50 {percentile(pooled_written, 0.5):.0f} ms p99 {percentile(pooled_written, 0.99):.0f} "
+        "ms); the worker's CPU "
         f"{worker_cpu * 1000 / max(delivered, 1):.2f} ms per delivered document",
         flush=True,
     )
@@ -407,13 +410,15 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
 
 @dataclass(frozen=True)
 class ForwardingRound:
-    """One forwarding round, read back from the timelines: documents accepted in the round's window, and the
-    POST→DELIVERED latency of those delivered."""
+    """One forwarding round, read back from the timelines: documents accepted in the round's window, and for those
+    delivered the time from arrival to the axis' acknowledgement (the DELIVERED event's ``at``) and to the moment
+    that event was written (its ``recorded_at``: the worker writes events in batches)."""
 
     accepted: int
     accepted_rate: float
     delivered_rate: float
     latencies_ms: list[float]
+    written_ms: list[float]
 
     @property
     def ratio(self) -> float:
@@ -424,7 +429,7 @@ def forwarding_round(data: Path, start: datetime, end: datetime) -> ForwardingRo
     window = (start.isoformat(sep=" "), end.isoformat(sep=" "))
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
         rows = conn.execute(
-            "SELECT m.received_at, e.at FROM events e JOIN messages m ON m.id = e.message_id "
+            "SELECT m.received_at, e.at, e.recorded_at FROM events e JOIN messages m ON m.id = e.message_id "
             "WHERE e.type = 'DELIVERED' AND m.received_at >= ? AND m.received_at < ?",
             window,
         ).fetchall()
@@ -433,8 +438,9 @@ def forwarding_round(data: Path, start: datetime, end: datetime) -> ForwardingRo
         ).fetchone()[0]
     if not rows:
         raise RuntimeError(f"nothing was delivered in the round from {start} to {end}")
-    received = [datetime.fromisoformat(r) for r, _ in rows]
-    delivered = [datetime.fromisoformat(a) for _, a in rows]
+    received = [datetime.fromisoformat(r) for r, _, _ in rows]
+    delivered = [datetime.fromisoformat(a) for _, a, _ in rows]
+    written = [datetime.fromisoformat(w) for _, _, w in rows]
     first = min(received)
     latencies = sorted((d - r).total_seconds() * 1000 for r, d in zip(received, delivered, strict=True))
     return ForwardingRound(
@@ -442,6 +448,7 @@ def forwarding_round(data: Path, start: datetime, end: datetime) -> ForwardingRo
         accepted_rate=accepted / max((max(received) - first).total_seconds(), 1e-9),
         delivered_rate=len(rows) / max((max(delivered) - first).total_seconds(), 1e-9),
         latencies_ms=latencies,
+        written_ms=sorted((w - r).total_seconds() * 1000 for r, w in zip(received, written, strict=True)),
     )
 
 
