@@ -90,6 +90,7 @@ class DestinationWorker:
         self._uncommitted: dict[tuple[str, int], ConsumedRecord] = {}  # finished, commit failed: with the next
         self._progress = asyncio.Event()  # set whenever a delivery finishes
         self._failure: BaseException | None = None
+        self._committing: asyncio.Task[None] | None = None  # at most one commit under way, beside the reading
 
     async def run(self, stop: asyncio.Event) -> None:
         resend = self._topics.resend(self.name)
@@ -100,12 +101,15 @@ class DestinationWorker:
             await self._consume(stop, consumer)
         finally:
             await self._cancel_in_flight()
+            await self._abandon_commit()
             await consumer.aclose()
 
     async def _consume(self, stop: asyncio.Event, consumer: BrokerConsumer) -> None:
         """Take records while fewer than ``max_in_flight`` are unfinished; commit what is done every
         ``commit_interval``. No batch barrier: a record being retried holds back only its own business id (and
-        the group's offset in its partition), and records are delivered as soon as they are read."""
+        the group's offset in its partition), and records are delivered as soon as they are read. A commit runs
+        beside the reading: it waits for the events to be written, which waits for the database's write lock,
+        and records that arrive meanwhile would otherwise wait too."""
         loop = asyncio.get_running_loop()
         tracker = CommitTracker()
         self._failure = None
@@ -113,6 +117,7 @@ class DestinationWorker:
         while not stop.is_set():
             if self._failure is not None:
                 raise self._failure
+            await self._settle_commit(consumer, tracker)
             room = self._max_in_flight - len(tracker)
             records: list[ConsumedRecord] = []
             if room > 0:
@@ -128,12 +133,16 @@ class DestinationWorker:
                     await asyncio.wait_for(self._progress.wait(), timeout=self._commit_interval)
             if records:
                 await self._dispatch(records, tracker)
-            if not records or loop.time() - last_commit >= self._commit_interval:
-                await self._commit(consumer, tracker)
+            if self._committing is None and (not records or loop.time() - last_commit >= self._commit_interval):
+                self._start_commit(consumer, tracker)
                 last_commit = loop.time()
         # Stopping: let what is under way finish for a moment, so that it need not be delivered again.
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=STOP_GRACE_SECONDS)
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+            with contextlib.suppress(BrokerError, EventsNotStored):
+                await self._settle_commit(consumer, tracker)
         with contextlib.suppress(BrokerError, EventsNotStored):
             await self._commit(consumer, tracker)
 
@@ -187,34 +196,67 @@ class DestinationWorker:
             # payload store failed. Start over from the last commit rather than skip the record.
             self._failure = task.exception()
 
-    async def _commit(self, consumer: BrokerConsumer, tracker: CommitTracker) -> None:
+    def _start_commit(self, consumer: BrokerConsumer, tracker: CommitTracker) -> None:
+        """Commit, in a task of its own, the offsets past what is finished; :meth:`_settle_commit` takes its
+        outcome."""
         ready, mark = tracker.committable()
         for record in ready:
             self._uncommitted[(record.topic, record.partition)] = record
-        if not self._uncommitted:
+        if self._uncommitted:
+            self._committing = asyncio.create_task(
+                self._commit_offsets(consumer, dict(self._uncommitted), mark), name=f"{self.group}-commit"
+            )
+
+    async def _commit_offsets(
+        self, consumer: BrokerConsumer, offsets: dict[tuple[str, int], ConsumedRecord], mark: int | None
+    ) -> None:
+        await self._recorder.flush(since=mark)  # events are stored before the offsets move past them
+        await consumer.commit(list(offsets.values()))
+        for partition, record in offsets.items():  # a later record of a partition may have come meanwhile
+            if self._uncommitted.get(partition) is record:
+                del self._uncommitted[partition]
+
+    async def _settle_commit(self, consumer: BrokerConsumer, tracker: CommitTracker) -> None:
+        """Act on a finished commit; one still under way is left alone."""
+        task = self._committing
+        if task is None or not task.done():
             return
-        try:
-            # Events are stored before the offsets move past them.
-            await self._recorder.flush(since=mark)
-        except EventsNotStored:
+        self._committing = None
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        if isinstance(error, EventsNotStored):
             # Their DELIVERED events may be among the lost: when the records come again, the database decides.
             self._recently_delivered.clear()
-            raise
-        try:
-            await consumer.commit(list(self._uncommitted.values()))
-        except ConsumerFenced as exc:
+            raise error
+        if isinstance(error, ConsumerFenced):
             # The group moved partitions: what this member had under way is re-read by their new owner (or by
             # this member, from the last commit); destinations deduplicate what was sent twice.
-            log.info("%s: %s; reading again from the last commit", self.group, exc)
+            log.info("%s: %s; reading again from the last commit", self.group, error)
             await self._cancel_in_flight()
             tracker.clear()
             self._uncommitted.clear()
             await consumer.seek_to_committed()
             return
-        except BrokerError as exc:
-            log.warning("%s: commit failed, will be tried with the next one: %s", self.group, exc)
+        if isinstance(error, BrokerError):
+            log.warning("%s: commit failed, will be tried with the next one: %s", self.group, error)
             return
-        self._uncommitted.clear()
+        raise error
+
+    async def _commit(self, consumer: BrokerConsumer, tracker: CommitTracker) -> None:
+        """Commit and settle in one go (when stopping)."""
+        self._start_commit(consumer, tracker)
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+            await self._settle_commit(consumer, tracker)
+
+    async def _abandon_commit(self) -> None:
+        task, self._committing = self._committing, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved: its outcome no longer matters
 
     async def _cancel_in_flight(self) -> None:
         tasks = list(self._in_flight)

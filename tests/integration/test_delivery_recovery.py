@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from docbus.adapters.base import DeliveryResult, Outbound, RetriableDeliveryError
-from docbus.broker.base import BrokerUnavailable
+from docbus.broker.base import BrokerUnavailable, ConsumedRecord
+from docbus.broker.embedded_consumer import EmbeddedConsumer
 from docbus.delivery import node as node_module
 from docbus.delivery import recorder as recorder_module
 from docbus.delivery.node import DeliveryNode
@@ -24,7 +25,7 @@ from docbus.settings import Settings
 from docbus.store.database import Database
 from docbus.store.messages import MessageStore, NewEvent
 from docbus.store.migrate import upgrade_async
-from docbus.store.tables import events
+from docbus.store.tables import broker_offsets, events
 
 from .test_forwarding import document
 from .test_routes_and_events import ROUTES
@@ -217,3 +218,57 @@ async def test_a_document_being_retried_holds_back_only_its_own_later_messages(
     assert worker.delivered == 2
     written = tmp_path / "archive" / "000.00.00.G22"
     assert (written / f"{a2}.edxml").read_bytes() == second
+
+
+async def test_records_that_arrive_while_a_commit_waits_are_delivered_meanwhile(
+    runtime: BusRuntime, sample_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit waits for the events to be written (behind every other writer) and for the broker; the worker
+    keeps reading and delivering meanwhile, and the held-up commit still moves the group's offset."""
+    group = runtime.topics.deliver_group("archive")
+    held, release = asyncio.Event(), asyncio.Event()
+    real_commit = EmbeddedConsumer.commit
+
+    async def slow_commit(self: EmbeddedConsumer, records: Sequence[ConsumedRecord]) -> None:
+        if self._group == group:
+            held.set()
+            await release.wait()
+        await real_commit(self, records)
+
+    monkeypatch.setattr(EmbeddedConsumer, "commit", slow_commit)
+    template = sample_bytes["edoc_with_attachment_dc0bdef0.edxml"]
+
+    async def accept() -> str:
+        packet = document(template, ("000.00.01.H41",))
+        return (await runtime.intake.accept(None, packet, "application/xml")).message_id
+
+    node = DeliveryNode(runtime)
+    await node.start()
+    try:
+        first = await accept()
+        await _wait_for(runtime, first, "DELIVERED")
+        await asyncio.wait_for(held.wait(), timeout=30)
+        later = [await accept() for _ in range(3)]
+        for message_id in later:
+            await _wait_for(runtime, message_id, "DELIVERED")
+        assert await _committed(runtime, group) == 0  # all four delivered while the first commit still waits
+        release.set()
+        deadline = asyncio.get_running_loop().time() + 30
+        while await _committed(runtime, group) < 4:
+            assert asyncio.get_running_loop().time() < deadline, await _committed(runtime, group)
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        await node.aclose()
+    assert await _committed(runtime, group) == 4
+
+
+async def _committed(runtime: BusRuntime, group: str) -> int:
+    """How many records of the group's topics its committed offsets are past (every partition together)."""
+    async with runtime.db.reader.connect() as conn:
+        total = await conn.scalar(
+            select(func.coalesce(func.sum(broker_offsets.c.committed_offset), 0)).where(
+                broker_offsets.c.group_id == group
+            )
+        )
+    return int(total or 0)
