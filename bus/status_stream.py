@@ -17,11 +17,11 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
 
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.store.database import Database
+from docbus.store.leases import take_lease
 from docbus.store.messages import EVENT_SETTLE, settled_prefix, streamed_events_after
 from docbus.store.tables import stream_cursors
 from docbus.topics import Topics
@@ -119,34 +119,7 @@ class StatusStream:
     async def _claim(self) -> int | None:
         """Take or renew the lease on the stream; the cursor position when this process holds it."""
         now = datetime.now(UTC)
-        async with self._db.transaction() as conn:
-            claimed = await conn.execute(
-                update(stream_cursors)
-                .where(
-                    and_(
-                        stream_cursors.c.name == CURSOR,
-                        or_(
-                            stream_cursors.c.owner == self._owner,
-                            stream_cursors.c.lease_until.is_(None),
-                            stream_cursors.c.lease_until < now,
-                        ),
-                    )
-                )
-                .values(owner=self._owner, lease_until=now + self._lease)
-            )
-            if claimed.rowcount == 0:
-                exists = await conn.scalar(select(stream_cursors.c.name).where(stream_cursors.c.name == CURSOR))
-                if exists is not None:
-                    return None  # another process publishes the stream
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(
-                            insert(stream_cursors).values(
-                                name=CURSOR, position=0, owner=self._owner, lease_until=now + self._lease
-                            )
-                        )
-                except IntegrityError:
-                    return None
-            position = await conn.scalar(select(stream_cursors.c.position).where(stream_cursors.c.name == CURSOR))
-        self._held_until = now + self._lease
-        return int(position or 0)
+        position = await take_lease(self._db, CURSOR, self._owner, now, now + self._lease)
+        if position is not None:
+            self._held_until = now + self._lease
+        return position
