@@ -10,6 +10,9 @@ Two paths lead to the broker:
   to workers, so the gateways' CPU goes to intake) — and publishes them from the database. It looks every
   ``sweep_interval`` while idle and without pause while there is work.
 
+On a SQLite file with Kafka one sweeper at a time (a lease) reads what to publish without claiming it, and marks
+each batch in a transaction of its own while it reads and publishes the next: see ``_solo_sweep_loop``.
+
 After the broker acknowledges (``acks=all``), one transaction marks the rows published and appends a PUBLISHED
 event (topic, partition, offset) to each message's timeline. Under load the sweeper marks a batch in the same
 transaction that claims the next one (one wait for the write lock per batch instead of two); a sweeper that is
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +41,7 @@ from docbus.broker.embedded import EmbeddedBroker
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
+from docbus.store.leases import give_up_lease, held_by_another, take_lease
 from docbus.store.messages import NewEvent, append_events_in, read_tails
 from docbus.store.sqlite_intake import MESSAGE_COLUMNS, placeholders, stored_datetime
 from docbus.store.tables import messages, outbox, payloads
@@ -45,7 +49,11 @@ from docbus.store.tables import messages, outbox, payloads
 log = logging.getLogger(__name__)
 
 RELAY_ACTOR = "relay"
-SWEEP_FAILURE_PAUSE_MAX = 5.0  # seconds between sweeps while they keep failing (the pause doubles up to this)
+SWEEP_LEASE = "outbox-sweeper"  # the stream_cursors row whose holder sweeps a SQLite outbox (its position unused)
+SWEEP_FAILURE_PAUSE_MAX = 5.0
+# The solo sweeper pauses this long after a batch smaller than SOLO_SWEEP_LINGER_BELOW rows.
+SOLO_SWEEP_LINGER_SECONDS = 0.005
+SOLO_SWEEP_LINGER_BELOW = 20  # seconds between sweeps while they keep failing (the pause doubles up to this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,30 @@ class _Unmarked:
     batch: list[PendingPublication]
     published: Sequence[PublishedRecord]
     acknowledged_at: datetime  # when the broker acknowledged: the PUBLISHED events' time
+
+
+class _Marks:
+    """Batches the solo sweeper published, waiting for its marker; their outbox ids stay out of the next reads
+    until their marks are committed (or have failed: then they are published again)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[_Unmarked] = []
+        self.outbox_ids: set[int] = set()
+        self.wakeup = asyncio.Event()
+        self.closing = False
+
+    def add(self, batch: _Unmarked) -> None:
+        self.waiting.append(batch)
+        self.outbox_ids.update(p.outbox_id for p in batch.batch if p.outbox_id is not None)
+        self.wakeup.set()
+
+    def take(self) -> list[_Unmarked]:
+        taken, self.waiting = self.waiting, []
+        return taken
+
+    def done(self, batches: list[_Unmarked]) -> None:
+        for b in batches:
+            self.outbox_ids.difference_update(p.outbox_id for p in b.batch if p.outbox_id is not None)
 
 
 def publication_for(sub: Submission) -> PendingPublication:
@@ -119,6 +151,8 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.broker_healthy = True
+        # Not with the embedded broker, whose publishing is itself a write in the same database.
+        self._solo = db.is_sqlite and not isinstance(broker, EmbeddedBroker)
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._eager_loop(), name="docbus-relay-eager"))
@@ -172,6 +206,9 @@ class OutboxRelay:
                 log.exception("eager publish failed; %d messages left to the sweeper", len(batch))
 
     async def _sweep_loop(self) -> None:
+        if self._solo:
+            await self._solo_sweep_loop()
+            return
         failures = 0  # sweeps failed in a row
         unmarked: _Unmarked | None = None  # published; its marks travel in the next claim's transaction
         while True:
@@ -206,6 +243,105 @@ class OutboxRelay:
                 await asyncio.sleep(min(SWEEP_FAILURE_PAUSE_MAX, self._sweep_interval * 2**failures))
             elif not swept:  # while there is work, the next batch has formed during this one's publish
                 await asyncio.sleep(self._sweep_interval)
+
+    async def _solo_sweep_loop(self) -> None:
+        """Sweep a SQLite outbox while this process holds the sweeper's lease: read a batch, publish it, read
+        the next; a marker task of its own marks what went out, every batch published since its last
+        transaction in one more.
+
+        Every writer on the machine queues for SQLite's one write lock; a claim per batch (the other loop) put
+        that wait between each message's commit and its publication, and under load it was most of that time.
+        Rows published and not yet marked are left out of the next reads. A crash before a mark re-publishes
+        those rows (consumers deduplicate by message id), as with claims."""
+        failures = 0
+        held_until: datetime | None = None
+        marks = _Marks()
+        marker = asyncio.create_task(self._mark_published_batches(marks), name="docbus-relay-marker")
+        try:
+            while True:
+                swept = 0
+                try:
+                    held_until = await self._hold_sweep_lease(held_until)
+                    batch = await self._unclaimed_records(marks.outbox_ids) if held_until is not None else []
+                    if batch:
+                        await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
+                        published = await self._broker.publish([p.record for p in batch])
+                        marks.add(_Unmarked(batch, published, datetime.now(UTC)))
+                        self.broker_healthy = True
+                        swept = len(batch)
+                    failures = 0
+                except BrokerUnavailable as exc:
+                    self.broker_healthy = False
+                    failures += 1
+                    log.warning("broker unavailable during sweep (%d in a row): %s", failures, exc)
+                except Exception:
+                    failures += 1
+                    log.exception("outbox sweep failed (%d in a row)", failures)
+                if failures:
+                    await asyncio.sleep(min(SWEEP_FAILURE_PAUSE_MAX, self._sweep_interval * 2**failures))
+                elif not swept:
+                    await asyncio.sleep(self._sweep_interval)
+                elif swept < SOLO_SWEEP_LINGER_BELOW:
+                    # A trickle: let a few more commits gather, or every message costs a produce request and
+                    # every few a write transaction of the marker's.
+                    await asyncio.sleep(SOLO_SWEEP_LINGER_SECONDS)
+        finally:
+            marks.closing = True  # stopping: mark what went out, or the next sweeper publishes it again
+            marks.wakeup.set()
+            await asyncio.wait([marker])
+            if held_until is not None:
+                with contextlib.suppress(Exception):
+                    await give_up_lease(self._db, SWEEP_LEASE, self.owner)
+
+    async def _hold_sweep_lease(self, held_until: datetime | None) -> datetime | None:
+        """Until when this process holds the sweeper's lease (renewed once half of it is gone); ``None`` while
+        another process sweeps."""
+        now = datetime.now(UTC)
+        if held_until is not None and held_until - now > self._lease / 2:
+            return held_until
+        if await held_by_another(self._db, SWEEP_LEASE, self.owner, now):
+            return None
+        until = now + self._lease
+        return until if await take_lease(self._db, SWEEP_LEASE, self.owner, now, until) is not None else None
+
+    async def _unclaimed_records(self, leave_out: Collection[int]) -> list[PendingPublication]:
+        async with self._db.reading() as conn:
+            return await unclaimed_publications(conn, datetime.now(UTC), self._batch_size, leave_out)
+
+    async def _mark_published_batches(self, marks: _Marks) -> None:
+        """The solo sweeper's marker: whatever was published since its last transaction, in one more."""
+        while True:
+            await marks.wakeup.wait()
+            marks.wakeup.clear()
+            while marks.waiting:
+                batches = marks.take()
+                try:
+                    await self._mark_batches(batches)
+                except Exception:
+                    count = sum(len(b.batch) for b in batches)
+                    log.exception("could not mark %d published outbox rows; they will be published again", count)
+                finally:
+                    marks.done(batches)
+            if marks.closing:
+                return
+
+    async def _mark_batches(self, batches: list[_Unmarked]) -> None:
+        async with self._db.reading() as conn:
+            tails = await read_tails(conn, [p.message_id for b in batches for p in b.batch])
+        try:
+            await self._mark_in_one_transaction(batches, tails)
+        except IntegrityError:  # another writer extended one of these timelines meanwhile
+            await self._mark_in_one_transaction(batches, None)
+        self.published += sum(len(b.batch) for b in batches)
+
+    async def _mark_in_one_transaction(
+        self, batches: list[_Unmarked], tails: dict[str, tuple[int, str]] | None
+    ) -> None:
+        async with self._db.transaction() as conn:
+            for b in batches:
+                await mark_published(
+                    conn, b.batch, b.published, owner=self.owner, tails=tails, acknowledged_at=b.acknowledged_at
+                )
 
     async def _anything_to_claim(self) -> bool:
         async with self._db.reading() as conn:
@@ -329,6 +465,15 @@ _CLAIMED_SQL = (
 )
 
 
+_UNCLAIMED_SQL = (
+    f"SELECT o.id, o.topic, {', '.join(f'm.{name}' for name in _RECORD_COLUMNS)}, p.body FROM outbox o"  # noqa: S608 - column names
+    " JOIN messages m ON m.id = o.message_id LEFT JOIN payloads p ON p.message_id = o.message_id"
+    " WHERE o.published_at IS NULL AND (o.claimed_until IS NULL OR o.claimed_until < ?){leave_out}"
+    " ORDER BY o.id LIMIT ?"
+)
+_PUBLICATION_NAMES = ("outbox_id", "topic", *_RECORD_COLUMNS, "body")
+
+
 async def claimed_publications(
     conn: AsyncConnection | InlineConnection, outbox_ids: list[int], owner: str
 ) -> list[PendingPublication]:
@@ -336,23 +481,56 @@ async def claimed_publications(
 
     On a SQLite file the rows come from plain SQL: a sweeping worker reads every message it publishes, and
     SQLAlchemy's row handling (a parsed timestamp per row) cost more than the read itself."""
-    names = ("outbox_id", "topic", *_RECORD_COLUMNS, "body")
     if isinstance(conn, InlineConnection):
         sql = _CLAIMED_SQL.format(marks=placeholders(outbox_ids))
-        rows: list[dict[str, Any]] = []
-        for values in conn.driver_connection.execute(sql, (*outbox_ids, owner)):
-            env = dict(zip(names, values, strict=True))
-            env["received_at"] = datetime.fromisoformat(env["received_at"])  # naive UTC, as SQLAlchemy reads it
-            rows.append(env)
-    else:
-        result = await conn.execute(
-            select(outbox.c.id, outbox.c.topic, *(messages.c[name] for name in _RECORD_COLUMNS), payloads.c.body)
-            .join(messages, messages.c.id == outbox.c.message_id)
-            .outerjoin(payloads, payloads.c.message_id == outbox.c.message_id)
-            .where(outbox.c.id.in_(outbox_ids), outbox.c.claimed_by == owner)
-            .order_by(outbox.c.id)
-        )
-        rows = [dict(zip(names, values, strict=True)) for values in result]
+        return _publications(_plain_rows(conn.driver_connection.execute(sql, (*outbox_ids, owner))))
+    return _publications(
+        await _publication_rows(conn, and_(outbox.c.id.in_(outbox_ids), outbox.c.claimed_by == owner), None)
+    )
+
+
+async def unclaimed_publications(
+    conn: AsyncConnection | InlineConnection, now: datetime, limit: int, leave_out: Collection[int]
+) -> list[PendingPublication]:
+    """Up to ``limit`` records of unpublished outbox rows no relay holds, in outbox order, but ``leave_out``."""
+    left_out = sorted(leave_out)
+    if isinstance(conn, InlineConnection):
+        excluded = f" AND o.id NOT IN ({placeholders(left_out)})" if left_out else ""
+        sql = _UNCLAIMED_SQL.format(leave_out=excluded)
+        values = (stored_datetime(now), *left_out, limit)
+        return _publications(_plain_rows(conn.driver_connection.execute(sql, values)))
+    where = _claimable(now)
+    if left_out:
+        where = and_(where, outbox.c.id.not_in(left_out))
+    return _publications(await _publication_rows(conn, where, limit))
+
+
+def _plain_rows(cursor: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    rows = []
+    for values in cursor:
+        env = dict(zip(_PUBLICATION_NAMES, values, strict=True))
+        env["received_at"] = datetime.fromisoformat(env["received_at"])  # naive UTC, as SQLAlchemy reads it
+        rows.append(env)
+    return rows
+
+
+async def _publication_rows(
+    conn: AsyncConnection | InlineConnection, where: ColumnElement[bool], limit: int | None
+) -> list[dict[str, Any]]:
+    query = (
+        select(outbox.c.id, outbox.c.topic, *(messages.c[name] for name in _RECORD_COLUMNS), payloads.c.body)
+        .join(messages, messages.c.id == outbox.c.message_id)
+        .outerjoin(payloads, payloads.c.message_id == outbox.c.message_id)
+        .where(where)
+        .order_by(outbox.c.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    result = await conn.execute(query)
+    return [dict(zip(_PUBLICATION_NAMES, values, strict=True)) for values in result]
+
+
+def _publications(rows: list[dict[str, Any]]) -> list[PendingPublication]:
     claimed = []
     for env in rows:
         env["message_id"] = env["id"]
