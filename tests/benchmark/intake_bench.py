@@ -112,11 +112,14 @@ def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Pat
         yield
 
 
+WRK_THREADS = 2
+
+
 def wrk(port: int, duration: float, connections: int, env: dict[str, str]) -> Result:
     out = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{WRK_THREADS}",
             f"-c{connections}",
             f"-d{max(1, round(duration))}s",
             "--timeout",
@@ -350,7 +353,6 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         '[[destination]]\nname = "national_axis"\n\n[[rule]]\nany = true\ndestination = "national_axis"\n'
     )
     connections = 32
-    pause_ms = max(0, int(connections * 1000 / rate) - 2)
     extra = {
         "DOCBUS_KAFKA_BOOTSTRAP": args.kafka,
         "DOCBUS_TOPIC_PREFIX": f"benchfwd{int(time.time())}",
@@ -358,7 +360,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__URL": f"http://127.0.0.1:{sim_port}",
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__SYSTEM_ID": "docbus",
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__SECRET": "docbus-secret",
-        "BENCH_DELAY_MS": str(pause_ms),
+        "BENCH_RATE": f"{rate:.0f}",  # open loop: each wrk thread sends on a fixed schedule (post.lua)
+        "BENCH_THREADS": str(WRK_THREADS),
     }
     data = work / "docbus-forwarding"
     shutil.rmtree(data, ignore_errors=True)
@@ -374,12 +377,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     ):
         # Warm-up at the same pace: the agency's topic is created by its first message and the destination's
         # consumer must discover it and join; the steady state is what is measured.
-        warm = wrk(port, args.warmup, connections, fenv)
+        wrk(port, args.warmup, connections, fenv)
         wait_until_delivered(data, 120)
-        # wrk pauses after each answer, so a connection's cycle is the pause plus the POST's latency: take the
-        # warm-up's latency off the pause, or the rate offered would fall short of ``rate`` by that much.
-        latency_ms = connections * 1000 / max(warm.rate, 1e-9) - pause_ms
-        fenv["BENCH_DELAY_MS"] = str(max(0, round(connections * 1000 / rate - latency_ms)))
         windows: list[datetime] = []  # each round's start; the last entry closes the last round
         posts: list[Result] = []
         worker_cpu = cpu_seconds(worker.pid)
@@ -394,8 +393,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     pooled_written = sorted(ms for r in rounds for ms in r.written_ms)
     delivered = sum(len(r.latencies_ms) for r in rounds)
     print(
-        f"forwarding at ~{rate:.0f} msg/s offered ({fenv['BENCH_DELAY_MS']} ms between a connection's answer and "
-        f"its next request), {args.rounds} rounds: accepted {median([r.accepted_rate for r in rounds]):.0f} msg/s "
+        f"forwarding at {rate:.0f} msg/s offered (a fixed schedule over {connections} connections), "
+        f"{args.rounds} rounds: accepted {median([r.accepted_rate for r in rounds]):.0f} msg/s "
         f"(rounds {'/'.join(f'{r.accepted_rate:.0f}' for r in rounds)}; POST p99 "
         f"{'/'.join(f'{p.p99_ms:.1f}' for p in posts)} ms), delivered {median([r.delivered_rate for r in rounds]):.0f} "
         f"msg/s ({delivered}/{sum(r.accepted for r in rounds)}), ratio {median([r.ratio for r in rounds]):.2f}; "

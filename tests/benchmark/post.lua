@@ -1,13 +1,20 @@
 -- wrk script: POST a unique 10 KB edXML document per request (fresh DocumentId and Idempotency-Key).
 -- Environment: BENCH_TEMPLATE (file with the marker __SEQ__), BENCH_KEY (API key), BENCH_PATH (default /v1/messages).
+-- Fixed-rate runs: BENCH_RATE requests per second in all, spread over BENCH_THREADS threads (wrk's -t).
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local CLOCK_MONOTONIC = 1
 local template = assert(io.open(os.getenv("BENCH_TEMPLATE"), "rb")):read("*a")
 -- Split once around the marker: joining three strings per request is far cheaper than searching 10 KB.
 local marker = assert(string.find(template, "__SEQ__", 1, true), "the template has no __SEQ__ marker")
 local head, tail = string.sub(template, 1, marker - 1), string.sub(template, marker + 7)
 local key = os.getenv("BENCH_KEY") or ""
 local path = os.getenv("BENCH_PATH") or "/v1/messages"
--- Pacing for fixed-rate runs: each connection waits this long before its next request (0 = as fast as it can).
-local pause_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+local rate = tonumber(os.getenv("BENCH_RATE") or "0")
+local thread_count = tonumber(os.getenv("BENCH_THREADS") or "1")
 local threads = {}
 local next_id = 1
 
@@ -17,9 +24,20 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local clock = ffi.new("bench_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+
 function init(args)
   counter = 0
   run = tostring(os.time())
+  -- Each thread sends on its own schedule, one request every interval_ms, whatever the answers' latency: the
+  -- rate offered does not fall when the server slows down (a closed loop's would), up to the connections' limit.
+  interval_ms = rate > 0 and thread_count * 1000 / rate or 0
+  next_slot = nil
 end
 
 function request()
@@ -34,7 +52,15 @@ function request()
 end
 
 function delay()
-  return pause_ms
+  if interval_ms == 0 then
+    return 0
+  end
+  local now = now_ms()
+  next_slot = next_slot or now
+  -- A slot missed while every connection was busy is made up as soon as one is free, not dropped.
+  local wait = next_slot - now
+  next_slot = next_slot + interval_ms
+  return wait > 0 and math.floor(wait) or 0
 end
 
 -- No response() callback: with one, wrk hands every response's headers and body to Lua, which costs the load
