@@ -14,8 +14,8 @@ On a SQLite file with Kafka one sweeper at a time (a lease) reads what to publis
 each batch in a transaction of its own while it reads and publishes the next: see ``_solo_sweep_loop``.
 
 After the broker acknowledges (``acks=all``), one transaction marks the rows published and appends a PUBLISHED
-event (topic, partition, offset) to each message's timeline. Under load the sweeper marks a batch in the same
-transaction that claims the next one (one wait for the write lock per batch instead of two); a sweeper that is
+event (topic, partition, offset) to each message's timeline. Under load a claiming sweeper marks a batch in the
+same transaction that claims the next one (one wait for the write lock per batch instead of two); a sweeper that is
 stopped in between marks its last batch before it ends. A crash between publishing and marking re-publishes the
 batch: delivery to the broker is at least once, and consumers deduplicate by message id.
 """
@@ -50,10 +50,10 @@ log = logging.getLogger(__name__)
 
 RELAY_ACTOR = "relay"
 SWEEP_LEASE = "outbox-sweeper"  # the stream_cursors row whose holder sweeps a SQLite outbox (its position unused)
-SWEEP_FAILURE_PAUSE_MAX = 5.0
+SWEEP_FAILURE_PAUSE_MAX = 5.0  # seconds between sweeps while they keep failing (the pause doubles up to this)
 # The solo sweeper pauses this long after a batch smaller than SOLO_SWEEP_LINGER_BELOW rows.
 SOLO_SWEEP_LINGER_SECONDS = 0.005
-SOLO_SWEEP_LINGER_BELOW = 20  # seconds between sweeps while they keep failing (the pause doubles up to this)
+SOLO_SWEEP_LINGER_BELOW = 20
 
 
 @dataclass(frozen=True, slots=True)
