@@ -210,22 +210,23 @@ class OutboxRelay:
             await self._solo_sweep_loop()
             return
         failures = 0  # sweeps failed in a row
-        unmarked: _Unmarked | None = None  # published; its marks travel in the next claim's transaction
+        unmarked: tuple[_Unmarked, ...] = ()  # published; its marks travel in the next claim's transaction
         while True:
             try:
                 # A read first: an idle relay polls often (it is the only publisher when gateways leave publishing
                 # to workers), and a claim is a write transaction that would queue behind intake for nothing.
-                if unmarked is None and not await self._anything_to_claim():
+                if not unmarked and not await self._anything_to_claim():
                     swept = 0
                 else:
                     claimed = await self._mark_and_claim(unmarked)
-                    unmarked = None
+                    unmarked = ()
                     swept = len(claimed)
                     if claimed:
-                        unmarked = await self._publish_claimed(claimed)
+                        published = await self._publish_claimed(claimed)
+                        unmarked = () if published is None else (published,)
                 failures = 0
             except asyncio.CancelledError:
-                if unmarked is not None:  # stopping: mark what went out, or the next sweeper publishes it again
+                if unmarked:  # stopping: mark what went out, or the next sweeper publishes it again
                     await self._mark_and_claim(unmarked, claim=False)
                 raise
             except BrokerUnavailable as exc:
@@ -316,7 +317,7 @@ class OutboxRelay:
             while marks.waiting:
                 batches = marks.take()
                 try:
-                    await self._mark_batches(batches)
+                    await self._mark_and_claim(batches, claim=False)
                 except Exception:
                     count = sum(len(b.batch) for b in batches)
                     log.exception("could not mark %d published outbox rows; they will be published again", count)
@@ -325,24 +326,6 @@ class OutboxRelay:
             if marks.closing:
                 return
 
-    async def _mark_batches(self, batches: list[_Unmarked]) -> None:
-        async with self._db.reading() as conn:
-            tails = await read_tails(conn, [p.message_id for b in batches for p in b.batch])
-        try:
-            await self._mark_in_one_transaction(batches, tails)
-        except IntegrityError:  # another writer extended one of these timelines meanwhile
-            await self._mark_in_one_transaction(batches, None)
-        self.published += sum(len(b.batch) for b in batches)
-
-    async def _mark_in_one_transaction(
-        self, batches: list[_Unmarked], tails: dict[str, tuple[int, str]] | None
-    ) -> None:
-        async with self._db.transaction() as conn:
-            for b in batches:
-                await mark_published(
-                    conn, b.batch, b.published, owner=self.owner, tails=tails, acknowledged_at=b.acknowledged_at
-                )
-
     async def _anything_to_claim(self) -> bool:
         async with self._db.reading() as conn:
             found = await conn.scalar(select(outbox.c.id).where(_claimable(datetime.now(UTC))).limit(1))
@@ -350,7 +333,7 @@ class OutboxRelay:
 
     async def sweep_once(self) -> int:
         """Claim up to one batch of expired rows, publish them, mark them. Returns how many were published."""
-        claimed = await self._mark_and_claim(None)
+        claimed = await self._mark_and_claim(())
         if claimed:
             await self._publish_then_mark(claimed)
         return len(claimed)
@@ -359,7 +342,7 @@ class OutboxRelay:
         """Publish a batch and mark it at once (the eager path, and a sweep with no next batch to wait for)."""
         unmarked = await self._publish_claimed(batch)
         if unmarked is not None:
-            await self._mark_and_claim(unmarked, claim=False)
+            await self._mark_and_claim((unmarked,), claim=False)
 
     async def _publish_claimed(self, batch: list[PendingPublication]) -> _Unmarked | None:
         """Publish a batch; what still needs marking (None when the broker marked it in its own transaction).
@@ -402,41 +385,35 @@ class OutboxRelay:
         except Exception as exc:
             log.warning("could not release %d claimed outbox rows (their lease will run out): %s", len(outbox_ids), exc)
 
-    async def _mark_and_claim(self, unmarked: _Unmarked | None, *, claim: bool = True) -> list[PendingPublication]:
-        """One write transaction marks the previous batch published and claims the next: a sweeper under load
-        takes the database's write lock once per batch, not twice, and every wait for that lock (behind the
-        gateways' group commits) is a wait for every message in the batch."""
+    async def _mark_and_claim(self, unmarked: Sequence[_Unmarked], *, claim: bool = True) -> list[PendingPublication]:
+        """One write transaction marks the batches published and claims the next: a sweeper under load takes the
+        database's write lock once per batch, not twice, and every wait for that lock (behind the gateways'
+        group commits) is a wait for every message in the batch. The solo sweeper's marker only marks."""
         tails = None
-        if unmarked is not None:
+        if unmarked:
             # The timeline entries are built before the write lock is taken; if another writer extended one of
             # these timelines meanwhile, the insert collides on (message_id, seq) and they are built again inside.
             async with self._db.reading() as conn:
-                tails = await read_tails(conn, [p.message_id for p in unmarked.batch])
+                tails = await read_tails(conn, [p.message_id for b in unmarked for p in b.batch])
         try:
             ids = await self._marked_and_claimed(unmarked, tails, claim)
         except IntegrityError:
             if tails is None:
                 raise
             ids = await self._marked_and_claimed(unmarked, None, claim)
-        if unmarked is not None:
-            self.published += len(unmarked.batch)
+        self.published += sum(len(b.batch) for b in unmarked)
         return await self._claimed_records(ids) if ids else []
 
     async def _marked_and_claimed(
-        self, unmarked: _Unmarked | None, tails: dict[str, tuple[int, str]] | None, claim: bool
+        self, unmarked: Sequence[_Unmarked], tails: dict[str, tuple[int, str]] | None, claim: bool
     ) -> list[int]:
         now = datetime.now(UTC)
         until = now + self._lease
         # The claim is all the write transaction reads: building records happens after, outside the write lock.
         async with self._db.transaction() as conn:
-            if unmarked is not None:
+            for b in unmarked:
                 await mark_published(
-                    conn,
-                    unmarked.batch,
-                    unmarked.published,
-                    owner=self.owner,
-                    tails=tails,
-                    acknowledged_at=unmarked.acknowledged_at,
+                    conn, b.batch, b.published, owner=self.owner, tails=tails, acknowledged_at=b.acknowledged_at
                 )
             if not claim:
                 return []

@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,17 +120,32 @@ async def test_rows_an_eager_relay_holds_wait_for_its_lease(
 
 
 async def test_a_stopped_sweeper_marks_what_it_published_and_the_next_takes_over_at_once(
-    db: Database, broker: KafkaBroker, kafka_bootstrap: str
+    db: Database, broker: KafkaBroker, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = f"solo-{uuid.uuid4().hex[:8]}"
     writer = IntakeWriter(db, lease_owner=None)
     first = OutboxRelay(db, broker, owner="worker:a", sweep_interval=0.02, lease_seconds=600)
+    mark = first._mark_and_claim
+    marking, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_mark(unmarked: Any, *, claim: bool = True) -> Any:  # the marker waiting for the write lock
+        marking.set()
+        await release.wait()
+        return await mark(unmarked, claim=claim)
+
+    monkeypatch.setattr(first, "_mark_and_claim", slow_mark)
     await writer.start()
     await first.start()
     try:
         outcome = await writer.submit(to_topic(submission(b"<one/>", dedup="one"), topic))
+        await asyncio.wait_for(marking.wait(), 30)
         assert len(await read_topic(kafka_bootstrap, topic, expect=1)) == 1
-        await first.aclose()  # maybe before its marker wrote anything: it marks before it ends
+        assert await first.backlog() == 1  # published, not marked yet
+        stopping = asyncio.create_task(first.aclose())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # a stopping sweeper waits for its marks instead of dropping them
+        release.set()
+        await stopping
         assert await first.backlog() == 0
         found = await MessageStore(db).with_timeline(outcome.message_id)
         assert found is not None

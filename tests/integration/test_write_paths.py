@@ -167,7 +167,7 @@ async def test_a_sweeper_stopped_before_marking_marks_before_it_ends(
     waiting = asyncio.Event()
 
     async def stuck_behind_the_write_lock(unmarked: Any, *, claim: bool = True) -> Any:
-        if unmarked is not None and claim:  # the transaction that would mark this batch and claim the next
+        if unmarked and claim:  # the transaction that would mark this batch and claim the next
             waiting.set()
             await asyncio.Event().wait()
         return await mark_and_claim(unmarked, claim=claim)
