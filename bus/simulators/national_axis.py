@@ -31,6 +31,7 @@ from docbus.simulators.common import (
     new_app,
     requested_receipt,
     run_app,
+    serve_directly,
 )
 from docbus.simulators.receipts import TIMESTAMP_FORMAT, VIETNAM_TIME
 
@@ -65,6 +66,7 @@ def create_app(config: SimulatorConfig | None = None, *, state: AxisState | None
             # The axis reports business refusals in the body of a 200 answer.
             return JSONResponse(failure(refusal.code, refusal.description))
 
+    serve_directly(app, operation, _OPERATIONS)
     return app
 
 

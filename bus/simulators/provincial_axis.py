@@ -34,6 +34,7 @@ from docbus.simulators.common import (
     new_app,
     requested_receipt,
     run_app,
+    serve_directly,
 )
 
 LGSP_STATUSES = {"INITIAL": "pending", "PROCESSING": "processing", "DONE": "done", "FAIL": "fail"}
@@ -93,6 +94,7 @@ def create_app(config: SimulatorConfig | None = None, *, state: AxisState | None
         except Refusal as refusal:
             return JSONResponse(failure(refusal.code, refusal.description), status_code=refusal.http_status)
 
+    serve_directly(app, operation, _OPERATIONS)
     return app
 
 

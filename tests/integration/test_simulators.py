@@ -290,6 +290,31 @@ async def test_faults_apply_to_the_axis_and_clear(axis: tuple[str, AxisClient], 
     await send(client, packet, "healthy-again")
 
 
+@pytest.mark.parametrize("kind", ["national-axis", "provincial-axis"])
+async def test_operations_are_answered_in_front_of_the_router(
+    kind: SimulatorKind, sample_bytes: dict[str, bytes]
+) -> None:
+    """Every operation is served by the fault-injection middleware itself: with the ``POST /{operation}`` route
+    taken out of the app, a client still sends, lists and acknowledges; what is no operation still goes to the
+    app (``/login``, ``/_sim``) or is answered 404 by it."""
+    app = create_app(kind, CONFIG)
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", "") != "/{operation}"]
+    async with serve(app) as url:
+        client_type = NationalAxisClient if kind == "national-axis" else ProvincialAxisClient
+        async with client_type(url, "docbus", "docbus-secret", timeout=5) as client:  # logs in at /login
+            doc_id, duplicate = await send(client, sample_bytes[DOCUMENT], "direct")
+            assert not duplicate
+            await asyncio.sleep(max(CONFIG.receipt_delays) + 0.05)
+            listed = await waiting(client)  # 01, 03 and 06 from each receiver
+            assert len(listed) == 3 * len(RECEIVERS)
+            await acknowledge(client, listed[0])
+            assert len(await waiting(client)) == 3 * len(RECEIVERS) - 1
+        async with httpx.AsyncClient(base_url=url) as sim:
+            (entry,) = (await sim.get("/_sim/received")).json()["received"]
+            assert entry["DocId"] == doc_id
+            assert (await sim.post("/noSuchOperation")).status_code == 404
+
+
 async def test_idempotency_key_gives_the_same_doc_id(
     axis: tuple[str, AxisClient], sample_bytes: dict[str, bytes]
 ) -> None:
