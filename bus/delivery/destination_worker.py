@@ -33,8 +33,9 @@ from docbus.envelope import Envelope
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
 from docbus.routing import RouteTable
-from docbus.store.database import Database
+from docbus.store.database import Database, InlineConnection
 from docbus.store.messages import NewEvent
+from docbus.store.sqlite_intake import placeholders
 from docbus.store.tables import events, messages
 from docbus.topics import Topics
 
@@ -276,6 +277,19 @@ class DestinationWorker:
         if not ids:
             return set(), set()
         async with self._db.reading() as conn:
+            if isinstance(conn, InlineConnection):
+                # A SQLite file: plain SQL on the driver connection. Building and caching the expanding IN of
+                # the statements below cost about a tenth of a forwarding worker's CPU.
+                raw, listed = conn.driver_connection, sorted(ids)
+                marks = placeholders(listed)
+                delivered_sql = (
+                    f"SELECT message_id FROM events WHERE message_id IN ({marks}) "  # noqa: S608
+                    "AND destination = ? AND type = 'DELIVERED'"
+                )
+                return (
+                    {row[0] for row in raw.execute(delivered_sql, [*listed, self.name])},
+                    {row[0] for row in raw.execute(f"SELECT id FROM messages WHERE id IN ({marks})", listed)},  # noqa: S608
+                )
             delivered = await conn.execute(
                 select(events.c.message_id).where(
                     events.c.message_id.in_(ids), events.c.destination == self.name, events.c.type == "DELIVERED"

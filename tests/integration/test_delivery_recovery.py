@@ -132,6 +132,35 @@ async def test_delivery_events_the_database_refused_are_recorded_on_the_second_p
     assert worker.delivered == 2
 
 
+async def test_a_worker_tells_delivered_known_and_foreign_records_apart(
+    runtime: BusRuntime, sample_bytes: dict[str, bytes]
+) -> None:
+    """What a worker looks up before delivering a batch: which of its messages this destination has delivered
+    already (re-read after a crash, or published twice), and which this bus knows at all (a topic shared with
+    another bus)."""
+    node, _, delivered_id, _ = await _deliver_one(runtime, sample_bytes)
+    waiting = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], ("000.00.01.H41",))
+    waiting_id = (await runtime.intake.accept(None, waiting, "application/xml")).message_id  # forwarding is off
+    foreign_id = "01J0000000000000000000FRGN"
+    # Started here and delivered elsewhere: neither makes it delivered by this destination.
+    await runtime.messages.append_events(
+        [
+            NewEvent(waiting_id, "FORWARDING", "worker", destination="archive"),
+            NewEvent(waiting_id, "DELIVERED", "worker", destination="elsewhere"),
+        ]
+    )
+
+    def record(offset: int, message_id: str) -> ConsumedRecord:
+        return ConsumedRecord("t", 0, offset, b"k", b"", [("message-id", message_id.encode())], 0)
+
+    worker = node.workers["archive"]
+    batch = [record(i, m) for i, m in enumerate((delivered_id, waiting_id, foreign_id, delivered_id))]
+    delivered, known = await worker._lookup(batch)
+    assert delivered == {delivered_id}
+    assert known == {delivered_id, waiting_id}
+    assert await worker._lookup([]) == (set(), set())
+
+
 async def test_flush_since_a_mark_reports_only_later_failures(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recorder_module, "STORE_ATTEMPTS", 1)
     store = MessageStore(db)
