@@ -31,15 +31,14 @@ other 4xx answers are not (see :data:`PERMANENT_CODES`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+import orjson
 
 from docbus.connectors.http import AxisClient, AxisError, failure_reason, json_excerpt, json_object
 
@@ -62,14 +61,15 @@ PERMANENT_CODES = frozenset(
 
 
 def canonical_headers(headers: Mapping[str, str]) -> bytes:
-    """The bytes the signature covers: the signed headers as compact, key-sorted UTF-8 JSON."""
-    signed = {name.lower(): value for name, value in headers.items()}
-    return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The bytes the signature covers: the signed headers as compact, key-sorted UTF-8 JSON (orjson's output is
+    byte for byte that of ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, and
+    cheaper: every call to the axis is signed, and the simulator checks every signature)."""
+    return orjson.dumps({name.lower(): value for name, value in headers.items()}, option=orjson.OPT_SORT_KEYS)
 
 
 def sign_headers(secret: str, headers: Mapping[str, str]) -> str:
     """Hex HMAC-SHA256 of :func:`canonical_headers` under ``secret``."""
-    return hmac.new(secret.encode("utf-8"), canonical_headers(headers), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode("utf-8"), canonical_headers(headers), "sha256").hex()
 
 
 def answer_is_retriable(http_status: int | None, error_code: str | None) -> bool:

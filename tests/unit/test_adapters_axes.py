@@ -70,6 +70,19 @@ def test_the_canonical_form_is_sorted_compact_utf8_json() -> None:
     assert canonical_headers({"systemid": "Sở"}) == '{"systemid":"Sở"}'.encode()
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["Sở Nội vụ", 'quote " and \\ back', "tab\tnew\nline\x01\x1f", "\u2028\u2029 and \U0001f600", "</script>", ""],
+)
+def test_the_canonical_form_is_what_the_standard_json_module_writes(value: str) -> None:
+    """Whoever checks a signature may build the canonical form with Python's own ``json``: the bytes must agree."""
+    headers = {"SystemId": "docbus", "Timestamp": "1764200000000", "from": value}
+    expected = json.dumps(
+        {k.lower(): v for k, v in headers.items()}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+    assert canonical_headers(headers) == expected
+
+
 async def test_send_edoc_posts_the_raw_packet_with_signed_headers() -> None:
     seen: list[httpx.Request] = []
 
