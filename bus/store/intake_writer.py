@@ -31,7 +31,7 @@ from docbus.envelope import Envelope
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
 from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
-from docbus.store.database import Database, InlineConnection
+from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
 
 log = logging.getLogger(__name__)
@@ -168,17 +168,17 @@ class IntakeWriter:
     async def _write(self, batch: list[_Pending]) -> tuple[list[IntakeOutcome | Exception], list[Submission]]:
         subs = [p.submission for p in batch]
         rows_of = partial(_rows, lease_owner=self._lease_owner, lease_until=self._lease_deadline())
-        async with self._db.transaction() as conn:
-            if isinstance(conn, InlineConnection):  # a SQLite file: prebuilt SQL on the driver connection
-                raw = conn.driver_connection
+        if self._db.on_sqlite_file:  # prebuilt SQL on a plain sqlite3 connection
+            async with self._db.plain_transaction() as raw:
                 existing = sqlite_intake.existing_identities(raw, _keys_by_sender(subs))
                 outcomes, fresh = _settle(subs, existing)
                 if fresh:
                     sqlite_intake.insert_rows(raw, rows_of(fresh))
-            else:
-                outcomes, fresh = _settle(subs, await _existing_identities(conn, subs))
-                if fresh:
-                    await _insert(conn, rows_of(fresh))
+            return outcomes, fresh
+        async with self._db.transaction() as conn:
+            outcomes, fresh = _settle(subs, await _existing_identities(conn, subs))
+            if fresh:
+                await _insert(conn, rows_of(fresh))
         return outcomes, fresh
 
     def _lease_deadline(self) -> datetime | None:

@@ -1,6 +1,7 @@
 """The store's fast write paths and their coordination, on SQLite and PostgreSQL where both apply.
 
-- Intake's inline SQLite path stores rows that every reader sees exactly as SQLAlchemy would have stored them.
+- Intake's SQLite path (plain sqlite3, no SQLAlchemy) stores rows that every reader sees exactly as SQLAlchemy would
+  have stored them; a plain transaction that fails leaves nothing behind.
 - Processes sharing a SQLite file order their writes with a file lock: a writer waits while another process
   holds it, proceeds once it is released, and a waiter that is cancelled never leaves it held.
 - With gateways that leave publishing to workers (``DOCBUS_RELAY_ENABLED=false``), a worker's relay publishes
@@ -18,6 +19,7 @@ import asyncio
 import dataclasses
 import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -325,6 +327,42 @@ async def test_a_cancelled_waiter_never_leaves_the_lock_held(db: Database) -> No
         await asyncio.sleep(0.05)
     async with db.transaction() as conn:  # and this process can still write
         await conn.execute(a_small_write())
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_plain_transaction_that_fails_leaves_nothing_and_the_next_one_commits(db: Database) -> None:
+    """Intake's transactions on a SQLite file skip SQLAlchemy: what fails inside one is rolled back, its
+    connection is replaced, the write lock is free again, and the next transaction commits for every reader."""
+    rows = "INSERT INTO stream_cursors (name, position) VALUES (?, 0)"
+
+    async def twice_the_same_key() -> None:
+        async with db.plain_transaction() as conn:
+            conn.execute(rows, ("plain-a",))
+            conn.execute(rows, ("plain-a",))
+
+    async def stopped_half_way() -> None:
+        async with db.plain_transaction() as conn:
+            conn.execute(rows, ("plain-b",))
+            raise RuntimeError("stopped half way")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await twice_the_same_key()
+    assert lock_is_free(lock_path(db))
+    with pytest.raises(RuntimeError, match="stopped"):
+        await stopped_half_way()
+    async with db.plain_transaction() as conn:
+        conn.execute(rows, ("plain-c",))
+    async with db.reader.connect() as conn:
+        names = {r.name for r in await conn.execute(select(stream_cursors.c.name))}
+    assert {"plain-a", "plain-b", "plain-c"} & names == {"plain-c"}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_plain_transactions_are_for_a_sqlite_file_only(db: Database) -> None:
+    assert not db.on_sqlite_file
+    with pytest.raises(RuntimeError, match="SQLite file"):
+        async with db.plain_transaction():
+            pass
 
 
 def a_small_write() -> Any:
