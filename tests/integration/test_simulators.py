@@ -198,9 +198,12 @@ async def test_receipts_01_03_06_come_from_each_receiver_in_order(
         by_receiver.setdefault(text(header, "e:From/e:OrganId"), []).append(text(header, "e:StatusCode"))
     assert by_receiver == {receiver: ["01", "03", "06"] for receiver in RECEIVERS}
 
-    # The receiver's name travels with its id, as in the real receipts.
-    first = header_of(receipts[0][1])
-    assert text(first, "e:From/e:OrganName")
+    # Each receiver's name travels with its id, as in the real receipts: the one the document gave it.
+    names = {text(to, "e:OrganId"): text(to, "e:OrganName") for to in original.findall("e:To", NS)}
+    for _, receipt in receipts:
+        header = header_of(receipt)
+        assert text(header, "e:From/e:OrganName") == names[text(header, "e:From/e:OrganId")]
+    assert len(set(names.values())) == len(RECEIVERS)  # three different names, so a mix-up would show
 
     # Acknowledged receipts leave the list (done or fail alike); the rest stay until acknowledged.
     await acknowledge(client, receipts[0][0], done=True)
