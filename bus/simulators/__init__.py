@@ -59,16 +59,23 @@ def run_simulator(
     secret: str = "docbus-secret",  # noqa: S107 - a simulator's documented default
     receipt_delays: tuple[float, float, float] = (0.2, 0.5, 1.0),
     token_ttl: float = 3600.0,
+    keep_packets: int = 50_000,
     log_level: str = "info",
 ) -> None:
     """Serve one simulator until interrupted (blocking); ``port`` defaults to :data:`DEFAULT_PORTS`."""
-    config = SimulatorConfig(system_id=system_id, secret=secret, receipt_delays=receipt_delays, token_ttl=token_ttl)
+    config = SimulatorConfig(
+        system_id=system_id,
+        secret=secret,
+        receipt_delays=receipt_delays,
+        token_ttl=token_ttl,
+        keep_packets=keep_packets,
+    )
     run_app(create_app(kind, config), host=host, port=port or DEFAULT_PORTS[kind], log_level=log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``docbus sim {national-axis|provincial-axis} [--host H] [--port P] [--system-id ID] [--secret S]
-    [--receipt-delays 0.2,0.5,1.0] [--token-ttl SECONDS] [--log-level LEVEL]``."""
+    [--receipt-delays 0.2,0.5,1.0] [--token-ttl SECONDS] [--keep-packets N] [--log-level LEVEL]``."""
     parser = argparse.ArgumentParser(prog="docbus sim", description="Run an axis simulator.")
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--host", default="127.0.0.1")
@@ -79,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--receipt-delays", type=_delays, default=(0.2, 0.5, 1.0), help="seconds to status 01, 03, 06 (a,b,c)"
     )
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="provincial axis login token lifetime")
+    parser.add_argument(
+        "--keep-packets", type=_at_least_one, default=50_000, help="packets remembered with their receipts"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     run_simulator(
@@ -89,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret=args.secret,
         receipt_delays=args.receipt_delays,
         token_ttl=args.token_ttl,
+        keep_packets=args.keep_packets,
         log_level=args.log_level,
     )
     return 0
@@ -100,3 +111,13 @@ def _delays(text: str) -> tuple[float, float, float]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError("three comma-separated numbers of seconds, e.g. 0.2,0.5,1.0") from exc
     return first, second, third
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("a whole number of packets, at least 1")
+    return value

@@ -67,11 +67,17 @@ class SimulatorConfig:
     timestamp_skew: float = 300.0  # national axis: how far a signed timestamp may be from the clock
     max_body_bytes: int = 50 * 1024 * 1024
     seed: int | None = None  # of the error-rate dice
+    # How many packets it remembers, with their receipts; the oldest are forgotten first. A simulator keeps what
+    # it is sent in memory (a 10 KB document and its receipts take about 13 KB), and a soak run must not make it
+    # grow without end.
+    keep_packets: int = 50_000
 
     def __post_init__(self) -> None:
         delays = self.receipt_delays
         if len(delays) != len(RECEIPT_CODES) or any(d < 0 for d in delays) or list(delays) != sorted(delays):
             raise ValueError("receipt_delays must be three non-negative, non-decreasing numbers of seconds")
+        if self.keep_packets < 1:
+            raise ValueError("keep_packets must be at least 1")
 
 
 class Faults(BaseModel):
@@ -188,10 +194,10 @@ class Receipt(NamedTuple):
 class AxisState:
     """One axis in memory, as one registered system sees it.
 
-    It keeps everything it was sent for as long as it runs, on shelves the garbage collector does not walk
-    (``docbus.simulators.shelf``); what changes is kept beside them in dictionaries of strings: transport
-    statuses, duplicate counts, receipt packets once written. Receipts wait in a heap ordered by when they are due,
-    so the received list costs what is due, not everything ever scheduled.
+    It keeps what it was sent (up to ``keep_packets`` packets, the oldest forgotten first), on shelves the garbage
+    collector does not walk (``docbus.simulators.shelf``); what changes is kept beside them in dictionaries of
+    strings: transport statuses, duplicate counts, receipt packets once written. Receipts wait in a heap ordered by
+    when they are due, so the received list costs what is due, not everything ever scheduled.
     """
 
     config: SimulatorConfig
@@ -209,6 +215,8 @@ class AxisState:
     # the document, CPU it then took from the bus it stands beside when both run on one machine).
     _packets: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _scheduled: list[tuple[float, int, str]] = field(default_factory=list, init=False, repr=False)  # a heap
+    # DocId -> the DocIds of the receipts it scheduled, for forgetting both together.
+    _receipts_of: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
     _due: dict[str, tuple[float, int]] = field(default_factory=dict, init=False, repr=False)  # due, not finished
     _sequence: int = field(default=0, init=False, repr=False)
 
@@ -276,14 +284,32 @@ class AxisState:
             self._by_key[idempotency_key] = packet.doc_id
         if not header.is_status:
             self._schedule_receipts(packet)
+        while len(self.received) > self.config.keep_packets:
+            self._forget(self.received.oldest())
         return packet, False
+
+    def _forget(self, doc_id: str | None) -> None:
+        """Drop a packet and its receipts as if never received (past the ``keep_packets`` limit): its
+        idempotency key and receipts go with it; a due receipt left in the heap is skipped when it comes up."""
+        packet = self.received.get(doc_id) if doc_id is not None else None
+        if packet is None:
+            return
+        if packet.idempotency_key and self._by_key.get(packet.idempotency_key) == doc_id:
+            del self._by_key[packet.idempotency_key]
+        self._duplicates.pop(packet.doc_id, None)
+        for receipt_id in self._receipts_of.pop(packet.doc_id, ()):
+            self.receipts.discard(receipt_id)
+            self._transport.pop(receipt_id, None)
+            self._packets.pop(receipt_id, None)
+            self._due.pop(receipt_id, None)
+        self.received.discard(packet.doc_id)  # last: a receipt is rebuilt from its document's header
 
     def waiting(self) -> list[Receipt]:
         """Receipts due and not yet acknowledged done / fail, oldest first."""
         now = self.clock()
         while self._scheduled and self._scheduled[0][0] <= now:
             due, sequence, doc_id = heapq.heappop(self._scheduled)
-            if self._transport.get(doc_id, "pending") not in FINISHED:
+            if doc_id in self.receipts and self._transport.get(doc_id, "pending") not in FINISHED:
                 self._due[doc_id] = (due, sequence)
         ordered = sorted(self._due.items(), key=lambda item: item[1])
         return [self.receipts[doc_id] for doc_id, _ in ordered]
@@ -302,6 +328,7 @@ class AxisState:
         self._duplicates.clear()
         self._transport.clear()
         self._packets.clear()
+        self._receipts_of.clear()
 
     def duplicates(self, packet: ReceivedPacket) -> int:
         """How many times the system sent ``packet`` again (same idempotency key)."""
@@ -334,6 +361,7 @@ class AxisState:
     def _schedule_receipts(self, packet: ReceivedPacket) -> None:
         arrived = self.clock()
         delays = self.config.receipt_delays
+        scheduled: list[str] = []
         for receiver in packet.header.receivers:
             plan: list[tuple[str, float, str | None]]
             if self.faults.refuses(receiver.organ_id):
@@ -353,7 +381,9 @@ class AxisState:
                     description=description,
                 )
                 self.receipts[receipt.doc_id] = receipt
+                scheduled.append(receipt.doc_id)
                 heapq.heappush(self._scheduled, (receipt.due, receipt.sequence, receipt.doc_id))
+        self._receipts_of[packet.doc_id] = tuple(scheduled)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

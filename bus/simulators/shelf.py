@@ -1,14 +1,15 @@
-"""Records a simulator keeps for its whole run, stored where the garbage collector does not look.
+"""Records a simulator keeps, stored where the garbage collector does not look.
 
-A simulator keeps every packet it is sent and every receipt it schedules: under load, hundreds of thousands of
-records within a minute. CPython walks every object it tracks on each full collection, and objects of a class,
-named tuples included, are tracked for life: the simulator stalled for 110-270 ms every few seconds during a
-forwarding benchmark, and every delivery in flight waited it out. A plain tuple whose items are strings, bytes,
-numbers, ``None``, dates or such tuples is dropped from tracking by a full collection that finds its items all
-untracked (one level of nesting per collection, innermost first; full collections come every few seconds under
-load, more often once the heap is small), so a :class:`Shelf` stores each record as a plain tuple and rebuilds the
-named tuple when it is read. The dictionary holding the rows is itself walked by every collection that looks at it;
-a served simulator builds its shelves before it freezes its heap (``run_app``), so no collection looks at them.
+A simulator keeps the packets it is sent and the receipts it schedules (up to 50,000 packets by default): under
+load, hundreds of thousands of records within a minute. CPython walks every object it tracks on each full
+collection, and objects of a class, named tuples included, are tracked for life: the simulator stalled for 110-270
+ms every few seconds during a forwarding benchmark, and every delivery in flight waited it out. A plain tuple whose
+items are strings, bytes, numbers, ``None``, dates or such tuples is dropped from tracking by a full collection that
+finds its items all untracked (one level of nesting per collection, innermost first; full collections come every few
+seconds under load, more often once the heap is small), so a :class:`Shelf` stores each record as a plain tuple and
+rebuilds the named tuple when it is read. The dictionary holding the rows is itself walked by every collection that
+looks at it; a served simulator builds its shelves before it freezes its heap (``run_app``), so no collection looks
+at them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class Shelf(Generic[Record]):
 
     def values(self) -> Iterator[Record]:
         return map(self._rebuild, self._rows.values())
+
+    def discard(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+    def oldest(self) -> str | None:
+        """The key stored first (of those still here)."""
+        return next(iter(self._rows), None)
 
     def clear(self) -> None:
         self._rows.clear()

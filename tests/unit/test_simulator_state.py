@@ -40,6 +40,11 @@ def test_a_shelf_gives_back_the_records_it_was_given() -> None:
     assert type(back.header) is PacketHeader and type(back.header.receivers[1]) is Party
     assert back.header.receivers[1].details == (("Email", "caobang@gov.vn"),)
     assert shelf.get("d2") is None and list(shelf.values()) == [packet]
+    shelf["d2"] = packet._replace(doc_id="d2")
+    assert shelf.oldest() == "d1"
+    shelf.discard("d1")
+    shelf.discard("d1")  # gone already: nothing to do
+    assert shelf.oldest() == "d2" and "d1" not in shelf and len(shelf) == 1
     shelf.clear()
     assert len(shelf) == 0 and shelf.get("d1") is None
 
@@ -113,3 +118,35 @@ def test_a_repeated_key_is_counted_and_a_reset_forgets_everything(
     assert len(state.received) == 0 and len(state.receipts) == 0 and state.waiting() == []
     fresh, duplicate = state.accept(document, "edoc", "k1")
     assert not duplicate and state.duplicates(fresh) == 0
+
+
+def test_past_its_limit_a_simulator_forgets_the_oldest_packets_with_their_receipts(document: bytes) -> None:
+    clock = Clock()
+    state = AxisState(SimulatorConfig(receipt_delays=(1.0, 2.0, 3.0), keep_packets=3), clock=clock)
+    first = [state.accept(document, "edoc", f"k{n}")[0] for n in (1, 2, 3)]
+    per_packet = 3 * len(first[0].header.receivers)
+    clock.now += 5  # every receipt of the first three is due
+    due_before = state.waiting()
+    assert len(due_before) == 3 * per_packet
+    state.set_transport_status(due_before[0], "processing")
+    assert state.receipt_packet(due_before[0])
+
+    later = [state.accept(document, "edoc", f"k{n}")[0] for n in (4, 5)]
+    kept = [first[2], *later]
+    assert [p.doc_id for p in state.received.values()] == [p.doc_id for p in kept]
+    assert len(state.receipts) == 3 * per_packet
+    assert {r.answers for r in state.receipts.values()} == {p.doc_id for p in kept}
+    # The forgotten packets' receipts are neither listed nor fetchable; the kept ones' come due as before.
+    assert state.receipt(due_before[0].doc_id) is None
+    assert {r.answers for r in state.waiting()} == {first[2].doc_id}
+    clock.now += 5
+    assert {r.answers for r in state.waiting()} == {p.doc_id for p in kept}
+    # A forgotten key is new again; a kept one is still a duplicate.
+    again, duplicate = state.accept(document, "edoc", "k1")
+    assert not duplicate and again.doc_id != first[0].doc_id
+    assert state.accept(document, "edoc", "k5") == (later[1], True)
+
+
+def test_a_simulator_must_keep_at_least_one_packet() -> None:
+    with pytest.raises(ValueError, match="keep_packets"):
+        SimulatorConfig(keep_packets=0)
