@@ -262,7 +262,7 @@ class AxisState:
         if len(raw) > self.config.max_body_bytes:
             raise Refusal(FILE_ERROR, "file too large", http_status=413)
         try:
-            header = read_header(raw, details=False)  # the details are read when a receipt is written
+            header = read_header(raw)
         except UnreadablePacket as exc:
             raise Refusal(NOT_EDXML, f"edXML not in the required format: {exc}") from exc
         if expected_sender is not None and header.sender.organ_id != expected_sender:
@@ -346,16 +346,10 @@ class AxisState:
             self._due[receipt.doc_id] = (receipt.due, receipt.sequence)
 
     def receipt_packet(self, receipt: Receipt) -> bytes:
-        """The receipt's edXML status message, written once, on first use. Its From carries the reporter's
-        details as the document named them: read from the document now, not kept from its arrival."""
+        """The receipt's edXML status message, written once, on first use."""
         packet = self._packets.get(receipt.doc_id)
         if packet is None:
-            document = read_header(self.received[receipt.answers].content)
-            reporter = next(
-                (party for party in document.receivers if party.organ_id == receipt.reporter.organ_id),
-                receipt.reporter,
-            )
-            packet = self._packets[receipt.doc_id] = receipt._replace(reporter=reporter, original=document).packet()
+            packet = self._packets[receipt.doc_id] = receipt.packet()
         return packet
 
     def _schedule_receipts(self, packet: ReceivedPacket) -> None:
