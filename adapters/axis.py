@@ -32,6 +32,7 @@ from docbus.adapters.base import (
     RetriableDeliveryError,
 )
 from docbus.connectors.http import AxisClient, AxisError
+from docbus.connectors.transport import MAX_RESPONSE_BYTES
 from docbus.envelope import MessageKind
 
 EDXML_KINDS = (MessageKind.EDOC, MessageKind.STATUS)
@@ -47,6 +48,7 @@ class AxisSettings(AdapterSettings):
     secret: SecretStr
     timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
+    max_response_bytes: int = Field(MAX_RESPONSE_BYTES, gt=0)  # an answer past it is refused, never held
 
     @field_validator("url")
     @classmethod
@@ -93,6 +95,7 @@ class AxisAdapter(Adapter, Generic[ClientT]):
             settings.secret.get_secret_value(),
             timeout=settings.timeout,
             connect_timeout=settings.connect_timeout,
+            max_response_bytes=settings.max_response_bytes,
         )
         self._pending: dict[str, list[str]] = {}  # sha256 of a fetched receipt -> DocIds to acknowledge
         self._closed = False

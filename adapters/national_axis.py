@@ -2,7 +2,8 @@
 
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (the axis endpoint; operations are appended as path
 segments), ``system_id`` and ``secret`` (our registration at the axis; the secret signs every call),
-``timeout`` and ``connect_timeout`` in seconds.
+``timeout`` and ``connect_timeout`` in seconds, ``max_response_bytes`` (an answer larger than this, as sent or
+decoded, is refused: 64 MiB by default).
 
 ``deliver`` sends the raw edXML with ``sendEdoc`` (``messagetype=status`` for status messages, ``edoc``
 otherwise), the message id as idempotency key; the axis' DocId is the remote id. ``fetch_receipts`` lists what

@@ -1,7 +1,8 @@
 """Adapter to a provincial integration platform (LGSP): documents and status messages out, receipts in.
 
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (the platform's REST base), ``system_id`` and ``secret``
-(traded for a bearer token at ``login``, renewed before it expires), ``timeout`` and ``connect_timeout``.
+(traded for a bearer token at ``login``, renewed before it expires), ``timeout``, ``connect_timeout`` and
+``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default).
 
 ``deliver`` uploads the raw edXML as ``edocFile`` with ``sendEdoc``, the message id as idempotency key; the
 platform's document id is the remote id. ``fetch_receipts`` syncs the received list and fetches the status

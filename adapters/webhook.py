@@ -1,7 +1,8 @@
 """Adapter that POSTs each message to an HTTPS endpoint, signed so the receiver can tell it came from docbus.
 
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (``https://``; plain ``http://`` only to a loopback
-address), ``secret`` (the shared HMAC key, at least 16 characters), ``timeout`` and ``connect_timeout``.
+address), ``secret`` (the shared HMAC key, at least 16 characters), ``timeout``, ``connect_timeout`` and
+``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default).
 
 The request body is the payload as accepted, with its content type, and these headers::
 
@@ -35,7 +36,7 @@ from docbus.adapters.base import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from docbus.connectors.transport import AiohttpTransport
+from docbus.connectors.transport import MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 
 SIGNATURE_PREFIX = "sha256="
 
@@ -60,6 +61,7 @@ class WebhookSettings(AdapterSettings):
     secret: SecretStr = Field(min_length=16)
     timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
+    max_response_bytes: int = Field(MAX_RESPONSE_BYTES, gt=0)  # an answer past it is refused, never held
 
     @field_validator("url")
     @classmethod
@@ -86,7 +88,7 @@ class WebhookAdapter(Adapter):
         self._secret = settings.secret.get_secret_value()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            transport=transport or AiohttpTransport(),
+            transport=transport or AiohttpTransport(max_response_bytes=settings.max_response_bytes),
             follow_redirects=False,
         )
         self._closed = False
@@ -107,6 +109,8 @@ class WebhookAdapter(Adapter):
             response = await self._http.post(self._url, content=outbound.payload, headers=headers)
         except httpx.TimeoutException as exc:
             raise RetriableDeliveryError(f"webhook timed out ({type(exc).__name__})") from exc
+        except ResponseTooLarge as exc:
+            raise RetriableDeliveryError(f"webhook answer refused: {exc}") from exc
         except httpx.TransportError as exc:
             raise RetriableDeliveryError(f"webhook unreachable ({type(exc).__name__}: {exc})") from exc
         status = response.status_code

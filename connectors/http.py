@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import httpx
 
-from docbus.connectors.transport import AiohttpTransport
+from docbus.connectors.transport import MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 
 CodeT = TypeVar("CodeT", str, int)  # how an axis writes its ErrorCodes
 
@@ -83,6 +83,7 @@ class AxisClient(HttpClientOwner, ABC):
         *,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -91,7 +92,7 @@ class AxisClient(HttpClientOwner, ABC):
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         # The aiohttp transport, unless the caller passed another (then every request goes through httpx).
-        chosen = AiohttpTransport() if transport is None else transport
+        chosen = AiohttpTransport(max_response_bytes=max_response_bytes) if transport is None else transport
         self._direct: AiohttpTransport | None = chosen if isinstance(chosen, AiohttpTransport) else None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -134,6 +135,9 @@ class AxisClient(HttpClientOwner, ABC):
             return await self._http.post(url, headers=headers, content=content, json=json, **kwargs)
         except httpx.TimeoutException as exc:
             raise self.error(operation, f"timed out ({type(exc).__name__})", retriable=True) from exc
+        except ResponseTooLarge as exc:
+            # The axis may have done what was asked: trying again (same idempotency key) is safe.
+            raise self.error(operation, f"answer refused: {exc}", retriable=True) from exc
         except httpx.TransportError as exc:
             raise self.error(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
 

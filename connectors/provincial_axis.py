@@ -34,6 +34,7 @@ from typing import Any, Literal
 import httpx
 
 from docbus.connectors.http import AxisClient, AxisError, failure_reason, json_excerpt, json_object
+from docbus.connectors.transport import MAX_RESPONSE_BYTES
 
 LgspStatus = Literal["INITIAL", "PROCESSING", "DONE", "FAIL"]
 
@@ -109,9 +110,18 @@ class ProvincialAxisClient(AxisClient):
         *,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, system_id, secret, timeout=timeout, connect_timeout=connect_timeout, transport=transport)
+        super().__init__(
+            url,
+            system_id,
+            secret,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_response_bytes=max_response_bytes,
+            transport=transport,
+        )
         self._token: str | None = None
         self._renew_at = 0.0  # monotonic time after which the token is renewed before use
         self._login_lock = asyncio.Lock()

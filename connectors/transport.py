@@ -10,12 +10,20 @@ same errors back, without httpx building a request.
 
 What httpx would otherwise do below the client is done here: connect/read timeouts from the request's
 ``timeout`` extension, no redirects and no cookie jar (httpx's client handles both), and aiohttp's failures
-raised as the ``httpx.TransportError`` subclasses callers already handle. Bodies come back as received
-(``Content-Encoding`` is left to httpx, as with its own transport).
+raised as the ``httpx.TransportError`` subclasses callers already handle.
+
+An answer is untrusted input like any request: an axis or a webhook receiver that is broken or hostile could send
+gigabytes, or a few kilobytes of gzip that inflate to gigabytes, and neither aiohttp nor httpx bounds what it
+reads or decodes. So every answer is held to ``max_response_bytes`` (64 MiB by default, the gateway's own body
+cap), as sent and once decoded: a declared ``Content-Length`` over it is refused before the body is read, a body
+without one is read until it passes the cap and no further, and gzip or deflate (the encodings httpx asks for
+and decodes) is decoded here, never past the cap, so the answer reaches httpx without ``Content-Encoding``.
+Other encodings come back as received, as with httpx's own transport. Over the cap, :class:`ResponseTooLarge`.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import aiohttp
@@ -23,13 +31,24 @@ import httpx
 
 # Computed by aiohttp from the body and the URL; passing httpx's copies too would send them twice.
 _SKIPPED_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding"})
+# Describe the body as sent; once it is decoded here they no longer hold.
+_ENCODING_HEADERS = frozenset({"content-encoding", "content-length"})
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_ZLIB_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """An answer larger than the transport's cap, as sent or once decoded; nothing past the cap was kept."""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends each request over one pooled ``aiohttp.ClientSession`` (created in the loop that first uses it)."""
 
-    def __init__(self, *, max_connections: int = 100) -> None:
+    def __init__(self, *, max_connections: int = 100, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
         self._max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _current_session(self) -> aiohttp.ClientSession:
@@ -80,13 +99,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             async with self._current_session().request(
                 method, url, headers=headers, data=body or None, allow_redirects=False, timeout=timeout
             ) as answer:
-                content = await answer.read()
-                return httpx.Response(
-                    answer.status,
-                    headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.raw_headers],
-                    content=content,
-                    request=request,
-                )
+                content = await self._bounded_body(answer, request)
+                headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.raw_headers]
+                encodings = _zlib_encodings(answer.headers.get("Content-Encoding"))
+                if encodings:
+                    content = self._decoded(content, encodings, request)
+                    headers = [(name, value) for name, value in headers if name.lower() not in _ENCODING_HEADERS]
+                return httpx.Response(answer.status, headers=headers, content=content, request=request)
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
         except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
@@ -98,7 +117,69 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
 
+    async def _bounded_body(self, answer: aiohttp.ClientResponse, request: httpx.Request | None) -> bytes:
+        cap = self.max_response_bytes
+        declared = answer.content_length
+        if declared is not None:
+            if declared > cap:
+                raise ResponseTooLarge(
+                    f"the answer declares {declared} bytes, over the {cap}-byte cap", request=request
+                )
+            return await answer.read()  # aiohttp reads exactly the declared length
+        received = bytearray()
+        async for chunk in answer.content.iter_any():
+            received += chunk
+            if len(received) > cap:
+                raise ResponseTooLarge(f"the answer ran past the {cap}-byte cap", request=request)
+        return bytes(received)
+
+    def _decoded(self, content: bytes, encodings: list[str], request: httpx.Request | None) -> bytes:
+        """Undo gzip/deflate, the last applied first, never producing more than the cap."""
+        for encoding in reversed(encodings):
+            if encoding != "identity":
+                content = _decode_one(content, encoding, self.max_response_bytes, request)
+        return content
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _Overflow(Exception):
+    pass
+
+
+def _decode_one(content: bytes, encoding: str, cap: int, request: httpx.Request | None) -> bytes:
+    # "deflate" is often sent raw, without its zlib header; httpx accepts both, so this does too.
+    attempts = [_ZLIB_WBITS[encoding], -zlib.MAX_WBITS] if encoding == "deflate" else [_ZLIB_WBITS[encoding]]
+    failure: zlib.error | None = None
+    for wbits in attempts:
+        try:
+            return _inflate(content, wbits, cap)
+        except zlib.error as exc:
+            failure = exc
+        except _Overflow:
+            raise ResponseTooLarge(f"the {encoding} answer decodes past the {cap}-byte cap", request=request) from None
+    raise httpx.RemoteProtocolError(f"the {encoding} answer cannot be decoded: {failure}", request=request)
+
+
+def _inflate(data: bytes, wbits: int, cap: int) -> bytes:
+    decoder = zlib.decompressobj(wbits)
+    out = decoder.decompress(data, cap + 1)
+    if len(out) > cap or decoder.unconsumed_tail:
+        raise _Overflow
+    out += decoder.flush()
+    if len(out) > cap:
+        raise _Overflow
+    return out
+
+
+def _zlib_encodings(header: str | None) -> list[str]:
+    """The encodings to undo here: all of them when each is gzip, deflate or identity, else none (left as sent)."""
+    if not header:
+        return []
+    names = [name.strip().lower() for name in header.split(",") if name.strip()]
+    if any(name not in _ZLIB_WBITS and name != "identity" for name in names):
+        return []
+    return names if any(name != "identity" for name in names) else []

@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from docbus.adapters.base import Outbound, PermanentDeliveryError, RetriableDeliveryError
 from docbus.adapters.national_axis import NationalAxisAdapter, NationalAxisSettings
 from docbus.adapters.provincial_axis import ProvincialAxisAdapter, ProvincialAxisSettings
 from docbus.connectors.national_axis import NationalAxisClient, NationalAxisError, canonical_headers
 from docbus.connectors.provincial_axis import ProvincialAxisClient, ProvincialAxisError
+from docbus.connectors.transport import MAX_RESPONSE_BYTES
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 
 URL = "http://127.0.0.1:9"
@@ -299,6 +301,20 @@ async def test_axis_adapters_refuse_dossiers_for_good(adapter_type: type[Nationa
     with pytest.raises(PermanentDeliveryError, match="edXML only"):
         await adapter.deliver(outbound(MessageKind.DOSSIER))
     await adapter.aclose()
+
+
+@pytest.mark.parametrize("adapter_type", [NationalAxisAdapter, ProvincialAxisAdapter])
+async def test_axis_adapters_hold_answers_to_their_configured_cap(adapter_type: type[NationalAxisAdapter]) -> None:
+    default = adapter_type.from_config({"url": URL, "system_id": "docbus", "secret": "s3cret"})
+    tight = adapter_type.from_config(
+        {"url": URL, "system_id": "docbus", "secret": "s3cret", "max_response_bytes": 4096}
+    )
+    caps = [adapter.client._direct.max_response_bytes for adapter in (default, tight) if adapter.client._direct]
+    for adapter in (default, tight):
+        await adapter.aclose()
+    assert caps == [MAX_RESPONSE_BYTES, 4096]
+    with pytest.raises(ValidationError):
+        adapter_type.from_config({"url": URL, "system_id": "docbus", "secret": "s3cret", "max_response_bytes": 0})
 
 
 async def test_national_adapter_maps_client_errors() -> None:
