@@ -24,11 +24,15 @@ import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from docbus.envelope import MessageStatus
 from docbus.settings import Settings
+
+if TYPE_CHECKING:
+    from docbus.store.database import Database
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p = messages.add_parser("list", help="newest messages first")
     p.add_argument("--sender")
     p.add_argument("--business-id")
-    p.add_argument("--status")
+    p.add_argument(
+        "--status", type=_status, metavar="STATUS", help="one of " + ", ".join(MessageStatus) + " (any letter case)"
+    )
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_messages, action="list")
     p = messages.add_parser("show", help="a message with its timeline")
@@ -133,6 +139,50 @@ def _migrate_settings(settings: Settings) -> None:
 
     db = Database.from_settings(settings)  # creates the data dir for the embedded default
     upgrade(db.url)
+
+
+def _status(value: str) -> MessageStatus:
+    try:
+        return MessageStatus(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(MessageStatus)}") from None
+
+
+def _existing_database(settings: Settings) -> Database | None:
+    """The database for a command that only reads or repairs (``messages``, ``dlq``, ``audit``), or ``None``
+    after saying on stderr why not: such a command must not create an empty database (or a data directory)
+    where there was none, nor read one whose schema is not the one this docbus expects."""
+    from docbus.store.database import Database
+    from docbus.store.migrate import current_revision, head_revision
+
+    if not settings.database_url and not (settings.data_dir / "docbus.sqlite3").is_file():
+        print(
+            f"error: no docbus database in {settings.data_dir.resolve()} (set DOCBUS_DATA_DIR or"
+            " DOCBUS_DATABASE_URL, or create one with `docbus migrate`)",
+            file=sys.stderr,
+        )
+        return None
+    db = Database.from_settings(settings)
+
+    async def check() -> str | None:
+        try:
+            found = await current_revision(db.reader)
+        except Exception as exc:
+            await db.dispose()
+            return f"error: cannot read the database: {exc}"
+        expected = head_revision()
+        if found == expected:
+            return None
+        await db.dispose()
+        if found is None:
+            return "error: the database holds no docbus schema; create it with `docbus migrate`"
+        return f"error: the database schema is at revision {found}, this docbus expects {expected}: `docbus migrate`"
+
+    problem = asyncio.run(check())
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return None
+    return db
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -259,13 +309,14 @@ def _dlq(args: argparse.Namespace) -> int:
     from docbus.broker import broker_from_settings
     from docbus.delivery.dead_letters import DeadLetterStore
     from docbus.errors import RequestRejected
-    from docbus.store.database import Database
     from docbus.topics import Topics
 
     settings = Settings()
+    db = _existing_database(settings)
+    if db is None:
+        return 1
 
     async def run() -> int:
-        db = Database.from_settings(settings)
         broker = broker_from_settings(settings, db)
         store = DeadLetterStore(db, broker, Topics(settings.topic_prefix))
         try:
@@ -290,13 +341,13 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _messages(args: argparse.Namespace) -> int:
-    from docbus.store.database import Database
     from docbus.store.messages import MessageStore
 
-    settings = Settings()
+    db = _existing_database(Settings())
+    if db is None:
+        return 1
 
     async def run() -> int:
-        db = Database.from_settings(settings)
         store = MessageStore(db)
         try:
             if args.action == "list":
@@ -324,12 +375,12 @@ def _messages(args: argparse.Namespace) -> int:
 
 def _audit_verify(_args: argparse.Namespace) -> int:
     from docbus.audit_verify import verify_all
-    from docbus.store.database import Database
 
-    settings = Settings()
+    db = _existing_database(Settings())
+    if db is None:
+        return 1
 
     async def run() -> int:
-        db = Database.from_settings(settings)
         try:
             checked, event_count, problems = await verify_all(db)
         finally:

@@ -21,6 +21,31 @@ class MessageKind(StrEnum):
     DOSSIER_PROGRESS = "dossier-progress"  # dossier progress update (CapNhatTienDoHoSoMC)
 
 
+class MessageStatus(StrEnum):
+    """Where a message stands: the status its latest status-changing event gave it (the lifecycle of DESIGN §5).
+
+    Searches take these names in any letter case, so that a typo is refused with the list instead of quietly
+    matching nothing."""
+
+    ACCEPTED = "ACCEPTED"  # validated and durable (the 202)
+    PUBLISHED = "PUBLISHED"  # in its agency topic
+    FORWARDING = "FORWARDING"  # an attempt to a destination started
+    RETRYING = "RETRYING"  # an attempt failed; another is scheduled
+    DELIVERED = "DELIVERED"  # a destination acknowledged it
+    FAILED = "FAILED"  # a destination refused it for good (a permanent error, or a 02 receipt)
+    DEAD = "DEAD"  # retries exhausted or refused: in the dead-letter topic
+    RESENT = "RESENT"  # an operator put a dead letter back in front of its destination
+    ACKNOWLEDGED = "ACKNOWLEDGED"  # receipt 01 or 03: arrived, registered
+    PROCESSING = "PROCESSING"  # receipt 04 or 05: assigned, being handled
+    COMPLETED = "COMPLETED"  # receipt 06: handling finished
+
+    @classmethod
+    def _missing_(cls, value: object) -> MessageStatus | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaRef:
     """A schema in the registry: a stable id and a version."""

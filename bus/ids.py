@@ -13,6 +13,7 @@ import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+MESSAGE_ID_PATTERN = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$"  # what new_message_id makes (a ULID's first digit is 0-7)
 # Every pair of Crockford digits (10 bits each): the 130 bits of a ULID's 26 characters are 13 of them.
 _PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 _SHIFTS = tuple(range(120, -1, -10))

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
 from docbus.broker.embedded import EmbeddedBroker
+from docbus.envelope import MessageStatus
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
@@ -588,7 +589,7 @@ async def mark_published(
         await conn.execute(
             update(messages)
             .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
-            .values(status="PUBLISHED")
+            .values(status=MessageStatus.PUBLISHED)
         )
 
 

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import insert, select, update
 
 from docbus.broker.base import Broker, OutgoingRecord
+from docbus.envelope import MessageStatus
 from docbus.errors import NotFound, ValidationFailed
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
@@ -90,7 +91,7 @@ class DeadLetterStore:
                         actor=destination,
                         destination=destination,
                         detail={"dead_letter_id": dead_id, "reason": reason, "attempts": len(attempts)},
-                        status="DEAD",
+                        status=MessageStatus.DEAD,
                         at=now,
                     )
                 ],
@@ -164,7 +165,7 @@ class DeadLetterStore:
                         actor=actor,
                         destination=letter.destination,
                         detail={"dead_letter_id": dead_id},
-                        status="RESENT",
+                        status=MessageStatus.RESENT,
                         at=now,
                     )
                 ],

@@ -29,7 +29,7 @@ from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.offsets import CommitTracker, Entry
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
-from docbus.envelope import Envelope
+from docbus.envelope import Envelope, MessageStatus
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
 from docbus.routing import RouteTable
@@ -318,7 +318,7 @@ class DestinationWorker:
             self.duplicates_skipped += 1
             return
         payload = await self._payload_store.get(payload_ref) if payload_ref else record.value
-        self._event(envelope.message_id, "FORWARDING", {"receivers": list(receivers)}, status="FORWARDING")
+        self._event(envelope.message_id, "FORWARDING", {"receivers": list(receivers)}, status=MessageStatus.FORWARDING)
         attempts: list[dict[str, Any]] = []
         attempt = 1
         while True:
@@ -351,7 +351,7 @@ class DestinationWorker:
                     envelope.message_id,
                     "RETRYING",
                     {"attempt": attempt, "next_in_seconds": round(delay, 3), "error": error.reason[:300]},
-                    status="RETRYING",
+                    status=MessageStatus.RETRYING,
                 )
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -371,7 +371,7 @@ class DestinationWorker:
                     "receivers": list(receivers),
                     **result.detail,
                 },
-                status="DELIVERED",
+                status=MessageStatus.DELIVERED,
             )
             return
 
@@ -385,7 +385,8 @@ class DestinationWorker:
     ) -> None:
         self.dead += 1
         if not error.retriable:
-            self._event(envelope.message_id, "FAILED", {"reason": error.reason[:500], **error.as_dict()}, "FAILED")
+            refusal = {"reason": error.reason[:500], **error.as_dict()}
+            self._event(envelope.message_id, "FAILED", refusal, MessageStatus.FAILED)
         # Events queued so far must precede DEAD in the chain.
         await self._recorder.flush()
         await self._dead_letters.add(

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from docbus.broker.base import Broker, ConsumedRecord
 from docbus.delivery.consuming import consume_until
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
-from docbus.envelope import Envelope, MessageKind
+from docbus.envelope import Envelope, MessageKind, MessageStatus
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
 from docbus.store.database import Database
@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 
 # What each status code means, and the status it gives the original message (None: timeline only).
-STATUS_CODES: dict[str, tuple[str, str | None]] = {
-    "01": ("arrived at the recipient (đã đến)", "ACKNOWLEDGED"),
-    "02": ("refused by the recipient (từ chối tiếp nhận)", "FAILED"),
-    "03": ("accepted and registered (đã tiếp nhận)", "ACKNOWLEDGED"),
-    "04": ("assigned for handling (phân công)", "PROCESSING"),
-    "05": ("being handled (đang xử lý)", "PROCESSING"),
-    "06": ("handling finished (hoàn thành)", "COMPLETED"),
+STATUS_CODES: dict[str, tuple[str, MessageStatus | None]] = {
+    "01": ("arrived at the recipient (đã đến)", MessageStatus.ACKNOWLEDGED),
+    "02": ("refused by the recipient (từ chối tiếp nhận)", MessageStatus.FAILED),
+    "03": ("accepted and registered (đã tiếp nhận)", MessageStatus.ACKNOWLEDGED),
+    "04": ("assigned for handling (phân công)", MessageStatus.PROCESSING),
+    "05": ("being handled (đang xử lý)", MessageStatus.PROCESSING),
+    "06": ("handling finished (hoàn thành)", MessageStatus.COMPLETED),
     "13": ("sender asks for the document back (yêu cầu lấy lại)", None),
     "14": ("recipient agrees to recall or update (đồng ý lấy lại / cập nhật)", None),
     "15": ("recipient agrees to recall or update (đồng ý lấy lại / cập nhật)", None),

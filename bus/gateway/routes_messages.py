@@ -8,9 +8,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from docbus.envelope import MessageKind, MessageStatus
 from docbus.errors import NotFound
 from docbus.gateway.body import read_capped_body
 from docbus.gateway.deps import Caller, State
+from docbus.ids import MESSAGE_ID_PATTERN
 from docbus.metrics import INTAKE_ACCEPTED, INTAKE_REPLAYED
 from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency, Role
@@ -130,12 +132,17 @@ async def search_messages(
     caller: Caller,
     business_id: str | None = None,
     sender: str | None = None,
-    status: str | None = None,
-    kind: str | None = None,
-    before: Annotated[str | None, Query(description="page: message id to list older messages from")] = None,
+    status: Annotated[MessageStatus | None, Query(description="current status, in any letter case")] = None,
+    kind: MessageKind | None = None,
+    before: Annotated[
+        str | None, Query(pattern=MESSAGE_ID_PATTERN, description="page: message id to list older messages from")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    """Search messages, newest first. Agencies see what they sent or received; operators see all."""
+    """Search messages, newest first. Agencies see what they sent or received; operators see all.
+
+    An unknown status or kind, or a page mark that is not a message id, is refused (400, with what is expected):
+    it could only ever match nothing, and an empty answer would hide the mistake."""
     records = await state.messages.search(
         visible_to=None if caller.role is Role.OPERATOR else caller.organ_id,
         sender=sender,

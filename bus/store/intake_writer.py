@@ -27,7 +27,7 @@ from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docbus.envelope import Envelope
+from docbus.envelope import Envelope, MessageStatus
 from docbus.errors import IdempotencyConflict, ServiceUnavailable
 from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
@@ -274,7 +274,7 @@ def _rows(
                 "idempotency_key": env.idempotency_key,
                 "dedup_key": sub.dedup_key,
                 "trace_id": env.trace_id,
-                "status": "ACCEPTED",
+                "status": MessageStatus.ACCEPTED.value,
                 "response_for": env.response_for,
                 "status_code": env.status_code,
                 "receipt": sub.receipt,

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -26,3 +29,14 @@ def upgrade(url: str) -> None:
 async def upgrade_async(url: str) -> None:
     """Migrate from inside a running event loop (tests, app start-up) on a worker thread."""
     await asyncio.to_thread(upgrade, url)
+
+
+def head_revision() -> str | None:
+    """The newest schema revision this docbus knows."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; ``None`` when it holds no docbus schema at all."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

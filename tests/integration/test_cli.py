@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from alembic import command as alembic_command
 
 from ..conftest import SAMPLES, free_port
 from .test_crash_safety import spawn_gateway, wait_ready
@@ -52,6 +53,35 @@ def test_agency_commands(env: dict[str, str]) -> None:
     rotated = docbus(env, "agency", "rotate-key", "000.00.00.G22").stdout.strip().splitlines()[-1]
     assert rotated.startswith("dbk_")
     assert rotated != key
+
+
+def test_reading_commands_create_nothing_and_need_the_current_schema(env: dict[str, str], tmp_path: Path) -> None:
+    from docbus.store.migrate import alembic_config
+
+    commands = [("messages", "list"), ("dlq", "list"), ("audit", "verify")]
+    data = Path(env["DOCBUS_DATA_DIR"])
+    for command in commands:
+        missing = docbus(env, *command)
+        assert missing.returncode == 1, command
+        assert "no docbus database" in missing.stderr and "docbus migrate" in missing.stderr
+        assert "Traceback" not in missing.stderr
+    assert not data.exists()  # not even the directory
+
+    data.mkdir()
+    sqlite3.connect(data / "docbus.sqlite3").close()  # a file, but no schema
+    empty = docbus(env, "messages", "list")
+    assert (empty.returncode, "holds no docbus schema" in empty.stderr) == (1, True), empty.stderr
+
+    assert docbus(env, "migrate").returncode == 0
+    assert docbus(env, "messages", "list").returncode == 0
+    alembic_command.downgrade(alembic_config(f"sqlite+aiosqlite:///{data / 'docbus.sqlite3'}"), "-1")
+    behind = docbus(env, "dlq", "list")
+    assert behind.returncode == 1
+    assert "revision" in behind.stderr and "docbus migrate" in behind.stderr
+
+    typo = docbus(env, "messages", "list", "--status", "deliverd")
+    assert typo.returncode == 2
+    assert "DELIVERED" in typo.stderr  # the choices are shown
 
 
 @pytest.mark.slow

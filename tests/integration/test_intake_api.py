@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any
 
 import orjson
 import pytest
@@ -158,6 +160,47 @@ async def test_operator_sees_all_and_agencies_only_their_own(
         assert [m["message_id"] for m in listed["items"]] == [receipt["message_id"]]
         refused = await operator.post("/v1/messages", content=packet, headers={"Content-Type": "application/xml"})
         assert refused.status_code == 403
+
+
+async def test_search_refuses_filters_that_could_only_match_nothing(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22")
+    packet = sample_bytes["edoc_with_attachment_dc0bdef0.edxml"]
+    async with gateway.client("000.00.00.G22") as sender:
+        first = (await sender.post("/v1/messages", content=packet, headers={"Content-Type": "application/xml"})).json()
+        second = await sender.post(
+            "/v1/messages", content=packet, headers={"Content-Type": "application/xml", "Idempotency-Key": "k-2"}
+        )
+        newest = second.json()["message_id"]
+        for params, path in [
+            ({"status": "DELIVERD"}, "/query/status"),
+            ({"kind": "document"}, "/query/kind"),
+            ({"before": "not-a-message-id"}, "/query/before"),
+            ({"before": first["message_id"].lower()}, "/query/before"),
+        ]:
+            refused = await sender.get("/v1/messages", params=params)
+            assert refused.status_code == 400, params
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert [e["path"] for e in refused.json()["errors"]] == [path]
+        listed = await sender.get("/v1/messages", params={"status": "DELIVERD"})
+        assert "ACCEPTED" in listed.json()["errors"][0]["message_en"]  # the answer lists what is expected
+
+        def ids(answer: Any) -> list[str]:
+            return [m["message_id"] for m in answer.json()["items"]]
+
+        both = [newest, first["message_id"]]
+        for _ in range(200):  # with nowhere to forward, PUBLISHED is where both end, within moments
+            statuses = {(await sender.get(f"/v1/messages/{m}")).json()["status"] for m in both}
+            if statuses == {"PUBLISHED"}:
+                break
+            await asyncio.sleep(0.05)
+        assert statuses == {"PUBLISHED"}
+        assert ids(await sender.get("/v1/messages", params={"status": "published", "kind": "edoc"})) == both
+        assert ids(await sender.get("/v1/messages", params={"status": "PUBLISHED"})) == both
+        assert ids(await sender.get("/v1/messages", params={"status": "accepted"})) == []
+        assert ids(await sender.get("/v1/messages", params={"kind": "dossier"})) == []
+        assert ids(await sender.get("/v1/messages", params={"before": newest})) == [first["message_id"]]
 
 
 async def test_receipt_endpoint_returns_the_exact_bytes(
