@@ -39,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from docbus.errors import NotWellFormed, PayloadTooLarge
+from docbus.gateway.body import read_capped_body
 from docbus.heap import settle_heap
 from docbus.simulators.receipts import PacketHeader, Party, UnreadablePacket, read_header, status_message
 from docbus.simulators.shelf import Shelf
@@ -109,6 +111,21 @@ class Refusal(Exception):
         self.code = code
         self.description = description
         self.http_status = http_status
+
+
+# Room for a multipart form's boundaries and part headers around a file of the largest size taken.
+FORM_FRAMING_BYTES = 64 * 1024
+
+
+async def capped_body(request: Request, cap: int) -> bytes:
+    """The request body, refused (413) as soon as its declared or streamed size passes ``cap``: an axis must not
+    buffer whatever a client sends before judging its size."""
+    try:
+        return await read_capped_body(request, cap)
+    except PayloadTooLarge:
+        raise Refusal(FILE_ERROR, f"file too large: this axis takes at most {cap} bytes", http_status=413) from None
+    except NotWellFormed as exc:
+        raise Refusal(INVALID_FILE, exc.detail) from None
 
 
 class ReceivedPacket(NamedTuple):

@@ -27,6 +27,7 @@ from docbus.simulators.common import (
     AxisState,
     Refusal,
     SimulatorConfig,
+    capped_body,
     json_object,
     new_app,
     requested_receipt,
@@ -105,7 +106,7 @@ async def _send_edoc(state: AxisState, request: Request) -> dict[str, Any]:
     if request.headers["servicetype"] != "eDoc":
         raise Refusal(INVALID_FILE, "servicetype must be eDoc")
     packet, duplicate = state.accept(
-        await request.body(),
+        await capped_body(request, state.config.max_body_bytes),
         request.headers["messagetype"],
         request.headers.get("idempotency-key"),
         expected_sender=request.headers["from"],

@@ -26,10 +26,12 @@ from fastapi.responses import JSONResponse
 from docbus.simulators.common import (
     BAD_CREDENTIALS,
     FILE_ERROR,
+    FORM_FRAMING_BYTES,
     INVALID_FILE,
     AxisState,
     Refusal,
     SimulatorConfig,
+    capped_body,
     json_object,
     new_app,
     requested_receipt,
@@ -106,7 +108,8 @@ def run(port: int, *, host: str = "127.0.0.1", config: SimulatorConfig | None = 
 async def _send_edoc(state: AxisState, request: Request) -> dict[str, Any]:
     if state.faults.permanent_error_code is not None:
         raise Refusal(state.faults.permanent_error_code, "refused (simulated permanent error)")
-    fields = form_fields(request.headers.get("content-type", ""), await request.body())
+    body = await capped_body(request, state.config.max_body_bytes + FORM_FRAMING_BYTES)
+    fields = form_fields(request.headers.get("content-type", ""), body)
     if "edocFile" not in fields:
         raise Refusal(FILE_ERROR, "multipart field edocFile is missing")
     messagetype = fields["messagetype"].decode("utf-8", "replace") if "messagetype" in fields else "edoc"

@@ -24,6 +24,7 @@ from lxml import etree
 from docbus.connectors.national_axis import NationalAxisClient, NationalAxisError
 from docbus.connectors.provincial_axis import ProvincialAxisClient, ProvincialAxisError
 from docbus.simulators import SimulatorConfig, SimulatorKind, create_app, serve
+from docbus.simulators.common import FORM_FRAMING_BYTES
 
 NS = {"e": "http://www.mic.gov.vn/TBT/QCVN_102_2016"}
 DOCUMENT = "edoc_with_attachment_dc0bdef0.edxml"  # G22 to H41, H14, G17
@@ -351,6 +352,37 @@ async def test_packets_that_are_not_edxml_are_refused_for_good(
         with pytest.raises(error) as caught:
             await send(client, packet)
         assert str(caught.value.error_code) == "22" and not caught.value.retriable
+
+
+@pytest.mark.parametrize("kind", ["national-axis", "provincial-axis"])
+async def test_a_body_over_the_cap_is_refused_and_not_stored(
+    kind: SimulatorKind, sample_bytes: dict[str, bytes]
+) -> None:
+    packet = sample_bytes[DOCUMENT]
+    http_status = 200 if kind == "national-axis" else 413  # the national axis refuses in the body of a 200
+    oversized = packet + b"<!--" + b"x" * (FORM_FRAMING_BYTES + 1000) + b"-->"  # past the cap and any form framing
+    async with serve(create_app(kind, SimulatorConfig(max_body_bytes=len(packet)))) as url:
+        client_type = NationalAxisClient if kind == "national-axis" else ProvincialAxisClient
+        async with client_type(url, "docbus", "docbus-secret", timeout=5) as client:
+            with pytest.raises((NationalAxisError, ProvincialAxisError)) as caught:
+                await send(client, oversized)  # Content-Length over the cap
+            assert (caught.value.http_status, str(caught.value.error_code)) == (http_status, "21")
+            assert "too large" in caught.value.reason
+            if isinstance(client, NationalAxisClient):  # no Content-Length: cut while streaming
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    for start in range(0, len(oversized), 1000):
+                        yield oversized[start : start + 1000]
+
+                signed = {"from": SENDER, "servicetype": "eDoc", "messagetype": "edoc"}
+                async with httpx.AsyncClient(base_url=url) as plain:
+                    streamed = await plain.post("/sendEdoc", headers=client.auth_headers(signed), content=chunks())
+                assert "content-length" not in streamed.request.headers
+                assert streamed.json()["ErrorCode"] == "21" and "too large" in streamed.json()["ErrorDesc"]
+            doc_id, _ = await send(client, packet)  # exactly the cap is taken
+        async with httpx.AsyncClient(base_url=url) as sim:
+            received = (await sim.get("/_sim/received")).json()["received"]
+    assert [entry["DocId"] for entry in received] == [doc_id]
 
 
 async def test_status_messages_sent_to_the_axis_get_no_receipts(national: str, sample_bytes: dict[str, bytes]) -> None:
