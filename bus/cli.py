@@ -13,6 +13,7 @@
     docbus dlq list|show ID|resend ID                  dead letters
     docbus messages list|show ID                       messages and their timelines
     docbus audit verify                                recompute every event hash chain
+    docbus flows [--since 1h] [--until T] [--sender ORGAN_ID] [--json]  what became of a window's messages
 
 Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
 """
@@ -122,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(metavar="ACTION")
     p = audit.add_parser("verify", help="recompute every message's event hash chain")
     p.set_defaults(func=_audit_verify)
+
+    p = sub.add_parser("flows", help="what became of the messages received in a window, per sender and destination")
+    p.add_argument("--since", default="1h", help="a duration back from --until (15m, 2h, 1d) or an ISO 8601 instant")
+    p.add_argument("--until", help="a duration back from now or an ISO 8601 instant (default: now)")
+    p.add_argument("--sender", help="only this sending agency")
+    p.add_argument("--json", action="store_true", help="the report as GET /v1/flows answers it")
+    p.set_defaults(func=_flows)
 
     p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
     p.add_argument("file", type=Path)
@@ -391,6 +399,32 @@ def _audit_verify(_args: argparse.Namespace) -> int:
         return 1 if problems else 0
 
     return asyncio.run(run())
+
+
+def _flows(args: argparse.Namespace) -> int:
+    from docbus.flows import BadWindow, flow_report, parse_window, render_report
+
+    try:
+        window = parse_window(args.since, args.until)
+    except BadWindow as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    db = _existing_database(Settings())
+    if db is None:
+        return 1
+
+    async def run() -> dict[str, Any]:
+        try:
+            return await flow_report(db, window, sender=args.sender)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    if args.json:
+        _dump(report)
+    else:
+        print(render_report(report))
+    return 0
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -65,6 +65,12 @@ def new_message_id() -> str:
     return encode_ulid(_clock.next())
 
 
+def message_id_bound(at_ms: int, *, upper: bool) -> str:
+    """The lowest (or highest) message id a message received at ``at_ms`` (Unix milliseconds) can have: ids
+    received between two times lie between their bounds, so a time window is a range of the primary key."""
+    return encode_ulid((at_ms << 80) | (_LARGEST_RANDOM if upper else 0))
+
+
 def new_trace_id() -> str:
     """A W3C trace-context compatible 128-bit trace id (32 lowercase hex digits)."""
     return secrets.token_hex(16)

@@ -1,4 +1,4 @@
-"""What operators use: routes, dead letters (list, show, resend) and the live event stream."""
+"""What operators use: routes, dead letters (list, show, resend), flows and the live event stream."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from starlette.responses import Response, StreamingResponse
 
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.errors import Forbidden
+from docbus.flows import BadWindow, flow_report, parse_window
 from docbus.gateway.deps import Caller, State
 from docbus.store.agencies import Agency, Role
 from docbus.store.audit import as_utc
@@ -21,6 +23,8 @@ from docbus.store.messages import EVENT_SETTLE, events_after, published_event, s
 from docbus.store.tables import events
 
 router = APIRouter(prefix="/v1", tags=["operations"])
+SINCE_HELP = "window start: a duration back from `until` (15m, 2h, 1d) or an ISO 8601 instant"
+UNTIL_HELP = "window end: a duration back from now, or an ISO 8601 instant; default now"
 
 
 def _operator(caller: Agency) -> None:
@@ -57,6 +61,30 @@ async def resend_dead_letter(dead_id: int, state: State, caller: Caller) -> Resp
     _operator(caller)
     letter = await DeadLetterStore(state.db, state.broker, state.topics).resend(dead_id, actor=caller.organ_id)
     return Response(orjson.dumps(letter.as_dict()), status_code=202, media_type="application/json")
+
+
+@router.get("/flows")
+async def show_flows(
+    state: State,
+    caller: Caller,
+    since: Annotated[
+        str, Query(description="window start: a duration back from `until` (15m, 2h, 1d) or an instant")
+    ] = "1h",
+    until: Annotated[
+        str | None, Query(description="window end: a duration back from now, or an instant; default now")
+    ] = None,
+    sender: str | None = None,
+) -> Response:
+    """What became of the messages received in a window (at most 7 days), per sender and per destination:
+    counts by status and by destination state, the oldest still in flight, delivery times, and what waits in
+    the outbox or among the dead letters (operators only). Read from the database every process writes to."""
+    _operator(caller)
+    try:
+        window = parse_window(since, until)
+    except BadWindow as exc:
+        raise RequestValidationError([{"loc": ("query", exc.field), "msg": str(exc), "type": "value_error"}]) from None
+    report = await flow_report(state.db, window, sender=sender)
+    return Response(orjson.dumps(report), media_type="application/json")
 
 
 @router.get("/events")

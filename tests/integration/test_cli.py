@@ -58,7 +58,7 @@ def test_agency_commands(env: dict[str, str]) -> None:
 def test_reading_commands_create_nothing_and_need_the_current_schema(env: dict[str, str], tmp_path: Path) -> None:
     from docbus.store.migrate import alembic_config
 
-    commands = [("messages", "list"), ("dlq", "list"), ("audit", "verify")]
+    commands = [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows",)]
     data = Path(env["DOCBUS_DATA_DIR"])
     for command in commands:
         missing = docbus(env, *command)
@@ -109,6 +109,12 @@ async def test_send_audit_and_dlq(env: dict[str, str], tmp_path: Path) -> None:
     shown = docbus(env, "messages", "show", receipt["message_id"])
     assert orjson.loads(shown.stdout)["events"][0]["type"] == "ACCEPTED"
     assert receipt["message_id"] in docbus(env, "messages", "list").stdout
+    flows = orjson.loads(docbus(env, "flows", "--since", "1h", "--json").stdout)
+    assert [(s["sender"], s["received"]) for s in flows["senders"]] == [("000.00.00.G22", 1)]
+    table = docbus(env, "flows", "--since", "1h")
+    assert table.returncode == 0 and "000.00.00.G22" in table.stdout and "outbox:" in table.stdout
+    bad_window = docbus(env, "flows", "--since", "last week")
+    assert bad_window.returncode == 2 and "since" in bad_window.stderr
     verified = docbus(env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout
     assert "0 problems" in verified.stdout
