@@ -2,7 +2,7 @@
 
     docbus serve [--host H] [--port P] [--workers N]   gateway on the embedded default (SQLite, no Kafka)
     docbus gateway [...]                               HTTP intake only (scale-out role)
-    docbus worker                                      outbox sweeper and adapters (scale-out role)
+    docbus worker [--metrics-port P]                   outbox sweeper and adapters (scale-out role)
     docbus migrate                                     bring the database to the newest schema
     docbus sim national-axis|provincial-axis [--port P]  an axis simulator
     docbus demo [--port P] [--duration S]              bus, simulators and sample traffic in one process
@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the outbox sweeper (and adapters): the scale-out worker role")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--metrics-host", default="127.0.0.1")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("sim", help="run an axis simulator: docbus sim national-axis|provincial-axis [--port P]")
@@ -193,9 +195,28 @@ def _existing_database(settings: Settings) -> Database | None:
     return db
 
 
+def _share_metrics_between(workers: int) -> None:
+    """Several gateway processes write their metrics to one fresh directory (see ``docbus.metrics``), set in
+    the environment before they start, and removed when this command ends; a directory set by the operator
+    (``PROMETHEUS_MULTIPROC_DIR``) is used as it is."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    from docbus.metrics import MULTIPROCESS_DIR_VARIABLE
+
+    if workers < 2 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        return
+    directory = tempfile.mkdtemp(prefix="docbus-metrics-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = directory
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _share_metrics_between(args.workers)
     settings = Settings()
     _migrate_settings(settings)
     uvicorn.run(
@@ -220,6 +241,10 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     _migrate_settings(settings)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     _run_on_uvloop(run_worker(settings))
     return 0
 

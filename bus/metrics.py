@@ -1,8 +1,20 @@
-"""Prometheus metrics of one process (``/metrics``)."""
+"""Prometheus metrics (``/metrics`` on a gateway, ``docbus worker --metrics-port`` on a worker).
+
+A process keeps its own counters. When one command runs several processes (``docbus gateway --workers N``), each
+writes them to a directory shared by the group (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``,
+set by the command before its processes start), and ``/metrics`` sums them, so a scrape answered by any of them
+counts everything the command did. Totals over every process of a deployment are Prometheus' sums over its
+targets; what the whole bus did with a window's messages is ``GET /v1/flows``, read from the database.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 INTAKE_ACCEPTED = Counter("docbus_intake_accepted_total", "Messages accepted and made durable")
 INTAKE_REPLAYED = Counter("docbus_intake_replayed_total", "Submissions answered with an earlier receipt")
@@ -12,3 +24,29 @@ COMPONENT_RESTARTS = Counter(
     "Long-lived parts (consumers, pollers) that failed and were started again",
     ["part"],
 )
+PUBLISHED = Counter("docbus_published_total", "Messages the outbox relay published to their agency topic")
+DELIVERIES = Counter(
+    "docbus_deliveries_total",
+    "Delivery outcomes per destination: delivered, duplicate (the destination had it already), retrying, "
+    "failed (refused for good), dead (given up, in the dead-letter topic)",
+    ["destination", "outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "docbus_delivery_latency_seconds",
+    "From a message's arrival at the bus to a destination's acknowledgement",
+    ["destination"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+RECEIPTS = Counter("docbus_receipts_total", "Business receipts (edXML status messages) matched, by code", ["code"])
+
+
+def exposition() -> bytes:
+    """What ``/metrics`` answers: this process' metrics, or its command's processes' summed."""
+    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
+__all__ = ["CONTENT_TYPE_LATEST", "exposition"]

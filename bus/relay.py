@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from docbus.broker.base import Broker, BrokerUnavailable, OutgoingRecord, PublishedRecord
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.envelope import MessageStatus
+from docbus.metrics import PUBLISHED
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
@@ -591,6 +592,7 @@ async def mark_published(
             .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
             .values(status=MessageStatus.PUBLISHED)
         )
+    PUBLISHED.inc(len(still_open))  # inside the marking transaction: one that fails and is retried counts twice
 
 
 def _mark_outbox_rows(raw: sqlite3.Connection, message_ids: list[str], owner: str, now: datetime) -> set[str]:

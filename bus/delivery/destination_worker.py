@@ -30,6 +30,7 @@ from docbus.delivery.offsets import CommitTracker, Entry
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope, MessageStatus
+from docbus.metrics import DELIVERIES, DELIVERY_LATENCY
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
 from docbus.routing import RouteTable
@@ -347,6 +348,7 @@ class DestinationWorker:
                     await self._give_up(envelope, receivers, record, attempts, error)
                     return
                 delay = self.policy.delay(attempt)
+                DELIVERIES.labels(self.name, "retrying").inc()
                 self._event(
                     envelope.message_id,
                     "RETRYING",
@@ -358,6 +360,8 @@ class DestinationWorker:
                 continue
             self.breaker.record_success()
             self.delivered += 1
+            DELIVERIES.labels(self.name, "duplicate" if result.duplicate else "delivered").inc()
+            DELIVERY_LATENCY.labels(self.name).observe((datetime.now(UTC) - envelope.received_at).total_seconds())
             self._recently_delivered[envelope.message_id] = None
             if len(self._recently_delivered) > 50_000:
                 self._recently_delivered.pop(next(iter(self._recently_delivered)))
@@ -384,7 +388,9 @@ class DestinationWorker:
         error: DeliveryError,
     ) -> None:
         self.dead += 1
+        DELIVERIES.labels(self.name, "dead").inc()
         if not error.retriable:
+            DELIVERIES.labels(self.name, "failed").inc()
             refusal = {"reason": error.reason[:500], **error.as_dict()}
             self._event(envelope.message_id, "FAILED", refusal, MessageStatus.FAILED)
         # Events queued so far must precede DEAD in the chain.

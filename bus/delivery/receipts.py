@@ -22,6 +22,7 @@ from docbus.broker.base import Broker, ConsumedRecord
 from docbus.delivery.consuming import consume_until
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope, MessageKind, MessageStatus
+from docbus.metrics import RECEIPTS
 from docbus.payload_store import PayloadStore
 from docbus.records import envelope_from_record
 from docbus.store.database import Database
@@ -123,6 +124,7 @@ class ReceiptMatcher:
             detail["description"] = description
         self._recorder.record(NewEvent(original, "RECEIPT", actor=receipt.sender, detail=detail, status=status))
         self.matched += 1
+        RECEIPTS.labels(code).inc()
         return MatchedReceipt(original, code)
 
     async def _find_original(self, receipt: Envelope) -> str | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from docbus.errors import NotFound
 from docbus.gateway.deps import State
+from docbus.metrics import CONTENT_TYPE_LATEST, exposition
 
 router = APIRouter(tags=["meta"])
 
@@ -78,4 +78,4 @@ async def readyz(state: State) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
