@@ -27,8 +27,9 @@ COMPONENT_RESTARTS = Counter(
 PUBLISHED = Counter("docbus_published_total", "Messages the outbox relay published to their agency topic")
 DELIVERIES = Counter(
     "docbus_deliveries_total",
-    "Delivery outcomes per destination: delivered, duplicate (the destination had it already), retrying, "
-    "failed (refused for good), dead (given up, in the dead-letter topic)",
+    "Delivery outcomes per destination: delivered, duplicate (the destination had it already), retrying (an "
+    "attempt failed, another follows), failed (refused for good), dead (given up: retries exhausted or refused, "
+    "so a refusal counts as failed and as dead)",
     ["destination", "outcome"],
 )
 DELIVERY_LATENCY = Histogram(
