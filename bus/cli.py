@@ -306,6 +306,8 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                     args.organ_id, name=args.name, role=Role(args.role), parent=args.parent
                 )
                 print(f"registered {agency.organ_id} ({agency.name}) as {agency.role.value}, level {agency.level}")
+                if agency.role in (Role.AGENCY, Role.AXIS) and settings.kafka_bootstrap:
+                    await _create_topic_ahead(settings, db, agency.organ_id)
                 print(key)
             elif action == "rotate":
                 print(await directory.rotate_key(args.organ_id))
@@ -320,6 +322,25 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
             await db.dispose()
 
     return asyncio.run(run())
+
+
+async def _create_topic_ahead(settings: Settings, db: Database, organ_id: str) -> None:
+    """The new agency's Kafka topic, so that consumers already running are assigned it before its first message
+    (see ``DeliveryNode._create_agency_topics``); with Kafka away, its first message creates it."""
+    from docbus.broker import broker_from_settings
+    from docbus.broker.base import BrokerError
+    from docbus.topics import Topics
+
+    topic = Topics(settings.topic_prefix).agency(organ_id)
+    broker = broker_from_settings(settings, db)
+    try:
+        await broker.start()
+        await broker.ensure_topics([topic])
+        print(f"created topic {topic}")
+    except BrokerError as exc:
+        print(f"warning: topic {topic} not created now ({exc}); its first message will create it", file=sys.stderr)
+    finally:
+        await broker.aclose()
 
 
 def _agency_add(args: argparse.Namespace) -> int:

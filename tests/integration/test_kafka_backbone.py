@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -261,3 +263,65 @@ async def test_kafka_away_for_30_seconds_intake_never_fails_and_backlog_drains(
         assert set(accepted) <= ids, f"{len(set(accepted) - ids)} messages lost"
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def _docbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_agency_topics_exist_before_their_first_message(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Registering an agency creates its topic, and a worker creates those of agencies registered without one,
+    before its consumers subscribe: a topic made by its first message would reach them only a refresh later."""
+    prefix = f"ahead{os.getpid()}x{free_port()}"
+    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_TOPIC_PREFIX": prefix}
+    for name in ("DOCBUS_DATABASE_URL", "DOCBUS_ROUTES_FILE"):
+        env.pop(name, None)
+    with_kafka = {**env, "DOCBUS_KAFKA_BOOTSTRAP": kafka_bootstrap}
+
+    added = _docbus(with_kafka, "agency", "add", SENDER, "--name", "VPCP")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip().splitlines()[-1].startswith("dbk_")  # the key stays the last line
+    assert f"{prefix}.agency.{SENDER}" in await _topics(kafka_bootstrap)
+
+    away = {**env, "DOCBUS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "DOCBUS_BROKER_PUBLISH_TIMEOUT_SECONDS": "1"}
+    offline = _docbus(away, "agency", "add", "000.00.00.G17", "--name", "Bộ Tư pháp")
+    assert offline.returncode == 0, offline.stderr  # registered all the same; the topic comes with its first message
+    assert "not created now" in offline.stderr
+    assert offline.stdout.strip().splitlines()[-1].startswith("dbk_")
+    assert f"{prefix}.agency.000.00.00.G17" not in await _topics(kafka_bootstrap)
+
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        '[[destination]]\nname = "archive"\nadapter = "file"\n\n[[rule]]\nany = true\ndestination = "archive"\n'
+    )
+    worker_env = {**with_kafka, "DOCBUS_ROUTES_FILE": str(routes), "DOCBUS_ADAPTERS__ARCHIVE__DIRECTORY": str(tmp_path)}
+    with (tmp_path / "worker.log").open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "worker", "--log-level", "warning"],
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(600):
+            if f"{prefix}.agency.000.00.00.G17" in await _topics(kafka_bootstrap):
+                break
+            assert worker.poll() is None, "the worker exited"
+            await asyncio.sleep(0.1)
+        assert f"{prefix}.agency.000.00.00.G17" in await _topics(kafka_bootstrap)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
