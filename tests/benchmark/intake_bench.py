@@ -375,8 +375,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         running(worker_cmd, fenv, work / "worker.log") as worker,
         serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log"),
     ):
-        # Warm-up at the same pace: the agency's topic is created by its first message and the destination's
-        # consumer must discover it and join; the steady state is what is measured.
+        # Warm-up at the same pace (connections opened, caches and the broker's logs warm), then everything
+        # delivered; the steady state is what is measured.
         wrk(port, args.warmup, connections, fenv)
         wait_until_delivered(data, 120)
         windows: list[datetime] = []  # each round's start; the last entry closes the last round
