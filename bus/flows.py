@@ -11,7 +11,7 @@ primary key and needs no index on time; the events of those messages come throug
 index. A destination's state for a message is the type of the latest event recorded for that pair
 (``FORWARDING``, ``RETRYING``, ``DELIVERED``, ``FAILED``, ``DEAD`` or ``RESENT``). Delivery times run from
 arrival to the destination's acknowledgement (the DELIVERED event's ``at``); their percentiles are computed
-over the newest ``max_latency_samples`` deliveries of each window, and the report says when it sampled.
+over the newest ``max_latency_samples`` deliveries of the window; ``samples`` says how many they rest on.
 """
 
 from __future__ import annotations

@@ -359,6 +359,7 @@ class OutboxRelay:
 
                 await self._broker.publish_then(records, mark)  # one transaction: exactly once, one commit
                 self.published += len(batch)
+                PUBLISHED.inc(len(batch))
                 unmarked = None
             else:
                 published = await self._broker.publish(records)
@@ -403,7 +404,9 @@ class OutboxRelay:
             if tails is None:
                 raise
             ids = await self._marked_and_claimed(unmarked, None, claim)
-        self.published += sum(len(b.batch) for b in unmarked)
+        marked = sum(len(b.batch) for b in unmarked)
+        self.published += marked
+        PUBLISHED.inc(marked)  # once the marks are committed
         return await self._claimed_records(ids) if ids else []
 
     async def _marked_and_claimed(
@@ -592,7 +595,6 @@ async def mark_published(
             .where(messages.c.id.in_(list(still_open)), messages.c.status == "ACCEPTED")
             .values(status=MessageStatus.PUBLISHED)
         )
-    PUBLISHED.inc(len(still_open))  # inside the marking transaction: one that fails and is retried counts twice
 
 
 def _mark_outbox_rows(raw: sqlite3.Connection, message_ids: list[str], owner: str, now: datetime) -> set[str]:
