@@ -135,6 +135,14 @@ class ValidationFailed(RequestRejected):
     title = "Message does not conform to its schema"
 
 
+class TooManyRequests(RequestRejected):
+    """Raised when a caller already holds as many of a limited resource (event streams) as it may."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+
 class ServiceUnavailable(RequestRejected):
     """Raised when a dependency the request needs (database) is down."""
 

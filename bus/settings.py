@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     group_commit_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
     )
+    event_streams_per_caller: int = Field(
+        default=8,
+        ge=1,
+        description="Open GET /v1/events streams a credential may hold per gateway process (each polls the database).",
+    )
     credential_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from docbus.delivery.dead_letters import DeadLetterStore
-from docbus.errors import Forbidden
+from docbus.errors import Forbidden, TooManyRequests
 from docbus.flows import BadWindow, flow_report, parse_window
 from docbus.gateway.deps import Caller, State
+from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency, Role
 from docbus.store.audit import as_utc
 from docbus.store.messages import EVENT_SETTLE, events_after, published_event, settled_prefix
@@ -25,6 +28,13 @@ from docbus.store.tables import events
 router = APIRouter(prefix="/v1", tags=["operations"])
 SINCE_HELP = "window start: a duration back from `until` (15m, 2h, 1d) or an ISO 8601 instant"
 UNTIL_HELP = "window end: a duration back from now, or an ISO 8601 instant; default now"
+
+
+def _stream_slots(request: Request, state: BusRuntime) -> StreamSlots:
+    slots: StreamSlots | None = getattr(request.app.state, "event_stream_slots", None)
+    if slots is None:
+        slots = request.app.state.event_stream_slots = StreamSlots(state.settings.event_streams_per_caller)
+    return slots
 
 
 def _operator(caller: Agency) -> None:
@@ -101,6 +111,8 @@ async def event_stream(
     where it left off from ``Last-Event-ID``. On PostgreSQL an event is sent once it was written two seconds
     ago, so that none is skipped while an earlier one's transaction is still open.
     """
+    slots = _stream_slots(request, state)
+    slots.check(caller.organ_id)  # refused before any work; the slot is taken just before answering
     cursor = since if since is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     if cursor is None:
         async with state.db.reader.connect() as conn:
@@ -134,6 +146,55 @@ async def event_stream(
                 idle = 0.0
                 yield b": keep-alive\n\n"
 
-    return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    slots.take(caller.organ_id)  # given back by the response, however it ends
+    return _HeldStream(
+        slots,
+        caller.organ_id,
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class StreamSlots:
+    """How many event streams each credential holds open in this process, up to a limit.
+
+    Every stream polls the database four times a second while idle, so an agency system that opens streams in a
+    loop (a reconnect bug, or on purpose) would load the one database every gateway and worker shares. Past the
+    limit a new stream is refused with 429 until one of the caller's streams closes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: Counter[str] = Counter()
+
+    def check(self, organ_id: str) -> None:
+        if self._held[organ_id] >= self.limit:
+            raise TooManyRequests(
+                f"{organ_id} already holds {self.limit} open event streams on this gateway; close one first"
+            )
+
+    def take(self, organ_id: str) -> None:
+        self.check(organ_id)
+        self._held[organ_id] += 1
+
+    def give_back(self, organ_id: str) -> None:
+        self._held[organ_id] -= 1
+        if self._held[organ_id] <= 0:
+            del self._held[organ_id]
+
+    def held(self, organ_id: str) -> int:
+        return self._held[organ_id]
+
+
+class _HeldStream(StreamingResponse):
+    """A streaming response that gives its slot back however it ends (finished, failed, client gone)."""
+
+    def __init__(self, slots: StreamSlots, organ_id: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots, self._organ_id = slots, organ_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.give_back(self._organ_id)
