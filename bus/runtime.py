@@ -26,7 +26,7 @@ from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
 from docbus.topics import Topics
-from docbus.validation import MessageValidator
+from docbus.validation import MessageValidator, ValidationPolicy
 
 
 def instance_name(role: str) -> str:
@@ -109,7 +109,7 @@ class BusRuntime:
         )
         if settings.relay_enabled:
             writer.on_commit(relay.notify)
-        validator = MessageValidator(registry)
+        validator = MessageValidator(registry, policy=ValidationPolicy(max_receivers=settings.max_receivers))
         directory = AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds)
         message_store = MessageStore(db)
         routes = RouteTable.load(settings.routes_file)

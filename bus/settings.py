@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     group_commit_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
     )
+    max_receivers: int = Field(
+        default=1_000, ge=1, description="The most receivers one message may name (a message fans out to each)."
+    )
     event_streams_per_caller: int = Field(
         default=8,
         ge=1,

@@ -41,9 +41,10 @@ class JsonLimits:
 class DossierValidator:
     """Validates JSON dossier messages and extracts their routing facts."""
 
-    def __init__(self, registry: SchemaRegistry, limits: JsonLimits) -> None:
+    def __init__(self, registry: SchemaRegistry, limits: JsonLimits, *, max_receivers: int | None = None) -> None:
         self._registry = registry
         self._limits = limits
+        self._max_receivers = max_receivers
 
     def validate(self, body: bytes) -> ValidatedMessage:
         document = self._parse(body)
@@ -59,7 +60,7 @@ class DossierValidator:
             for index, text in enumerate(receiver_list if isinstance(receiver_list, list) else [])
             if isinstance(text, str) and text
         ]
-        errors += check_parties(sender, receivers)
+        errors += check_parties(sender, receivers, self._max_receivers)
         if errors:
             errors.sort(key=_document_order)
             errors = errors[: self._limits.max_errors]

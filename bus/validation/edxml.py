@@ -87,7 +87,7 @@ class EdxmlValidator:
         errors += rules.document_header_complaints(message_header, children)
         sender = _party(_first(children, "From"))
         receivers = [party for to in children.get("To", ()) if (party := _party(to)) is not None]
-        errors += check_parties(sender, receivers)
+        errors += check_parties(sender, receivers, self._policy.max_receivers)
         if self._policy.check_attachments:
             errors += rules.attachment_complaints(root, self._policy.base64_check_chars)
         if errors:

@@ -60,9 +60,25 @@ def check_organ_id(party: Party, role_en: str, role_vi: str) -> tuple[OrganId | 
         )
 
 
-def check_parties(sender: Party | None, receivers: list[Party]) -> list[FieldError]:
-    """Complaints about the sender's and receivers' ids, in document order."""
+def check_parties(sender: Party | None, receivers: list[Party], max_receivers: int | None = None) -> list[FieldError]:
+    """Complaints about the sender's and receivers' ids, in document order.
+
+    Past ``max_receivers`` one complaint names the first receiver too many and the rest are not looked at: a
+    message fans out to every receiver's destination, and its receivers travel in every record and receipt."""
     errors: list[FieldError] = []
+    if max_receivers is not None and len(receivers) > max_receivers:
+        first_extra = receivers[max_receivers]
+        errors.append(
+            FieldError(
+                path=first_extra.path,
+                rule="too-many-receivers",
+                message_en=f"The message names {len(receivers)} receivers; at most {max_receivers} are accepted",
+                message_vi=f"Thông điệp có {len(receivers)} nơi nhận; chỉ chấp nhận tối đa {max_receivers}",
+                line=first_extra.line,
+                expected=f"at most {max_receivers} receivers",
+            )
+        )
+        receivers = receivers[:max_receivers]
     if sender is not None:
         _, error = check_organ_id(sender, "sender", "gửi")
         if error is not None:

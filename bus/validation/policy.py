@@ -20,17 +20,21 @@ class ValidationPolicy:
     half from its start and half from its end (``None``: all of it). A full check costs about a nanosecond a
     byte, several times the XSD's cost for a packet with large attachments; the ends catch what real senders
     get wrong (templates' placeholders, another encoding, binary pasted in), the receiver decodes the rest.
+    ``max_receivers``: the most receivers one message may name (``None``: no limit); a message fans out to each.
     """
 
     status_codes: frozenset[str] = STANDARD_STATUS_CODES
     status_code_aliases: dict[str, str] = field(default_factory=lambda: {"14": "15"})
     check_attachments: bool = True
     base64_check_chars: int | None = 16_384
+    max_receivers: int | None = 1_000
 
     def __post_init__(self) -> None:
         unknown = {target for target in self.status_code_aliases.values() if target not in self.status_codes}
         if unknown:
             raise ValueError(f"status code aliases point at unknown codes: {sorted(unknown)}")
+        if self.max_receivers is not None and self.max_receivers < 1:
+            raise ValueError("max_receivers must be at least 1 (or None for no limit)")
         if self.base64_check_chars is not None and self.base64_check_chars < 2:
             raise ValueError("base64_check_chars must be at least 2 (or None for all)")
 

@@ -52,7 +52,7 @@ class MessageValidator:
         self.registry = registry
         self._xml = SafeXmlParser(limits)
         self._edxml = EdxmlValidator(registry, policy, max_errors=limits.max_errors)
-        self._json = DossierValidator(registry, json_limits)
+        self._json = DossierValidator(registry, json_limits, max_receivers=policy.max_receivers)
 
     def validate(self, body: bytes, content_type: str) -> ValidatedMessage:
         kind, charset = media_type(content_type)

@@ -127,3 +127,20 @@ async def test_json_hostile_bodies(gateway: RunningGateway) -> None:
         assert status in (400, 422), (body[:20], problem)
         assert problem["errors"]
     assert (await row_counts(gateway.db))["messages"] == 0
+
+
+async def test_a_document_for_too_many_receivers_is_422_and_stores_nothing(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    from .test_forwarding import document
+
+    await gateway.register(SENDER)
+    receivers = tuple(f"{i // 10_000:03d}.{i // 100 % 100:02d}.{i % 100:02d}.H41" for i in range(1_001))
+    body = document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], receivers)
+    status, problem = await _post(gateway, body, XML)
+    assert status == 422
+    errors = problem["errors"]
+    assert isinstance(errors, list) and [e["rule"] for e in errors] == ["too-many-receivers"]
+    assert errors[0]["path"].endswith("/To[1001]/OrganId")
+    assert errors[0]["expected"] == "at most 1000 receivers"
+    assert (await row_counts(gateway.db))["messages"] == 0

@@ -15,7 +15,7 @@ import pytest
 from docbus.envelope import MessageKind, SchemaRef
 from docbus.errors import FieldError, NotWellFormed, UnsupportedMediaType, ValidationFailed
 from docbus.schemas import SchemaRegistry
-from docbus.validation import JsonLimits, MessageValidator
+from docbus.validation import JsonLimits, MessageValidator, ValidationPolicy
 
 Refusal = Callable[..., list[FieldError]]
 JSON = "application/json"
@@ -276,3 +276,11 @@ def test_complaints_come_in_document_order(refused: Refusal) -> None:
 def test_a_date_with_a_final_newline_is_refused(refused: Refusal) -> None:
     body = _changed(DOSSIER, lambda d: d["dossier"].update(NgayHenTra="20240329170000\n"))
     assert _rules(refused(ValidationFailed, body, JSON)) == [("/dossier/NgayHenTra", "format")]
+
+
+def test_a_dossier_for_more_receivers_than_the_cap_is_refused(refused: Refusal, registry: SchemaRegistry) -> None:
+    capped = MessageValidator(registry, policy=ValidationPolicy(max_receivers=2))
+    receivers = ["000.00.00.G22", "H41.02", "000.00.00.G17"]
+    assert len(capped.validate(_changed(DOSSIER, lambda d: d.update(to=receivers[:2])), JSON).receivers) == 2
+    errors = refused(ValidationFailed, _changed(DOSSIER, lambda d: d.update(to=receivers)), JSON, using=capped)
+    assert _rules(errors) == [("/to/2", "too-many-receivers")]

@@ -380,3 +380,40 @@ def test_large_attachments_are_checked_at_both_ends(
     ]
     tail = content[:-3] + "!=="
     assert [e.rule for e in refused(ValidationFailed, edoc_text.replace("JVBERi0xLjQK", tail))] == ["base64"]
+
+
+def _with_receivers(edoc_text: str, count: int) -> str:
+    """The document addressed to ``count`` distinct receivers (000.00.00.H41, 000.00.01.H41, ...)."""
+    start = edoc_text.index("<edXML:To>")
+    end = edoc_text.rindex("</edXML:To>") + len("</edXML:To>")
+    ids = [f"{i // 10_000:03d}.{i // 100 % 100:02d}.{i % 100:02d}.H41" for i in range(count)]
+    tos = "".join(f"<edXML:To><edXML:OrganId>{organ}</edXML:OrganId></edXML:To>\n" for organ in ids)
+    return edoc_text[:start] + tos + edoc_text[end:]
+
+
+def test_receivers_up_to_the_cap_are_taken(edoc_text: str, registry: SchemaRegistry) -> None:
+    capped = MessageValidator(registry, policy=ValidationPolicy(max_receivers=50))
+    message = capped.validate(_with_receivers(edoc_text, 50).encode(), "application/xml")
+    assert len(message.receivers) == 50
+    assert len(set(message.receivers)) == 50
+
+
+def test_one_receiver_past_the_cap_is_refused_where_it_stands(
+    edoc_text: str, registry: SchemaRegistry, refused: Refusal, line_in: LineIn
+) -> None:
+    capped = MessageValidator(registry, policy=ValidationPolicy(max_receivers=50))
+    body = _with_receivers(edoc_text, 20_000)
+    errors = refused(ValidationFailed, body, using=capped)
+    assert [(e.path, e.rule, e.line) for e in errors] == [
+        (f"{HEADER}/To[51]/OrganId", "too-many-receivers", line_in(body, "<edXML:To>", 51))
+    ]
+    assert errors[0].message_en == "The message names 20000 receivers; at most 50 are accepted"
+    assert errors[0].expected == "at most 50 receivers"
+
+
+def test_the_default_cap_is_a_thousand_receivers(edoc_text: str, validator: MessageValidator) -> None:
+    assert len(validator.validate(_with_receivers(edoc_text, 1_000).encode(), "application/xml").receivers) == 1_000
+    with pytest.raises(ValidationFailed):
+        validator.validate(_with_receivers(edoc_text, 1_001).encode(), "application/xml")
+    with pytest.raises(ValueError, match="max_receivers"):
+        ValidationPolicy(max_receivers=0)
