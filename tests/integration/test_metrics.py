@@ -16,16 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..conftest import free_port
 from .test_crash_safety import wait_ready
 from .test_forwarding import document
+from .test_routes_and_events import ROUTES  # archive: the file adapter, for receivers under H41
 
-ROUTES = """
-[[destination]]
-name = "archive"
-adapter = "file"
-
-[[rule]]
-level1 = ["H41"]
-destination = "archive"
-"""
 SENDER = "000.00.00.G22"
 
 
