@@ -158,10 +158,11 @@ def _status(value: str) -> MessageStatus:
         raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(MessageStatus)}") from None
 
 
-def _existing_database(settings: Settings) -> Database | None:
-    """The database for a command that only reads or repairs (``messages``, ``dlq``, ``audit``), or ``None``
-    after saying on stderr why not: such a command must not create an empty database (or a data directory)
-    where there was none, nor read one whose schema is not the one this docbus expects."""
+async def _existing_database(settings: Settings) -> Database | None:
+    """The database for a command that only reads or repairs (``messages``, ``dlq``, ``audit``, ``flows``), or
+    ``None`` after saying on stderr why not: such a command must not create an empty database (or a data
+    directory) where there was none, nor read one whose schema is not the one this docbus expects. Called in the
+    command's own event loop: a pooled PostgreSQL connection belongs to the loop that opened it."""
     from docbus.store.database import Database
     from docbus.store.migrate import current_revision, head_revision
 
@@ -173,26 +174,23 @@ def _existing_database(settings: Settings) -> Database | None:
         )
         return None
     db = Database.from_settings(settings)
-
-    async def check() -> str | None:
-        try:
-            found = await current_revision(db.reader)
-        except Exception as exc:
-            await db.dispose()
-            return f"error: cannot read the database: {exc}"
+    try:
+        found = await current_revision(db.reader)
+    except Exception as exc:
+        problem = f"error: cannot read the database: {exc}"
+    else:
         expected = head_revision()
         if found == expected:
-            return None
-        await db.dispose()
+            return db
         if found is None:
-            return "error: the database holds no docbus schema; create it with `docbus migrate`"
-        return f"error: the database schema is at revision {found}, this docbus expects {expected}: `docbus migrate`"
-
-    problem = asyncio.run(check())
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return None
-    return db
+            problem = "error: the database holds no docbus schema; create it with `docbus migrate`"
+        else:
+            problem = (
+                f"error: the database schema is at revision {found}, this docbus expects {expected}: `docbus migrate`"
+            )
+    await db.dispose()
+    print(problem, file=sys.stderr)
+    return None
 
 
 def _share_metrics_between(workers: int) -> None:
@@ -366,11 +364,11 @@ def _dlq(args: argparse.Namespace) -> int:
     from docbus.topics import Topics
 
     settings = Settings()
-    db = _existing_database(settings)
-    if db is None:
-        return 1
 
     async def run() -> int:
+        db = await _existing_database(settings)
+        if db is None:
+            return 1
         broker = broker_from_settings(settings, db)
         store = DeadLetterStore(db, broker, Topics(settings.topic_prefix))
         try:
@@ -397,11 +395,10 @@ def _dlq(args: argparse.Namespace) -> int:
 def _messages(args: argparse.Namespace) -> int:
     from docbus.store.messages import MessageStore
 
-    db = _existing_database(Settings())
-    if db is None:
-        return 1
-
     async def run() -> int:
+        db = await _existing_database(Settings())
+        if db is None:
+            return 1
         store = MessageStore(db)
         try:
             if args.action == "list":
@@ -430,11 +427,10 @@ def _messages(args: argparse.Namespace) -> int:
 def _audit_verify(_args: argparse.Namespace) -> int:
     from docbus.audit_verify import verify_all
 
-    db = _existing_database(Settings())
-    if db is None:
-        return 1
-
     async def run() -> int:
+        db = await _existing_database(Settings())
+        if db is None:
+            return 1
         try:
             checked, event_count, problems = await verify_all(db)
         finally:
@@ -455,22 +451,22 @@ def _flows(args: argparse.Namespace) -> int:
     except BadWindow as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    db = _existing_database(Settings())
-    if db is None:
-        return 1
 
-    async def run() -> dict[str, Any]:
+    async def run() -> int:
+        db = await _existing_database(Settings())
+        if db is None:
+            return 1
         try:
-            return await flow_report(db, window, sender=args.sender)
+            report = await flow_report(db, window, sender=args.sender)
         finally:
             await db.dispose()
+        if args.json:
+            _dump(report)
+        else:
+            print(render_report(report))
+        return 0
 
-    report = asyncio.run(run())
-    if args.json:
-        _dump(report)
-    else:
-        print(render_report(report))
-    return 0
+    return asyncio.run(run())
 
 
 def _send(args: argparse.Namespace) -> int:

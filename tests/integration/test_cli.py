@@ -153,3 +153,16 @@ def test_demo_shows_deliveries_and_receipts(env: dict[str, str], tmp_path: Path)
     assert "RECEIPT 06" in out
     assert "400 edoc.edxml" in out
     assert "summary: 5 documents sent" in out
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_the_reading_commands_on_postgresql(env: dict[str, str], database_url: str) -> None:
+    """Each command checks the schema and then reads in one event loop: a pooled asyncpg connection belongs to the
+    loop that opened it, so checking in one loop and reading in another would fail here (not on SQLite)."""
+    env = {**env, "DOCBUS_DATABASE_URL": database_url}
+    assert docbus(env, "messages", "list").returncode == 1  # no schema yet
+    assert docbus(env, "migrate").returncode == 0
+    for command in [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows", "--json")]:
+        done = docbus(env, *command)
+        assert done.returncode == 0, (command, done.stderr)
+    assert orjson.loads(docbus(env, "flows", "--json").stdout)["senders"] == []
