@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from docbus.errors import NotFound
 from docbus.gateway.deps import State
-from docbus.metrics import CONTENT_TYPE_LATEST, exposition
+from docbus.metrics import exposition
 
 router = APIRouter(tags=["meta"])
 

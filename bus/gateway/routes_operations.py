@@ -77,12 +77,8 @@ async def resend_dead_letter(dead_id: int, state: State, caller: Caller) -> Resp
 async def show_flows(
     state: State,
     caller: Caller,
-    since: Annotated[
-        str, Query(description="window start: a duration back from `until` (15m, 2h, 1d) or an instant")
-    ] = "1h",
-    until: Annotated[
-        str | None, Query(description="window end: a duration back from now, or an instant; default now")
-    ] = None,
+    since: Annotated[str, Query(description=SINCE_HELP)] = "1h",
+    until: Annotated[str | None, Query(description=UNTIL_HELP)] = None,
     sender: str | None = None,
 ) -> Response:
     """What became of the messages received in a window (at most 7 days), per sender and per destination:
