@@ -178,9 +178,6 @@ class StreamSlots:
         if self._held[organ_id] <= 0:
             del self._held[organ_id]
 
-    def held(self, organ_id: str) -> int:
-        return self._held[organ_id]
-
 
 class _HeldStream(StreamingResponse):
     """A streaming response that gives its slot back however it ends (finished, failed, client gone)."""
