@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class MessageKind(StrEnum):
@@ -68,6 +69,8 @@ class ValidatedMessage:
     status_code: str | None = None
     # Extra facts worth indexing (subject, dossier status, ...), small strings only.
     facts: dict[str, str] = field(default_factory=dict)
+    # What checking an edXML packet's XML-DSig signature found (``SignatureCheck.as_dict``); None: unsigned.
+    xml_signature: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +91,5 @@ class Envelope:
     trace_id: str
     response_for: str | None = None
     status_code: str | None = None
+    # Kept in the signed receipt and the ACCEPTED event, not carried in Kafka records.
+    xml_signature: dict[str, Any] | None = field(default=None, compare=False)

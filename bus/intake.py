@@ -139,6 +139,7 @@ class IntakeService:
             trace_id=trace.group(1) if trace else new_trace_id(),
             response_for=message.response_for,
             status_code=message.status_code,
+            xml_signature=message.xml_signature,
         )
         payload_ref = None
         if envelope.size > self._claim_check_bytes:
@@ -167,6 +168,9 @@ class IntakeService:
             "size": envelope.size,
             "received_at": envelope.received_at.isoformat(),
         }
+        if envelope.xml_signature is not None:
+            # The bus attests what it found when it checked the packet's own signature.
+            fields["xml_signature"] = envelope.xml_signature
         signed = canonical_json(fields)
         return canonical_json({**fields, "signature": self._signer.sign(signed)})
 

@@ -27,6 +27,7 @@ from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
 from docbus.topics import Topics
 from docbus.validation import MessageValidator, ValidationPolicy
+from docbus.validation.xml_signature import TrustAnchors
 
 
 def instance_name(role: str) -> str:
@@ -109,7 +110,7 @@ class BusRuntime:
         )
         if settings.relay_enabled:
             writer.on_commit(relay.notify)
-        validator = MessageValidator(registry, policy=ValidationPolicy(max_receivers=settings.max_receivers))
+        validator = MessageValidator(registry, policy=validation_policy(settings))
         directory = AgencyDirectory(db, cache_seconds=settings.credential_cache_seconds)
         message_store = MessageStore(db)
         routes = RouteTable.load(settings.routes_file)
@@ -161,3 +162,13 @@ class BusRuntime:
         await self.broker.aclose()
         await self.local_agencies.aclose()
         await self.db.dispose()
+
+
+def validation_policy(settings: Settings) -> ValidationPolicy:
+    """Intake's semantic rules as configured: the receivers cap and the XML-DSig policy with its anchors."""
+    anchors = None
+    if settings.xml_signature_trust_file is not None:
+        anchors = TrustAnchors.from_pem_file(settings.xml_signature_trust_file)
+    return ValidationPolicy(
+        max_receivers=settings.max_receivers, signatures=settings.xml_signature_policy, trust_anchors=anchors
+    )

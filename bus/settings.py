@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docbus.validation.xml_signature import SignaturePolicy
+
 
 class Settings(BaseSettings):
     """Runtime configuration; every field maps to ``DOCBUS_<NAME>``."""
@@ -34,6 +36,15 @@ class Settings(BaseSettings):
     )
     max_receivers: int = Field(
         default=1_000, ge=1, description="The most receivers one message may name (a message fans out to each)."
+    )
+    xml_signature_policy: SignaturePolicy = Field(
+        default=SignaturePolicy.RECORD,
+        description="An edXML packet's XML-DSig signature: record (verify, keep the outcome, refuse nothing), "
+        "reject-invalid (a signature present must verify), require (every packet must carry one that verifies).",
+    )
+    xml_signature_trust_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of the certificate authorities signers must chain to; unset = trust is not judged.",
     )
     event_streams_per_caller: int = Field(
         default=8,

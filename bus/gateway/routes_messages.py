@@ -86,6 +86,7 @@ async def validate_message(request: Request, state: State, caller: Caller) -> Re
         "business_id": message.business_id,
         "response_for": message.response_for,
         "status_code": message.status_code,
+        "xml_signature": message.xml_signature,
     }
     return Response(orjson.dumps(report), media_type="application/json")
 

@@ -234,7 +234,9 @@ async def _existing_identities(
 
 
 def accepted_event(env: Envelope) -> dict[str, Any]:
-    detail = {"sha256": env.sha256, "size": env.size, "trace_id": env.trace_id}
+    detail: dict[str, Any] = {"sha256": env.sha256, "size": env.size, "trace_id": env.trace_id}
+    if env.xml_signature is not None:
+        detail["xml_signature"] = env.xml_signature
     return {
         "message_id": env.message_id,
         "seq": 1,

@@ -13,6 +13,8 @@ worked out for complaints (:mod:`.edxml_rules`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from lxml import etree
 
 from docbus.envelope import MessageKind, ValidatedMessage
@@ -23,6 +25,7 @@ from docbus.validation.edxml_rules import EDXML_NS, Children, child, child_texts
 from docbus.validation.parties import Party, check_parties, shorten
 from docbus.validation.paths import line_of, local_name
 from docbus.validation.policy import ValidationPolicy
+from docbus.validation.xml_signature import SignatureVerifier, policy_complaint
 from docbus.validation.xsd_errors import required_children, schema_complaints
 
 ROOT, ENVELOPE, HEADER, MESSAGE_HEADER = q("edXML"), q("edXMLEnvelope"), q("edXMLHeader"), q("MessageHeader")
@@ -52,6 +55,7 @@ class EdxmlValidator:
         self._max_errors = max_errors
         self._edoc = registry.for_kind(MessageKind.EDOC)
         self._status = registry.for_kind(MessageKind.STATUS)
+        self._signatures = SignatureVerifier(policy.trust_anchors)
         xsd = etree.fromstring(registry.source(self._edoc.id, self._edoc.version), etree.XMLParser(no_network=True))
         self._required = required_children(xsd)
 
@@ -73,8 +77,21 @@ class EdxmlValidator:
         if any(name in children for name in rules.DOCUMENT_MARKERS) or (
             "StatusCode" not in children and child(envelope, rules.BODY) is not None
         ):
-            return self._document(root, header, message_header, children, errors)
-        return self._status_message(root, message_header, children, errors)
+            message = self._document(root, header, message_header, children, errors)
+        else:
+            message = self._status_message(root, message_header, children, errors)
+        return self._signed(message, header)
+
+    def _signed(self, message: ValidatedMessage, header: etree._Element) -> ValidatedMessage:
+        """The message with what its XML-DSig signature check found; refused when the policy says so. Checked
+        last: a packet that does not conform is refused for that, and costs no canonicalization."""
+        element = self._signatures.find(header)
+        check = None if element is None else self._signatures.check(element)
+        complaint = policy_complaint(self._policy.signatures, check, header)
+        if complaint is not None:
+            what = "edXML document" if message.kind is MessageKind.EDOC else "edXML status message"
+            raise self._failed(what, [complaint])
+        return message if check is None else dataclasses.replace(message, xml_signature=check.as_dict())
 
     def _document(
         self,

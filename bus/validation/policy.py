@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from docbus.validation.xml_signature import SignaturePolicy, TrustAnchors
+
 # QCVN 102 receipts: 01 arrived, 02 refused, 03 accepted, 04 assigned, 05 processing, 06 finished,
 # 13 sender asks the document back, 15 recipient agrees, 16 recipient refuses.
 STANDARD_STATUS_CODES = frozenset({"01", "02", "03", "04", "05", "06", "13", "15", "16"})
@@ -21,6 +23,8 @@ class ValidationPolicy:
     byte, several times the XSD's cost for a packet with large attachments; the ends catch what real senders
     get wrong (templates' placeholders, another encoding, binary pasted in), the receiver decodes the rest.
     ``max_receivers``: the most receivers one message may name (``None``: no limit); a message fans out to each.
+    ``signatures``: what intake does with an edXML packet's XML-DSig signature, and ``trust_anchors`` the
+    certificates a signer's chain must reach to count as trusted (see :mod:`docbus.validation.xml_signature`).
     """
 
     status_codes: frozenset[str] = STANDARD_STATUS_CODES
@@ -28,6 +32,8 @@ class ValidationPolicy:
     check_attachments: bool = True
     base64_check_chars: int | None = 16_384
     max_receivers: int | None = 1_000
+    signatures: SignaturePolicy = SignaturePolicy.RECORD
+    trust_anchors: TrustAnchors | None = None
 
     def __post_init__(self) -> None:
         unknown = {target for target in self.status_code_aliases.values() if target not in self.status_codes}
