@@ -174,7 +174,12 @@ class TrustAnchors:
 
     @classmethod
     def from_pem_file(cls, path: Path) -> TrustAnchors:
-        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+        """Anchors from a PEM bundle; ``ValueError`` naming the file when it cannot be read or holds none, so
+        that a misconfigured gateway stops at start-up instead of judging every signer untrusted."""
+        try:
+            certificates = x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"trust anchors {path}: not a readable PEM bundle of certificates ({exc})") from None
         return cls(certificates)
 
     def chains(self, leaf: x509.Certificate, carried: Sequence[x509.Certificate]) -> bool:

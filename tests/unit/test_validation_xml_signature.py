@@ -290,3 +290,11 @@ def test_a_packet_that_does_not_conform_is_refused_for_that_first(registry: Sche
     with pytest.raises(ValidationFailed) as caught:
         validator.validate(broken, "application/xml")
     assert "signature-invalid" not in {e.rule for e in caught.value.errors}
+
+
+def test_unreadable_trust_anchors_stop_the_start(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificates here\n")
+    for path in (empty, tmp_path / "missing.pem"):
+        with pytest.raises(ValueError, match=str(path)):
+            TrustAnchors.from_pem_file(path)
