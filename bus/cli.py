@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the report as GET /v1/flows answers it")
     p.set_defaults(func=_flows)
 
+    p = sub.add_parser(
+        "check", help="intake's checks on files or folders, offline, with this deployment's policy; stores nothing"
+    )
+    p.add_argument("paths", type=Path, nargs="+", metavar="FILE|DIR", help=".xml/.edxml/.json files, or folders")
+    p.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
+    p.set_defaults(func=_check)
+
     p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
     p.add_argument("file", type=Path)
     p.add_argument("--key", required=True, help="the agency's API key")
@@ -467,6 +474,33 @@ def _flows(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Exit 0 when every file would be accepted, 1 when any would be refused, 2 when none was found."""
+    from docbus.check_files import check_file, files_under, render
+    from docbus.runtime import validation_policy
+    from docbus.schemas.registry import SchemaRegistry
+    from docbus.validation import MessageValidator
+
+    settings = Settings()
+    try:
+        validator = MessageValidator(SchemaRegistry(), policy=validation_policy(settings))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    refused = checked = 0
+    for path in files_under(args.paths):
+        verdict = check_file(path, validator, settings.max_body_bytes)
+        checked += 1
+        refused += verdict.accepted is None
+        print(orjson.dumps(verdict.as_dict()).decode() if args.json else render(verdict), flush=True)
+    if not checked:
+        print("error: no .xml, .edxml or .json file found", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"{checked - refused} of {checked} would be accepted", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def _send(args: argparse.Namespace) -> int:

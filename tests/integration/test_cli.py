@@ -166,3 +166,49 @@ def test_the_reading_commands_on_postgresql(env: dict[str, str], database_url: s
         done = docbus(env, *command)
         assert done.returncode == 0, (command, done.stderr)
     assert orjson.loads(docbus(env, "flows", "--json").stdout)["senders"] == []
+
+
+def test_check_gives_intake_verdicts_offline(env: dict[str, str], tmp_path: Path) -> None:
+    """Files and folders checked without a gateway: the verdicts of intake (hostile files included), nothing stored."""
+    folder = tmp_path / "packets"
+    folder.mkdir()
+    for sample in ("edoc_new.edxml", "status_finish_06.edxml", "edoc.edxml"):  # edoc.edxml is not well-formed
+        (folder / sample).write_bytes((SAMPLES / sample).read_bytes())
+    (folder / "xxe.xml").write_text(
+        '<?xml version="1.0"?><!DOCTYPE edXML [<!ENTITY x SYSTEM "file:///etc/passwd">]><edXML>&x;</edXML>'
+    )
+    (folder / "notes.txt").write_text("not a packet: skipped")
+    big = tmp_path / "big.edxml"
+    big.write_bytes(b"<edXML>" + b" " * 1_100_000 + b"</edXML>")
+    env = {**env, "DOCBUS_MAX_BODY_BYTES": "1000000"}
+
+    checked = docbus(env, "check", str(folder), str(big))
+    assert checked.returncode == 1, checked.stderr
+    lines = {line.split()[1]: line for line in checked.stdout.splitlines() if not line.startswith(" ")}
+    assert set(lines) == {
+        str(folder / n) for n in ("edoc_new.edxml", "status_finish_06.edxml", "edoc.edxml", "xxe.xml")
+    } | {str(big)}
+    assert lines[str(folder / "edoc_new.edxml")].startswith("ok ")
+    assert "xml-signature invalid (not-xmldsig)" in lines[str(folder / "edoc_new.edxml")]
+    assert lines[str(folder / "edoc.edxml")].startswith("refused ") and " 400 " in lines[str(folder / "edoc.edxml")]
+    assert " 400 " in lines[str(folder / "xxe.xml")] and "root:" not in checked.stdout  # no file contents
+    assert " 413 " in lines[str(big)]
+    assert "line 74 / [not-well-formed]" in checked.stdout
+    assert "2 of 5 would be accepted" in checked.stderr
+    assert not (tmp_path / "data").exists()  # no database, no keys: nothing stored
+
+    as_json = docbus(env, "check", "--json", str(folder / "status_finish_06.edxml"))
+    assert as_json.returncode == 0, as_json.stderr
+    verdict = orjson.loads(as_json.stdout)
+    assert verdict["accepted"] is True and verdict["kind"] == "status" and "xml_signature" not in verdict
+
+    strict = docbus(
+        {**env, "DOCBUS_XML_SIGNATURE_POLICY": "require"}, "check", "--json", str(folder / "edoc_new.edxml")
+    )
+    assert strict.returncode == 1
+    refused = orjson.loads(strict.stdout)
+    assert refused["status"] == 422 and [e["rule"] for e in refused["errors"]] == ["signature-invalid"]
+
+    no_anchors = docbus({**env, "DOCBUS_XML_SIGNATURE_TRUST_FILE": str(tmp_path / "missing.pem")}, "check", str(big))
+    assert no_anchors.returncode == 2 and "missing.pem" in no_anchors.stderr
+    assert docbus(env, "check", str(tmp_path / "packets" / "notes.txt")).returncode == 1  # named: checked, refused
