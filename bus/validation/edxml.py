@@ -87,9 +87,10 @@ class EdxmlValidator:
         last: a packet that does not conform is refused for that, and costs no canonicalization."""
         element = self._signatures.find(header)
         check = None if element is None else self._signatures.check(element)
-        complaint = policy_complaint(self._policy.signatures, check, header)
+        document = message.kind is MessageKind.EDOC
+        complaint = policy_complaint(self._policy.signatures, check, header, document=document)
         if complaint is not None:
-            what = "edXML document" if message.kind is MessageKind.EDOC else "edXML status message"
+            what = "edXML document" if document else "edXML status message"
             raise self._failed(what, [complaint])
         return message if check is None else dataclasses.replace(message, xml_signature=check.as_dict())
 

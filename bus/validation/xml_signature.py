@@ -116,7 +116,9 @@ class SignaturePolicy(StrEnum):
 
     RECORD = "record"  # verify when present, keep the outcome, refuse nothing
     REJECT_INVALID = "reject-invalid"  # a signature that is present must verify (and chain, with anchors)
-    REQUIRE = "require"  # every edXML packet must carry a signature that verifies (and chains, with anchors)
+    # Every edXML document must carry a signature that verifies (and chains, with anchors). Status messages are
+    # held to reject-invalid: receipts come from axes and systems that often sign nothing.
+    REQUIRE = "require"
 
 
 class SignatureStatus(StrEnum):
@@ -488,18 +490,19 @@ _REASONS_VI = {
 
 
 def policy_complaint(
-    policy: SignaturePolicy, check: SignatureCheck | None, header: etree._Element
+    policy: SignaturePolicy, check: SignatureCheck | None, header: etree._Element, *, document: bool
 ) -> FieldError | None:
-    """Why ``policy`` refuses a packet whose signature check is ``check`` (``None``: unsigned), if it does."""
+    """Why ``policy`` refuses a packet (a ``document``, or a status message) whose signature check is ``check``
+    (``None``: unsigned), if it does."""
     if policy is SignaturePolicy.RECORD:
         return None
     if check is None:
-        if policy is SignaturePolicy.REQUIRE:
+        if policy is SignaturePolicy.REQUIRE and document:
             return FieldError(
                 path=SIGNATURE_PATH,
                 rule="signature-required",
-                message_en="The packet must carry an XML-DSig signature (ds:Signature in edXMLHeader)",
-                message_vi="Gói tin phải có chữ ký số XML-DSig (ds:Signature trong edXMLHeader)",
+                message_en="The document must carry an XML-DSig signature (ds:Signature in edXMLHeader)",
+                message_vi="Văn bản phải có chữ ký số XML-DSig (ds:Signature trong edXMLHeader)",
                 line=line_of(header),
                 expected=f"{{{DSIG_NS}}}Signature",
             )

@@ -265,11 +265,22 @@ def test_reject_invalid_refuses_a_broken_signature_and_takes_unsigned(
     assert error.line is not None and error.message_vi
 
 
-def test_require_refuses_unsigned_and_untrusted(registry: SchemaRegistry, edoc_text: str, tmp_path: Path) -> None:
+def test_require_refuses_unsigned_documents_and_untrusted_signers(
+    registry: SchemaRegistry, edoc_text: str, status_text: str, tmp_path: Path
+) -> None:
     validator = validator_with(registry, SignaturePolicy.REQUIRE)
     with pytest.raises(ValidationFailed) as caught:
         validator.validate(edoc_text.encode(), "application/xml")
     assert [e.rule for e in caught.value.errors] == ["signature-required"]
+    # Receipts are held to reject-invalid: axes and agency systems often sign none.
+    assert validator.validate(status_text.encode(), "application/xml").xml_signature is None
+    signed_receipt = sign_packet(status_text.encode(), identity("UBND tỉnh"))
+    assert validator.validate(signed_receipt, "application/xml").xml_signature["status"] == "valid"  # type: ignore[index]
+    broken_receipt = signed_receipt.replace(b"<Description>", b"<Description>x", 1)
+    assert broken_receipt != signed_receipt
+    with pytest.raises(ValidationFailed) as caught:
+        validator.validate(broken_receipt, "application/xml")
+    assert [e.rule for e in caught.value.errors] == ["signature-invalid"]
 
     root_ca = identity("Root CA", ca=True)
     anchors_file = tmp_path / "anchors.pem"
