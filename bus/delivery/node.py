@@ -16,7 +16,7 @@ from typing import Any
 from docbus.adapters.base import Adapter
 from docbus.broker.base import BrokerError
 from docbus.delivery.dead_letters import DeadLetterStore
-from docbus.delivery.destination_worker import DestinationWorker
+from docbus.delivery.destination_worker import DEFAULT_CONCURRENCY, DestinationWorker
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
@@ -73,6 +73,7 @@ class DeliveryNode:
             config = _config_for(settings.adapters, destination.name)
             policy = RetryPolicy.model_validate(config.pop("retry", {}))
             breaker = CircuitBreaker(**config.pop("breaker", {}))
+            concurrency = _concurrency(destination.name, config.pop("concurrency", DEFAULT_CONCURRENCY))
             adapter = build_adapter(destination.adapter, config)
             await adapter.start()
             self.adapters[destination.name] = adapter
@@ -89,6 +90,7 @@ class DeliveryNode:
                 topics=self.runtime.topics,
                 policy=policy,
                 breaker=breaker,
+                concurrency=concurrency,
             )
             self.workers[destination.name] = worker
             self._spawn(f"docbus-deliver-{destination.name}", partial(worker.run, self._stop))
@@ -188,3 +190,14 @@ def _config_for(adapters: dict[str, dict[str, Any]], name: str) -> dict[str, Any
         if key.lower() == name.lower():
             return {k.lower(): v for k, v in value.items()}
     return {}
+
+
+def _concurrency(destination: str, value: Any) -> int:
+    """``DOCBUS_ADAPTERS__<NAME>__CONCURRENCY``: deliveries in flight to one destination (1 to 1024)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= 1024:
+        raise ValueError(f"adapter {destination}: concurrency must be a whole number from 1 to 1024, not {value!r}")
+    return count
