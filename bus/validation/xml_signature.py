@@ -93,21 +93,23 @@ def _ds(name: str) -> str:
     return f"{{{DSIG_NS}}}{name}"
 
 
-_SIGNATURE, _SIGNED_INFO, _SIGNATURE_VALUE = _ds("Signature"), _ds("SignedInfo"), _ds("SignatureValue")
-_C14N_METHOD, _SIGNATURE_METHOD, _REFERENCE = _ds("CanonicalizationMethod"), _ds("SignatureMethod"), _ds("Reference")
-_TRANSFORMS, _TRANSFORM, _DIGEST_METHOD, _DIGEST_VALUE = (
-    _ds("Transforms"),
-    _ds("Transform"),
-    _ds("DigestMethod"),
-    _ds("DigestValue"),
-)
-_KEY_INFO, _X509_DATA, _X509_CERTIFICATE = _ds("KeyInfo"), _ds("X509Data"), _ds("X509Certificate")
-_KEY_VALUE, _RSA_KEY_VALUE, _MODULUS, _EXPONENT = (
-    _ds("KeyValue"),
-    _ds("RSAKeyValue"),
-    _ds("Modulus"),
-    _ds("Exponent"),
-)
+_SIGNATURE = _ds("Signature")
+_SIGNED_INFO = _ds("SignedInfo")
+_SIGNATURE_VALUE = _ds("SignatureValue")
+_C14N_METHOD = _ds("CanonicalizationMethod")
+_SIGNATURE_METHOD = _ds("SignatureMethod")
+_REFERENCE = _ds("Reference")
+_TRANSFORMS = _ds("Transforms")
+_TRANSFORM = _ds("Transform")
+_DIGEST_METHOD = _ds("DigestMethod")
+_DIGEST_VALUE = _ds("DigestValue")
+_KEY_INFO = _ds("KeyInfo")
+_X509_DATA = _ds("X509Data")
+_X509_CERTIFICATE = _ds("X509Certificate")
+_KEY_VALUE = _ds("KeyValue")
+_RSA_KEY_VALUE = _ds("RSAKeyValue")
+_MODULUS = _ds("Modulus")
+_EXPONENT = _ds("Exponent")
 _EXC_INCLUSIVE_NAMESPACES = "{http://www.w3.org/2001/10/xml-exc-c14n#}InclusiveNamespaces"
 
 
