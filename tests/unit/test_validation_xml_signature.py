@@ -309,3 +309,30 @@ def test_unreadable_trust_anchors_stop_the_start(tmp_path: Path) -> None:
     for path in (empty, tmp_path / "missing.pem"):
         with pytest.raises(ValueError, match=str(path)):
             TrustAnchors.from_pem_file(path)
+
+
+def test_references_are_capped_and_each_target_canonicalized_once(
+    signed: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reference may name the whole packet: four of them cost one canonicalization, a fifth is refused."""
+    import docbus.validation.xml_signature as module
+
+    calls = []
+    real = module._canonical_without
+    monkeypatch.setattr(module, "_canonical_without", lambda *args: calls.append(args) or real(*args))
+
+    def copies(count: int):  # type: ignore[no-untyped-def]
+        def add(root: etree._Element) -> None:
+            reference = root.find(".//ds:Reference", DS)
+            for _ in range(count):
+                reference.addnext(etree.fromstring(etree.tostring(reference)))
+
+        return add
+
+    found = check(resigned_value(signed, copies(3)))
+    assert found is not None
+    assert found.reason == "signature-mismatch"  # every digest matched; SignedInfo itself was changed
+    assert len(calls) == 1
+    found = check(resigned_value(signed, copies(4)))
+    assert found is not None
+    assert (found.status, found.reason) == (SignatureStatus.UNSUPPORTED, "too-many-references")
