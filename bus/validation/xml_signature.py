@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -232,10 +232,19 @@ class SignatureVerifier:
         return None
 
     def check(self, signature: etree._Element) -> SignatureCheck:
+        """What the signature's check found. Never raises: the signature is the sender's input, and whatever it
+        makes a library fail on (a relative namespace URI that C14N refuses, a key type nothing here reads) is
+        an outcome to record, not a server error."""
         try:
             return self._check(signature)
         except _Refused as refused:
             return SignatureCheck(refused.status, refused.reason, refused.detail, line=line_of(signature))
+        except etree.C14NError:
+            detail = "the signed content cannot be canonicalized (C14N refuses relative namespace URIs)"
+            return SignatureCheck(SignatureStatus.UNSUPPORTED, "canonicalization", detail, line=line_of(signature))
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            detail = f"the signature could not be verified: {str(exc)[:200]}"
+            return SignatureCheck(SignatureStatus.UNSUPPORTED, "verification", detail, line=line_of(signature))
 
     def _check(self, signature: etree._Element) -> SignatureCheck:
         if signature.tag != _SIGNATURE:
@@ -248,9 +257,9 @@ class SignatureVerifier:
         c14n_uri = _algorithm(_one(signed_info, _C14N_METHOD, "CanonicalizationMethod"))
         method_uri = _algorithm(_one(signed_info, _SIGNATURE_METHOD, "SignatureMethod"))
         if c14n_uri not in CANONICALIZATIONS:
-            raise _unsupported("canonicalization", f"canonicalization {c14n_uri} is not supported")
+            raise _unsupported("canonicalization", f"canonicalization {c14n_uri[:200]} is not supported")
         if method_uri not in SIGNATURE_METHODS:
-            raise _unsupported("signature-method", f"signature method {method_uri} is not supported")
+            raise _unsupported("signature-method", f"signature method {method_uri[:200]} is not supported")
         references = list(signed_info.iterchildren(_REFERENCE))
         if not references:
             raise _invalid("no-reference", "SignedInfo has no Reference")
@@ -350,7 +359,7 @@ def _check_reference(
     enveloped = any(algorithm == ENVELOPED for algorithm, _ in transforms)
     digest_uri = _algorithm(_one(reference, _DIGEST_METHOD, "DigestMethod"))
     if digest_uri not in DIGESTS:
-        raise _unsupported("digest-method", f"digest method {digest_uri} is not supported")
+        raise _unsupported("digest-method", f"digest method {digest_uri[:200]} is not supported")
     expected = _base64(_one(reference, _DIGEST_VALUE, "DigestValue"), "DigestValue")
     key = (id(target), exclusive, None if prefixes is None else tuple(prefixes), enveloped)
     if key not in canonical:

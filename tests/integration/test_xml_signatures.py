@@ -43,6 +43,13 @@ async def test_signatures_are_attested_and_broken_ones_refused(gateway: RunningG
         assert "changed after it was signed" in error["message_en"]
         assert await row_counts(gateway.db) == {"messages": 0, "payloads": 0, "events": 0, "outbox": 0}
 
+        # C14N refuses relative namespace URIs: an outcome (422 here), not a server error.
+        relative = signed.replace(b"<edXML:Subject>", b'<edXML:Subject xmlns:rel="relative/ns">', 1)
+        unsupported = await client.post("/v1/messages", content=relative, headers=XML)
+        assert unsupported.status_code == 422, unsupported.text
+        assert unsupported.json()["errors"][0]["rule"] == "signature-unsupported"
+        assert await row_counts(gateway.db) == {"messages": 0, "payloads": 0, "events": 0, "outbox": 0}
+
         sandbox = await client.post("/v1/validate", content=tampered, headers=XML)
         assert sandbox.status_code == 422 and sandbox.json()["errors"][0]["rule"] == "signature-invalid"
 

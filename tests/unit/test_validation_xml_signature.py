@@ -336,3 +336,22 @@ def test_references_are_capped_and_each_target_canonicalized_once(
     found = check(resigned_value(signed, copies(4)))
     assert found is not None
     assert (found.status, found.reason) == (SignatureStatus.UNSUPPORTED, "too-many-references")
+
+
+def test_what_libraries_refuse_is_an_outcome_not_an_error(registry: SchemaRegistry, edoc_text: str) -> None:
+    """C14N refuses relative namespace URIs; a certificate may hold a key nothing here reads. Either way intake
+    answers with the outcome (or, under a strict policy, a 422), never with a server error."""
+    signed = sign_packet(edoc_text.encode(), identity("Sở Tài chính"))
+    hostile = signed.replace(b"<edXML:Subject>", b'<edXML:Subject xmlns:rel="relative/namespace">', 1)
+    assert hostile != signed
+    found = check(hostile)
+    assert found is not None and (found.status, found.reason) == (SignatureStatus.UNSUPPORTED, "canonicalization")
+    with pytest.raises(ValidationFailed) as caught:
+        validator_with(registry, SignaturePolicy.REJECT_INVALID).validate(hostile, "application/xml")
+    assert [e.rule for e in caught.value.errors] == ["signature-unsupported"]
+
+    def unreadable_key(root: etree._Element) -> None:
+        root.find(".//ds:X509Certificate", DS).text = base64.b64encode(b"not a certificate").decode()
+
+    found = check(resigned_value(signed, unreadable_key))
+    assert found is not None and (found.status, found.reason) == (SignatureStatus.INVALID, "malformed")
