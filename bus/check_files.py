@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docbus.errors import RequestRejected
+from docbus.connectors.client import content_type_for
+from docbus.errors import RequestRejected, problem_body
 from docbus.validation import MessageValidator
 
 CHECKED_SUFFIXES = frozenset({".xml", ".edxml", ".json"})
@@ -22,20 +23,19 @@ CHECKED_SUFFIXES = frozenset({".xml", ".edxml", ".json"})
 
 @dataclass(frozen=True, slots=True)
 class FileVerdict:
-    """One file's verdict: what the gateway would accept, or its refusal as problem+json would carry it."""
+    """One file's verdict: what the gateway's sandbox reports about a message it would accept, or the refusal as
+    problem+json carries it (``status`` included)."""
 
     path: Path
     accepted: dict[str, Any] | None = None
-    status: int | None = None
     problem: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"file": str(self.path), "accepted": self.accepted is not None}
-        found.update(self.accepted or {})
-        if self.problem is not None:
-            found["status"] = self.status
-            found.update(self.problem)
-        return found
+        return {"file": str(self.path), "accepted": self.accepted is not None, **(self.accepted or self.problem or {})}
+
+
+def _unread(path: Path, status: int, title: str, detail: str) -> FileVerdict:
+    return FileVerdict(path, problem={"title": title, "status": status, "detail": detail})
 
 
 def files_under(paths: Iterable[Path]) -> Iterator[Path]:
@@ -48,34 +48,19 @@ def files_under(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def check_file(path: Path, validator: MessageValidator, max_bytes: int) -> FileVerdict:
-    """The gateway's verdict on ``path``; a file over the body cap is refused before it is read, as intake does."""
-    content_type = "application/json" if path.suffix.lower() == ".json" else "application/xml"
+    """The gateway's verdict on ``path``; a file over the body cap is refused before it is read, as intake does.
+    A file that cannot be read has status 0."""
     try:
         size = path.stat().st_size
-    except OSError as exc:
-        return FileVerdict(path, status=0, problem={"title": "Cannot read the file", "detail": str(exc)})
-    if size > max_bytes:
-        detail = f"{size} bytes is over the {max_bytes}-byte body cap (DOCBUS_MAX_BODY_BYTES)"
-        return FileVerdict(path, status=413, problem={"title": "Body too large", "detail": detail})
-    try:
-        message = validator.validate(path.read_bytes(), content_type)
+        if size > max_bytes:
+            detail = f"{size} bytes is over the {max_bytes}-byte body cap (DOCBUS_MAX_BODY_BYTES)"
+            return _unread(path, 413, "Body too large", detail)
+        message = validator.validate(path.read_bytes(), content_type_for(path))
     except RequestRejected as exc:
-        problem: dict[str, Any] = {"type": exc.type_uri, "title": exc.title, "detail": exc.detail}
-        if exc.errors:
-            problem["errors"] = [error.as_dict() for error in exc.errors]
-        return FileVerdict(path, status=exc.status, problem=problem)
+        return FileVerdict(path, problem=problem_body(exc))
     except OSError as exc:
-        return FileVerdict(path, status=0, problem={"title": "Cannot read the file", "detail": str(exc)})
-    accepted: dict[str, Any] = {
-        "kind": message.kind.value,
-        "schema": {"id": message.schema.id, "version": message.schema.version},
-        "sender": message.sender,
-        "receivers": list(message.receivers),
-        "business_id": message.business_id,
-    }
-    if message.xml_signature is not None:
-        accepted["xml_signature"] = message.xml_signature
-    return FileVerdict(path, accepted=accepted)
+        return _unread(path, 0, "Cannot read the file", str(exc))
+    return FileVerdict(path, accepted=message.summary())
 
 
 def render(verdict: FileVerdict) -> str:
@@ -89,7 +74,7 @@ def render(verdict: FileVerdict) -> str:
             line += f"  xml-signature {signature['status']} ({_signature_facts(signature)})"
         return line
     problem = verdict.problem or {}
-    lines = [f"refused  {verdict.path}  {verdict.status} {problem.get('title', '')}: {problem.get('detail', '')}"]
+    lines = [f"refused  {verdict.path}  {problem['status']} {problem['title']}: {problem['detail']}"]
     for error in problem.get("errors", []):
         where = f"line {error['line']} " if error.get("line") else ""
         lines.append(f"         {where}{error.get('path', '')} [{error['rule']}] {error['message_en']}")

@@ -72,6 +72,19 @@ class ValidatedMessage:
     # What checking an edXML packet's XML-DSig signature found (``SignatureCheck.as_dict``); None: unsigned.
     xml_signature: dict[str, Any] | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """What the conformance sandbox and ``docbus check`` report about a message that passed."""
+        return {
+            "kind": self.kind.value,
+            "schema": {"id": self.schema.id, "version": self.schema.version},
+            "sender": self.sender,
+            "receivers": list(self.receivers),
+            "business_id": self.business_id,
+            "response_for": self.response_for,
+            "status_code": self.status_code,
+            "xml_signature": self.xml_signature,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:

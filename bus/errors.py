@@ -71,6 +71,21 @@ class RequestRejected(DocbusError):
         return PROBLEM_BASE + self.slug
 
 
+def problem_body(exc: RequestRejected, instance: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 body of a refusal: what the gateway answers and what ``docbus check`` prints."""
+    body: dict[str, Any] = {
+        "type": exc.type_uri,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if exc.errors:
+        body["errors"] = [e.as_dict() for e in exc.errors]
+    return body
+
+
 class NotWellFormed(RequestRejected):
     """Raised when the body cannot be parsed, or is XML that uses DTDs or entities."""
 

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from docbus.errors import PROBLEM_BASE, RequestRejected
+from docbus.errors import PROBLEM_BASE, RequestRejected, problem_body
 
 PROBLEM_JSON = "application/problem+json"
-
-
-def problem_body(exc: RequestRejected, instance: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": exc.type_uri,
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-    }
-    if instance:
-        body["instance"] = instance
-    if exc.errors:
-        body["errors"] = [e.as_dict() for e in exc.errors]
-    return body
 
 
 def problem_response(exc: RequestRejected, instance: str | None = None) -> Response:

@@ -77,18 +77,7 @@ async def validate_message(request: Request, state: State, caller: Caller) -> Re
     body = await read_capped_body(request, state.settings.max_body_bytes)
     message = await state.intake.validate(body, request.headers.get("content-type", ""))
     state.intake.check_sender(caller, message)
-    report = {
-        "valid": True,
-        "kind": message.kind.value,
-        "schema": {"id": message.schema.id, "version": message.schema.version},
-        "sender": message.sender,
-        "receivers": list(message.receivers),
-        "business_id": message.business_id,
-        "response_for": message.response_for,
-        "status_code": message.status_code,
-        "xml_signature": message.xml_signature,
-    }
-    return Response(orjson.dumps(report), media_type="application/json")
+    return Response(orjson.dumps({"valid": True, **message.summary()}), media_type="application/json")
 
 
 @router.get("/messages/{message_id}")

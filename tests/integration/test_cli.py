@@ -200,7 +200,8 @@ def test_check_gives_intake_verdicts_offline(env: dict[str, str], tmp_path: Path
     as_json = docbus(env, "check", "--json", str(folder / "status_finish_06.edxml"))
     assert as_json.returncode == 0, as_json.stderr
     verdict = orjson.loads(as_json.stdout)
-    assert verdict["accepted"] is True and verdict["kind"] == "status" and "xml_signature" not in verdict
+    assert verdict["accepted"] is True and verdict["kind"] == "status" and verdict["xml_signature"] is None
+    assert verdict["status_code"] == "06" and verdict["response_for"]
 
     strict = docbus(
         {**env, "DOCBUS_XML_SIGNATURE_POLICY": "require"}, "check", "--json", str(folder / "edoc_new.edxml")
