@@ -510,9 +510,18 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--size", type=int, default=10 * 1024)
     parser.add_argument("--kafka", help="bootstrap servers: also measure intake-to-Kafka, the raw producer, forwarding")
+    parser.add_argument(
+        "--forwarding-only",
+        type=float,
+        metavar="RATE",
+        help="with --kafka: measure only forwarding, at RATE msg/s offered, with the first of --workers gateways",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the working folder (databases, logs) for a look")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.forwarding_only and not args.kafka:
+        parser.error("--forwarding-only needs --kafka")
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -520,6 +529,13 @@ def main() -> int:
     template = work / "template.edxml"
     make_template(args.size, template)
     env = {**os.environ, "BENCH_TEMPLATE": str(template), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    if args.forwarding_only:
+        forwarding_phase(args, env, work, int(args.workers.split(",")[0]), args.forwarding_only)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     print(f"# intake benchmark: {args.size} B edXML, {args.connections} connections, {args.duration:.0f}s per run")
     best: tuple[int, Rounds] | None = None
     for workers in [int(w) for w in args.workers.split(",")]:
@@ -560,7 +576,10 @@ def main() -> int:
         kafka_phase(args, env, work, best_workers)
     for name, ms in hostile_latency(work, env).items():
         print(f"refusal latency {name}: {ms:.1f} ms")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
