@@ -24,6 +24,10 @@ COMPONENT_RESTARTS = Counter(
     "Long-lived parts (consumers, pollers) that failed and were started again",
     ["part"],
 )
+EMBEDDED_LOG_TRIMMED = Counter(
+    "docbus_embedded_log_trimmed_total",
+    "Records the embedded broker's retention deleted (consumed by every reader and older than the retention)",
+)
 PUBLISHED = Counter("docbus_published_total", "Messages the outbox relay published to their agency topic")
 DELIVERIES = Counter(
     "docbus_deliveries_total",

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     embedded_group_lease_seconds: float = Field(
         default=10.0, gt=0, description="Embedded broker: how soon a standby consumer takes over a dead one."
     )
+    embedded_log_retention_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="Embedded broker: records older than this that every consumer group reading their topic has "
+        "committed past are deleted (7 days, as Kafka's default); 0 = keep the log forever.",
+    )
+    embedded_log_retention_check_seconds: float = Field(
+        default=300.0, gt=0, description="Embedded broker: how often workers look for records to delete."
+    )
     relay_lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
     )

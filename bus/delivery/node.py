@@ -15,6 +15,8 @@ from typing import Any
 
 from docbus.adapters.base import Adapter
 from docbus.broker.base import BrokerError
+from docbus.broker.embedded import EmbeddedBroker
+from docbus.broker.embedded_retention import EmbeddedLogRetention
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.destination_worker import DEFAULT_CONCURRENCY, DestinationWorker
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
@@ -59,6 +61,9 @@ class DeliveryNode:
         wanted = settings.status_stream if settings.status_stream is not None else bool(settings.kafka_bootstrap)
         if wanted:
             self._spawn("docbus-status-stream", partial(self.status_stream.run, self._stop))
+        retention = self._log_retention()
+        if retention is not None:
+            self._spawn("docbus-log-retention", partial(retention.run, self._stop))
         routes = self.runtime.routes
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
@@ -96,6 +101,19 @@ class DeliveryNode:
             self._spawn(f"docbus-deliver-{destination.name}", partial(worker.run, self._stop))
             self._spawn(f"docbus-receipts-{destination.name}", partial(self._poll_receipts, destination.name, adapter))
         self._spawn("docbus-receipt-matcher", partial(self.receipts.run, self._stop))
+
+    def _log_retention(self) -> EmbeddedLogRetention | None:
+        """The embedded log's retention, when the log is in this database and retention is on. Every worker
+        runs it; two passes at once delete the same rows, which costs a little and loses nothing."""
+        settings = self.runtime.settings
+        broker = self.runtime.broker
+        if settings.embedded_log_retention_hours <= 0 or not isinstance(broker, EmbeddedBroker):
+            return None
+        return EmbeddedLogRetention(
+            self.runtime.db,
+            retention_seconds=settings.embedded_log_retention_hours * 3600,
+            interval_seconds=settings.embedded_log_retention_check_seconds,
+        )
 
     async def _create_agency_topics(self) -> None:
         """Every registered agency's topic, created before the destinations' consumers subscribe.

@@ -1,0 +1,159 @@
+"""Retention for the embedded broker's log: what no consumer needs any more is deleted, so the default deployment's
+database does not grow with every message it ever carried.
+
+Kafka deletes a topic's segments by age (``retention.ms``) whether or not anyone has read them. The embedded log
+keeps Kafka's rule for topics nobody in the database reads (``<prefix>.status`` when it is published there, the
+dead-letter topics, whose contents are also in ``dead_letters``), and is stricter where someone does: a record is
+deleted only once it is older than the retention **and** every consumer group that has committed an offset on
+its topic has committed past it. A destination whose worker is stopped for longer than the retention therefore
+still finds its backlog when it returns; its records go only after it has read them.
+
+A group that subscribes by pattern counts for a topic from its first commit there; a topic made after the group
+last ran is trimmed by age alone until then (its records are also still in ``messages`` and ``payloads``, which
+retention never touches). Deleting frees pages inside the SQLite file, which later writes reuse; the file itself
+does not shrink (``VACUUM`` while stopped does that).
+
+Deletes run in transactions of at most ``batch`` records each, so intake's group commits, which need the same
+write lock on SQLite, wait for one short transaction at a time, never for the whole backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+
+from docbus.broker.embedded_sql import now_ms
+from docbus.metrics import EMBEDDED_LOG_TRIMMED
+from docbus.store.database import Database
+from docbus.store.tables import broker_offsets, broker_partitions, broker_records
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TrimReport:
+    """What one pass deleted, per partition (only partitions that lost records)."""
+
+    deleted: dict[Partition, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.deleted.values())
+
+
+class EmbeddedLogRetention:
+    """Deletes consumed records older than ``retention_seconds``; ``run`` does it every ``interval_seconds``."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        retention_seconds: float,
+        interval_seconds: float = 300.0,
+        batch: int = 1_000,
+    ) -> None:
+        if retention_seconds <= 0:
+            raise ValueError("retention_seconds must be positive (leave retention off instead)")
+        if batch < 1:
+            raise ValueError("batch must be positive")
+        self._db = db
+        self._retention_ms = int(retention_seconds * 1000)
+        self._interval = interval_seconds
+        self._batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Trim at once, then every interval, until ``stop`` is set. A failed pass is logged and tried again at
+        the next interval: nothing depends on a pass, so an unavailable database only postpones it."""
+        while not stop.is_set():
+            try:
+                report = await self.trim_once()
+                if report.total:
+                    log.info("embedded log: deleted %d consumed records older than the retention", report.total)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("embedded log retention pass failed; trying again in %g s", self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+
+    async def trim_once(self, *, now: int | None = None) -> TrimReport:
+        """One pass over every partition; ``now`` (ms since the epoch) is for tests."""
+        cutoff = (now_ms() if now is None else now) - self._retention_ms
+        bounds = await self._consumed_bounds()
+        deleted: dict[Partition, int] = {}
+        for (topic, partition), bound in sorted(bounds.items()):
+            count = await self._trim_partition(topic, partition, bound, cutoff)
+            if count:
+                deleted[(topic, partition)] = count
+                EMBEDDED_LOG_TRIMMED.inc(count)
+        return TrimReport(deleted)
+
+    async def _consumed_bounds(self) -> dict[Partition, int]:
+        """Per partition, the first offset some reader of its topic still needs (the partition's end when the
+        topic has no reader): records below it may go once they are old enough."""
+        async with self._db.reader.connect() as conn:
+            heads = {
+                (str(t), int(p)): int(n)
+                for t, p, n in await conn.execute(
+                    select(
+                        broker_partitions.c.topic, broker_partitions.c.partition_index, broker_partitions.c.next_offset
+                    )
+                )
+            }
+            committed: dict[str, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+            for group, t, p, offset in await conn.execute(
+                select(
+                    broker_offsets.c.group_id,
+                    broker_offsets.c.topic,
+                    broker_offsets.c.partition_index,
+                    broker_offsets.c.committed_offset,
+                )
+            ):
+                committed[str(t)][str(group)][int(p)] = int(offset)
+        bounds: dict[Partition, int] = {}
+        for (topic, partition), head in heads.items():
+            readers = committed.get(topic)
+            if not readers:
+                bounds[(topic, partition)] = head
+            else:
+                # A group that reads the topic but has not committed on this partition needs all of it.
+                bounds[(topic, partition)] = min(offsets.get(partition, 0) for offsets in readers.values())
+        return bounds
+
+    async def _trim_partition(self, topic: str, partition: int, bound: int, cutoff: int) -> int:
+        r = broker_records.c
+        in_partition = (r.topic == topic, r.partition_index == partition)
+        async with self._db.reader.connect() as conn:
+            first = await conn.scalar(select(func.min(r.record_offset)).where(*in_partition))
+            if first is None or first >= bound:
+                return 0
+            # The first record still too young (or the bound), found by walking the partition's key from its
+            # start: the rows walked over are the ones about to be deleted anyway.
+            young = await conn.scalar(
+                select(r.record_offset)
+                .where(*in_partition, r.record_offset >= first, r.record_offset < bound, r.timestamp_ms > cutoff)
+                .order_by(r.record_offset)
+                .limit(1)
+            )
+        end = bound if young is None else int(young)
+        total = 0
+        start = int(first)
+        while start < end:
+            stop = min(start + self._batch, end)
+            async with self._db.transaction() as conn:
+                result = await conn.execute(
+                    delete(broker_records).where(
+                        *in_partition, r.record_offset >= start, r.record_offset < stop, r.timestamp_ms <= cutoff
+                    )
+                )
+            total += int(result.rowcount or 0)
+            start = stop
+            await asyncio.sleep(0)  # let intake's writer have the lock between batches
+        return total
