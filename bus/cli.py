@@ -13,6 +13,7 @@
     docbus dlq list|show ID|resend ID                  dead letters
     docbus messages list|show ID                       messages and their timelines
     docbus audit verify                                recompute every event hash chain
+    docbus log groups|forget GROUP|trim                the embedded broker's consumer groups and retention
     docbus flows [--since 1h] [--until T] [--sender ORGAN_ID] [--json]  what became of a window's messages
 
 Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
@@ -125,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(metavar="ACTION")
     p = audit.add_parser("verify", help="recompute every message's event hash chain")
     p.set_defaults(func=_audit_verify)
+
+    log = sub.add_parser("log", help="the embedded broker's log: consumer groups, retention").add_subparsers(
+        metavar="ACTION"
+    )
+    p = log.add_parser("groups", help="each consumer group's position, lag and last commit, per partition")
+    p.set_defaults(func=_log, action="groups")
+    p = log.add_parser("forget", help="delete a retired group's offsets so retention no longer waits for it")
+    p.add_argument("group")
+    p.set_defaults(func=_log, action="forget")
+    p = log.add_parser("trim", help="one retention pass now, with DOCBUS_EMBEDDED_LOG_RETENTION_HOURS")
+    p.set_defaults(func=_log, action="trim")
 
     p = sub.add_parser("flows", help="what became of the messages received in a window, per sender and destination")
     p.add_argument("--since", default="1h", help="a duration back from --until (15m, 2h, 1d) or an ISO 8601 instant")
@@ -446,6 +458,57 @@ def _audit_verify(_args: argparse.Namespace) -> int:
             print(problem)
         print(f"{checked} messages, {event_count} events checked: {len(problems)} problems")
         return 1 if problems else 0
+
+    return asyncio.run(run())
+
+
+def _log(args: argparse.Namespace) -> int:
+    """Exit 0 on success, 1 when the database or the group stands in the way, 2 when the log is in Kafka."""
+    from docbus.broker.embedded_groups import GroupInUse, forget_group, group_positions
+    from docbus.broker.embedded_retention import EmbeddedLogRetention
+
+    settings = Settings()
+    if settings.kafka_bootstrap:
+        print(
+            "error: DOCBUS_KAFKA_BOOTSTRAP is set: the log is in Kafka (use kafka-consumer-groups.sh)", file=sys.stderr
+        )
+        return 2
+
+    async def run() -> int:
+        db = await _existing_database(settings)
+        if db is None:
+            return 1
+        try:
+            if args.action == "groups":
+                print("group\ttopic\tpartition\tcommitted\tend\tlag\tearliest kept\tlast commit")
+                for g in await group_positions(db):
+                    earliest = "-" if g.earliest is None else g.earliest
+                    print(
+                        f"{g.group}\t{g.topic}\t{g.partition}\t{g.committed}\t{g.end}\t{g.lag}\t{earliest}\t"
+                        f"{g.committed_at:%Y-%m-%d %H:%M:%S}"
+                    )
+            elif args.action == "forget":
+                try:
+                    count = await forget_group(db, args.group)
+                except GroupInUse as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+                if not count:
+                    print(f"error: no offsets of group {args.group!r}", file=sys.stderr)
+                    return 1
+                print(f"forgot group {args.group}: {count} committed offsets deleted")
+            else:
+                hours = settings.embedded_log_retention_hours
+                if hours <= 0:
+                    print("retention is off (DOCBUS_EMBEDDED_LOG_RETENTION_HOURS=0): nothing deleted")
+                    return 0
+                report = await EmbeddedLogRetention(db, retention_seconds=hours * 3600).trim_once()
+                for (topic, partition), count in sorted(report.deleted.items()):
+                    print(f"{topic}\t{partition}\t{count} deleted")
+                print(f"{report.total} records deleted")
+            return 0
+        finally:
+            await db.dispose()
 
     return asyncio.run(run())
 

@@ -58,7 +58,7 @@ def test_agency_commands(env: dict[str, str]) -> None:
 def test_reading_commands_create_nothing_and_need_the_current_schema(env: dict[str, str], tmp_path: Path) -> None:
     from docbus.store.migrate import alembic_config
 
-    commands = [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows",)]
+    commands = [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows",), ("log", "groups")]
     data = Path(env["DOCBUS_DATA_DIR"])
     for command in commands:
         missing = docbus(env, *command)
@@ -162,7 +162,7 @@ def test_the_reading_commands_on_postgresql(env: dict[str, str], database_url: s
     env = {**env, "DOCBUS_DATABASE_URL": database_url}
     assert docbus(env, "messages", "list").returncode == 1  # no schema yet
     assert docbus(env, "migrate").returncode == 0
-    for command in [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows", "--json")]:
+    for command in [("messages", "list"), ("dlq", "list"), ("audit", "verify"), ("flows", "--json"), ("log", "groups")]:
         done = docbus(env, *command)
         assert done.returncode == 0, (command, done.stderr)
     assert orjson.loads(docbus(env, "flows", "--json").stdout)["senders"] == []

@@ -4,6 +4,9 @@ deleted, nothing a reader still needs is, readers carry on from where they were,
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,3 +188,56 @@ async def test_a_worker_trims_by_itself_and_not_when_retention_is_off(tmp_path: 
     finally:
         await node.aclose()
         await runtime.aclose()
+
+
+def docbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_log_commands_show_groups_forget_a_retired_one_and_trim(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_EMBEDDED_LOG_RETENTION_HOURS": "0.0001"}
+    for name in ("DOCBUS_DATABASE_URL", "DOCBUS_KAFKA_BOOTSTRAP"):
+        env.pop(name, None)
+    assert docbus(env, "migrate").returncode == 0
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'docbus.sqlite3'}")
+    try:
+        broker = EmbeddedBroker(db, group_lease_seconds=30)
+        topic = topic_name()
+        await broker.publish(records(topic, 10))
+        await consume_and_commit(broker, "docbus.deliver.retired", topic, 3)
+        async with broker.consumer("docbus.deliver.live", topics=[topic]) as live:
+            got = await drain(live, 10)
+            await live.commit(got)
+            listed = docbus(env, "log", "groups")
+            assert listed.returncode == 0, listed.stderr
+            assert f"docbus.deliver.retired\t{topic}\t0\t3\t10\t7\t0\t" in listed.stdout
+            assert f"docbus.deliver.live\t{topic}\t0\t10\t10\t0\t0\t" in listed.stdout
+            await asyncio.sleep(0.5)  # older than the retention
+
+            # The retired group holds the log back: only what it committed past goes.
+            trimmed = docbus(env, "log", "trim")
+            assert trimmed.returncode == 0, trimmed.stderr
+            assert trimmed.stdout.splitlines()[-1] == "3 records deleted"
+            held = docbus(env, "log", "forget", "docbus.deliver.live")
+            assert held.returncode == 1
+            assert "stop that consumer first" in held.stderr
+
+        forgot = docbus(env, "log", "forget", "docbus.deliver.retired")
+        assert (forgot.returncode, forgot.stdout.strip()) == (
+            0,
+            "forgot group docbus.deliver.retired: 1 committed offsets deleted",
+        )
+        assert docbus(env, "log", "forget", "docbus.deliver.retired").returncode == 1  # nothing left to forget
+        assert docbus(env, "log", "trim").stdout.splitlines()[-1] == "7 records deleted"
+        assert await offsets_in(db, topic) == []
+        listed = docbus(env, "log", "groups").stdout
+        assert "retired" not in listed
+        assert f"docbus.deliver.live\t{topic}\t0\t10\t10\t0\t-\t" in listed
+    finally:
+        await db.dispose()
+    off = docbus({**env, "DOCBUS_EMBEDDED_LOG_RETENTION_HOURS": "0"}, "log", "trim")
+    assert (off.returncode, "retention is off" in off.stdout) == (0, True)
+    kafka = docbus({**env, "DOCBUS_KAFKA_BOOTSTRAP": "127.0.0.1:9"}, "log", "groups")
+    assert (kafka.returncode, "the log is in Kafka" in kafka.stderr) == (2, True)
