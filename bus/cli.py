@@ -13,6 +13,7 @@
     docbus dlq list|show ID|resend ID                  dead letters
     docbus messages list|show ID                       messages and their timelines
     docbus audit verify                                recompute every event hash chain
+    docbus backup DEST [--json]                        a consistent copy of the embedded data directory
     docbus log groups|forget GROUP|trim                the embedded broker's consumer groups and retention
     docbus flows [--since 1h] [--until T] [--sender ORGAN_ID] [--json]  what became of a window's messages
 
@@ -137,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_log, action="forget")
     p = log.add_parser("trim", help="one retention pass now, with DOCBUS_EMBEDDED_LOG_RETENTION_HOURS")
     p.set_defaults(func=_log, action="trim")
+
+    p = sub.add_parser("backup", help="a consistent copy of the embedded data directory, while docbus runs")
+    p.add_argument("destination", type=Path, help="a folder that does not exist yet (or is empty)")
+    p.add_argument("--json", action="store_true", help="print the manifest (BACKUP.json) instead of a summary")
+    p.set_defaults(func=_backup)
 
     p = sub.add_parser("flows", help="what became of the messages received in a window, per sender and destination")
     p.add_argument("--since", default="1h", help="a duration back from --until (15m, 2h, 1d) or an ISO 8601 instant")
@@ -511,6 +517,25 @@ def _log(args: argparse.Namespace) -> int:
             await db.dispose()
 
     return asyncio.run(run())
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """Exit 0 with the backup made, 1 when it was refused (and nothing is left at the destination)."""
+    from docbus.backup import BackupRefused, backup
+
+    try:
+        report = backup(Settings(), args.destination)
+    except BackupRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _dump(report.as_dict())
+    else:
+        print(
+            f"backed up {report.messages} messages ({report.database_bytes} bytes of database, "
+            f"{report.payload_files} payload files) to {report.destination}"
+        )
+    return 0
 
 
 def _flows(args: argparse.Namespace) -> int:
