@@ -132,32 +132,32 @@ class EmbeddedLogRetention:
         return bounds
 
     async def _trim_partition(self, topic: str, partition: int, bound: int, cutoff: int) -> int:
+        """Delete from the partition's start, one window of ``batch`` offsets a transaction, up to ``bound`` or
+        the first record still too young, whichever comes first. Each window is read where it is deleted, so a
+        long backlog is never scanned ahead in one long read (which on SQLite would also hold the WAL back)."""
         r = broker_records.c
         in_partition = (r.topic == topic, r.partition_index == partition)
         async with self._db.reader.connect() as conn:
             first = await conn.scalar(select(func.min(r.record_offset)).where(*in_partition))
-            if first is None or first >= bound:
-                return 0
-            # The first record still too young (or the bound), found by walking the partition's key from its
-            # start: the rows walked over are the ones about to be deleted anyway.
-            young = await conn.scalar(
-                select(r.record_offset)
-                .where(*in_partition, r.record_offset >= first, r.record_offset < bound, r.timestamp_ms > cutoff)
-                .order_by(r.record_offset)
-                .limit(1)
-            )
-        end = bound if young is None else int(young)
+        if first is None or first >= bound:
+            return 0
         total = 0
         start = int(first)
-        while start < end:
-            stop = min(start + self._batch, end)
+        while start < bound:
+            stop = min(start + self._batch, bound)
             async with self._db.transaction() as conn:
-                result = await conn.execute(
-                    delete(broker_records).where(
-                        *in_partition, r.record_offset >= start, r.record_offset < stop, r.timestamp_ms <= cutoff
+                young = await conn.scalar(
+                    select(func.min(r.record_offset)).where(
+                        *in_partition, r.record_offset >= start, r.record_offset < stop, r.timestamp_ms > cutoff
                     )
                 )
+                end = stop if young is None else int(young)
+                result = await conn.execute(
+                    delete(broker_records).where(*in_partition, r.record_offset >= start, r.record_offset < end)
+                )
             total += int(result.rowcount or 0)
+            if young is not None:
+                return total
             start = stop
-            await asyncio.sleep(self._pause)  # intake's writer takes the lock between batches
+            await asyncio.sleep(self._pause)  # intake's writer takes the lock between windows
         return total
