@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     kafka_replication_factor: int | None = Field(
         default=None, gt=0, description="Replication of each topic docbus creates; unset = min(3, brokers)."
     )
+    kafka_retention_hours: float | None = Field(
+        default=None,
+        gt=0,
+        description="retention.ms of the topics docbus creates in Kafka (agency, status, dead-letter, resend); "
+        "unset = the broker's default. Topics that exist already keep theirs.",
+    )
     kafka_client_id: str = Field(default="docbus")
     kafka_compression: str | None = Field(default=None, description="Producer compression; unset = zstd.")
     kafka_topic_refresh_seconds: float = Field(

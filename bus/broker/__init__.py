@@ -37,6 +37,13 @@ __all__ = [
 ]
 
 
+def kafka_topic_configs(settings: Settings) -> dict[str, str]:
+    """Configuration of the topics docbus creates in Kafka: the retention when one is set, else the broker's."""
+    if settings.kafka_retention_hours is None:
+        return {}
+    return {"retention.ms": str(int(settings.kafka_retention_hours * 3_600_000))}
+
+
 def broker_from_settings(settings: Settings, db: Database) -> Broker:
     """Kafka when ``settings.kafka_bootstrap`` is set; otherwise the embedded broker in ``db``."""
     if settings.kafka_bootstrap:
@@ -49,6 +56,7 @@ def broker_from_settings(settings: Settings, db: Database) -> Broker:
             compression=settings.kafka_compression or DEFAULT_COMPRESSION,
             topic_refresh_interval=settings.kafka_topic_refresh_seconds,
             max_poll_interval=settings.broker_max_poll_interval_seconds,
+            topic_configs=kafka_topic_configs(settings),
         )
     return EmbeddedBroker(
         db,

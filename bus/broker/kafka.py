@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -64,8 +64,10 @@ class KafkaBroker(Broker):
         max_batch_bytes: int = MIB,
         topic_refresh_interval: float = 10.0,
         max_poll_interval: float = 300.0,
+        topic_configs: Mapping[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self._topic_configs = dict(topic_configs or {})
         self._partitions = partitions
         self._replication_factor = replication_factor
         self._client_id = client_id
@@ -200,7 +202,10 @@ class KafkaBroker(Broker):
         admin = await self._connected_admin()
         try:
             response = await admin.create_topics(
-                [NewTopic(t, self._partitions, self._replication_factor) for t in missing],
+                [
+                    NewTopic(t, self._partitions, self._replication_factor, topic_configs=self._topic_configs)
+                    for t in missing
+                ],
                 timeout_ms=int(self._publish_timeout * 1000),
             )
         except BaseException:

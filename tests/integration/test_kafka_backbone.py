@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -325,3 +326,43 @@ async def test_agency_topics_exist_before_their_first_message(tmp_path: Path, ka
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+async def _topic_config(bootstrap: str, topic: str, name: str) -> str | None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    for response in responses:
+        for resource in response.resources:
+            for entry in resource[4]:
+                if entry[0] == name:
+                    return str(entry[1])
+    return None
+
+
+async def test_topics_docbus_creates_carry_the_configured_retention(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Topics made with DOCBUS_KAFKA_RETENTION_HOURS keep records that long; without it, the broker's default."""
+    from docbus.broker import broker_from_settings
+    from docbus.store.database import Database
+
+    kept, default = f"docbus.agency.r{uuid.uuid4().hex[:8]}", f"docbus.agency.d{uuid.uuid4().hex[:8]}"
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}")
+    try:
+        for topic, hours in ((kept, 2160.0), (default, None)):
+            settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap, kafka_retention_hours=hours)
+            broker = broker_from_settings(settings, db)
+            await broker.start()
+            try:
+                await broker.ensure_topics([topic])
+            finally:
+                await broker.aclose()
+    finally:
+        await db.dispose()
+    assert await _topic_config(kafka_bootstrap, kept, "retention.ms") == str(2160 * 3_600_000)
+    assert await _topic_config(kafka_bootstrap, default, "retention.ms") == str(7 * 24 * 3_600_000)
