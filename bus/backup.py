@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from sqlalchemy.engine import make_url
 
 from docbus.payload_store import DirectoryPayloadStore
 from docbus.settings import Settings
@@ -78,8 +79,8 @@ def backup(settings: Settings, destination: Path) -> BackupReport:
 
 
 def _sqlite_path(settings: Settings) -> Path:
-    url = settings.resolved_database_url()
-    return Path(url.split(":///", 1)[1])
+    """The database file, read from the URL the way :class:`~docbus.store.database.Database` reads it."""
+    return Path(make_url(settings.resolved_database_url()).database or "")
 
 
 def _copy(settings: Settings, source: Path, destination: Path) -> BackupReport:

@@ -49,14 +49,18 @@ async def group_positions(db: Database) -> list[GroupPosition]:
                 .order_by(o.group_id, o.topic, o.partition_index)
             )
         ).all()
+        earliest_of: dict[tuple[str, int], int | None] = {}  # groups share partitions: one lookup each
+        for _, topic, partition, *_ in rows:
+            if (topic, partition) not in earliest_of:
+                earliest_of[(topic, partition)] = await conn.scalar(
+                    select(r.record_offset)
+                    .where(r.topic == topic, r.partition_index == partition)
+                    .order_by(r.record_offset)
+                    .limit(1)
+                )
         positions = []
         for group, topic, partition, committed, committed_at, end in rows:
-            earliest = await conn.scalar(
-                select(r.record_offset)
-                .where(r.topic == topic, r.partition_index == partition)
-                .order_by(r.record_offset)
-                .limit(1)
-            )
+            earliest = earliest_of[(topic, partition)]
             positions.append(
                 GroupPosition(
                     group=str(group),

@@ -8,8 +8,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,18 +17,13 @@ import orjson
 import pytest
 
 from ..conftest import SAMPLES, free_port
+from .test_cli import docbus
 from .test_crash_safety import spawn_gateway, wait_ready
 
 DOC = (SAMPLES / "edoc_with_attachment_dc0bdef0.edxml").read_bytes()
 # Comments after the root element keep the packet valid and make it bigger than the claim-check threshold.
 BIG_DOC = DOC + b"\n<!--" + b"p" * 8000 + b"-->\n"
 THRESHOLD = 16 * 1024
-
-
-def docbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture

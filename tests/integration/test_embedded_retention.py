@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from docbus.broker import EmbeddedBroker, OutgoingRecord
-from docbus.broker.base import BrokerConsumer, ConsumedRecord
+from docbus.broker.base import ConsumedRecord
 from docbus.broker.embedded_retention import EmbeddedLogRetention
 from docbus.broker.embedded_sql import now_ms
 from docbus.delivery.node import DeliveryNode
@@ -25,6 +23,9 @@ from docbus.settings import Settings
 from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 from docbus.store.tables import broker_records
+
+from .test_broker_contract import drain
+from .test_cli import docbus
 
 HOUR_MS = 3_600_000
 LATER = HOUR_MS * 2  # "now" for a pass that finds every record older than a one-hour retention
@@ -36,14 +37,6 @@ def topic_name() -> str:
 
 def records(topic: str, count: int, *, key: bytes = b"one-partition", start: int = 0) -> list[OutgoingRecord]:
     return [OutgoingRecord(topic, key, f"v{i}".encode()) for i in range(start, start + count)]
-
-
-async def drain(consumer: BrokerConsumer, count: int, within: float = 10.0) -> list[ConsumedRecord]:
-    got: list[ConsumedRecord] = []
-    deadline = asyncio.get_running_loop().time() + within
-    while len(got) < count and asyncio.get_running_loop().time() < deadline:
-        got.extend(await consumer.poll(timeout=0.2))
-    return got
 
 
 async def offsets_in(db: Database, topic: str) -> list[int]:
@@ -188,12 +181,6 @@ async def test_a_worker_trims_by_itself_and_not_when_retention_is_off(tmp_path: 
     finally:
         await node.aclose()
         await runtime.aclose()
-
-
-def docbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 async def test_log_commands_show_groups_forget_a_retired_one_and_trim(tmp_path: Path) -> None:
