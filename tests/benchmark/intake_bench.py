@@ -96,8 +96,8 @@ def running(cmd: list[str], env: dict[str, str], log: Path, settle: float = 2.0)
 
 
 @contextlib.contextmanager
-def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path) -> Iterator[None]:
-    """A server process, yielded once ``probe`` answers below 500."""
+def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (the leader of its own process group), yielded once ``probe`` answers below 500."""
     with running(cmd, env, log, settle=0) as proc:
         for _ in range(300):
             if proc.poll() is not None:
@@ -109,7 +109,7 @@ def serving(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Pat
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not start")
-        yield
+        yield proc
 
 
 WRK_THREADS = 2
@@ -371,9 +371,9 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     cmd = [str(BIN / "docbus"), "gateway", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
     with (
-        serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log"),
+        serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log") as sim,
         running(worker_cmd, fenv, work / "worker.log") as worker,
-        serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log"),
+        serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log") as gateway,
     ):
         # Warm-up at the same pace (connections opened, caches and the broker's logs warm), then everything
         # delivered; the steady state is what is measured.
@@ -381,13 +381,14 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         wait_until_delivered(data, 120)
         windows: list[datetime] = []  # each round's start; the last entry closes the last round
         posts: list[Result] = []
-        worker_cpu = cpu_seconds(worker.pid)
+        groups = {"gateway": gateway.pid, "worker": worker.pid, "simulator": sim.pid}
+        cpu_before, busy_before = role_cpu_seconds(groups), machine_busy_seconds()
         for _ in range(args.rounds):
             windows.append(datetime.now(UTC).replace(tzinfo=None))  # the store keeps UTC without an offset
             posts.append(wrk(port, args.duration, connections, fenv))
             wait_until_delivered(data, 120)  # a backlog is measured in its own round, never carried into the next
         windows.append(datetime.now(UTC).replace(tzinfo=None))
-        worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+        cpu_after, busy_after = role_cpu_seconds(groups), machine_busy_seconds()
     rounds = [forwarding_round(data, start, end) for start, end in itertools.pairwise(windows)]
     pooled = sorted(ms for r in rounds for ms in r.latencies_ms)
     pooled_written = sorted(ms for r in rounds for ms in r.written_ms)
@@ -401,8 +402,17 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         f"POST→DELIVERED over all rounds p50 {percentile(pooled, 0.5):.0f} ms p99 {percentile(pooled, 0.99):.0f} ms "
         f"(rounds' p99 {'/'.join(f'{percentile(r.latencies_ms, 0.99):.0f}' for r in rounds)} ms; until the DELIVERED "
         f"event was written p50 {percentile(pooled_written, 0.5):.0f} ms p99 {percentile(pooled_written, 0.99):.0f} "
-        "ms); the worker's CPU "
-        f"{worker_cpu * 1000 / max(delivered, 1):.2f} ms per delivered document",
+        "ms)",
+        flush=True,
+    )
+    # Where the machine's CPU went: the axis simulator and the broker share it with docbus here.
+    per_document = {role: (cpu_after[role] - cpu_before[role]) * 1000 / max(delivered, 1) for role in cpu_after}
+    busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1e-9)
+    print(
+        "forwarding CPU per delivered document over the rounds and their drains: "
+        + ", ".join(f"{role} {ms:.2f} ms" for role, ms in per_document.items())
+        + f" ({sum(per_document.values()):.2f} ms in all); the machine was busy {busy:.0%} of the time of its "
+        f"{os.cpu_count()} cores",
         flush=True,
     )
 
@@ -456,10 +466,38 @@ def percentile(ordered: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(len(ordered) * fraction) - 1)]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _processes() -> Iterator[tuple[int, list[str], str]]:
+    """(process group, the stat fields after the command name, command line) of every process still there."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        yield int(fields[2]), fields, cmdline
+
+
+def role_cpu_seconds(groups: dict[str, int]) -> dict[str, float]:
+    """User plus system CPU seconds used so far by each role: the processes of its process group (a server's
+    workers are in its group), and ``kafka``: every Kafka broker on the machine (kafka.sh's group, not ours)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys([*groups, "kafka"], 0.0)
+    by_group = {group: role for role, group in groups.items()}
+    for group, fields, cmdline in _processes():
+        role = by_group.get(group) or ("kafka" if "kafka.Kafka " in cmdline else None)
+        if role is not None:
+            used[role] += (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, elapsed) CPU seconds of the whole machine so far, summed over its cores (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / ticks, sum(values) / ticks
 
 
 def wait_until_delivered(data: Path, seconds: float) -> None:
