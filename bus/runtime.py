@@ -94,6 +94,7 @@ class BusRuntime:
         writer = IntakeWriter(
             db,
             max_batch=settings.group_commit_max_batch,
+            max_wait=settings.group_commit_max_wait_ms / 1000,
             lease_owner=owner if settings.relay_enabled else None,
             lease_seconds=settings.relay_lease_seconds,
         )

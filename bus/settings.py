@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading.")
     group_commit_max_batch: int = Field(default=256, gt=0, description="Most submissions in one transaction.")
     group_commit_max_wait_ms: float = Field(
-        default=2.0, ge=0, description="How long the writer waits to fill a batch after the first submission."
+        default=2.0,
+        ge=0,
+        description="While traffic flows, how long a submission that finds the intake writer free waits for others "
+        "to share its transaction (less once the batch is full); 0 = never wait.",
     )
     max_receivers: int = Field(
         default=1_000, ge=1, description="The most receivers one message may name (a message fans out to each)."

@@ -2,8 +2,13 @@
 
 One commit per request caps the gateway at the database's fsync rate (~1,900/s on SQLite here); batching the
 submissions that arrive while the previous commit is in flight gives ~14,000 rows/s with the same durability.
-Batches form by themselves under load: the writer takes whatever is queued when it is free, so a lone request is
-committed at once and never waits for company.
+Batches form by themselves under saturation: the writer takes whatever is queued when it is free. Below
+saturation they would not: at a few hundred requests a second each one found the writer free and was committed
+alone, and a transaction of one message writes most of the pages (index leaves, the WAL frame headers, the sync)
+that a transaction of thirty shares out; measured at 500 msg/s, the gateway spent about a quarter more CPU per
+message than with batches. So while traffic flows (the writer committed within the last ``IDLE_AFTER``
+multiples of the wait) a submission that finds the writer free waits up to ``max_wait`` (2 ms by default) for
+company, less when the batch fills; on a quiet bus a lone request is committed at once.
 
 Each submission writes, in one transaction: the message row (with its signed receipt), its payload, its first
 event (ACCEPTED) and its outbox row. Idempotency is settled inside that same transaction: a submission whose
@@ -43,6 +48,8 @@ _INSERT_EVENTS = insert(events)
 _INSERT_OUTBOX = insert(outbox)
 
 GATEWAY_ACTOR = "gateway"
+# The writer waits for company only if it last committed within this many multiples of ``max_wait``.
+IDLE_AFTER = 10
 
 
 @dataclass(slots=True)
@@ -76,10 +83,20 @@ class IntakeWriter:
     """Owns the one write path for accepted messages in this process."""
 
     def __init__(
-        self, db: Database, *, max_batch: int = 256, lease_owner: str | None = None, lease_seconds: float = 15.0
+        self,
+        db: Database,
+        *,
+        max_batch: int = 256,
+        max_wait: float = 0.0,
+        lease_owner: str | None = None,
+        lease_seconds: float = 15.0,
     ) -> None:
+        """``max_wait``: seconds a submission that finds the writer free may wait for others (see the module)."""
         self._db = db
         self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._last_commit = float("-inf")  # the event loop's clock when the last batch was done
+        self._filling: asyncio.Future[None] | None = None  # set while waiting for company; done when full
         # When this process runs a relay, new outbox rows are leased to it so no sweeper races its eager publish.
         self._lease_owner = lease_owner
         self._lease = timedelta(seconds=lease_seconds)
@@ -114,11 +131,21 @@ class IntakeWriter:
             raise ServiceUnavailable("the intake writer is not running")
         future: asyncio.Future[IntakeOutcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(submission, future))
+        filling = self._filling
+        if filling is not None and not filling.done() and self._queue.qsize() + 1 >= self._max_batch:
+            filling.set_result(None)  # the batch is full: no reason to wait on
         return await future
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
+            if (
+                self._max_wait > 0
+                and self._queue.empty()
+                and loop.time() - self._last_commit < IDLE_AFTER * self._max_wait
+            ):
+                await self._wait_for_company(loop)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -126,8 +153,19 @@ class IntakeWriter:
             except Exception:  # pragma: no cover - _commit_batch answers every future itself
                 log.exception("intake writer failed on a batch")
             finally:
+                self._last_commit = loop.time()
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``max_wait`` seconds, or until the queue holds a full batch besides the one taken."""
+        self._filling = filling = loop.create_future()
+        timer = loop.call_later(self._max_wait, _end_wait, filling)
+        try:
+            await filling
+        finally:
+            timer.cancel()
+            self._filling = None
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
@@ -315,3 +353,8 @@ async def _insert(conn: AsyncConnection, tables: dict[str, list[dict[str, Any]]]
         await conn.execute(_INSERT_PAYLOADS, tables["payloads"])
     await conn.execute(_INSERT_EVENTS, tables["events"])
     await conn.execute(_INSERT_OUTBOX, tables["outbox"])
+
+
+def _end_wait(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

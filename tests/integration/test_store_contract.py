@@ -81,6 +81,43 @@ async def test_writer_batches_and_settles_identity_inside_the_transaction(db: Da
     assert writer.committed_batches < 20
 
 
+async def test_writer_waits_for_company_only_while_traffic_flows(db: Database) -> None:
+    """Below saturation a submission that finds the writer free waits up to ``max_wait`` for others to share its
+    transaction; a full batch ends the wait, and on a quiet bus a lone submission does not wait at all."""
+    writer = IntakeWriter(db, max_batch=3, max_wait=30.0)  # a wait no test would sit out
+    await writer.start()
+    try:
+        # Quiet bus (nothing committed yet): committed at once, not after 30 s.
+        await asyncio.wait_for(writer.submit(submission(b"<lone/>", dedup="lone")), 10)
+        assert writer.committed_batches == 1
+        # Traffic flows now: the next one waits for company; the third of a batch of three ends the wait.
+        first = asyncio.ensure_future(writer.submit(submission(b"<a/>", dedup="a")))
+        await asyncio.sleep(0.2)
+        assert not first.done()
+        second = asyncio.ensure_future(writer.submit(submission(b"<b/>", dedup="b")))
+        await asyncio.sleep(0.2)
+        assert not first.done() and not second.done()
+        third = writer.submit(submission(b"<c/>", dedup="c"))
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+    finally:
+        await writer.aclose()
+    assert [o.replayed for o in outcomes] == [False, False, False]
+    assert writer.committed_batches == 2
+    assert writer.committed_messages == 4
+    assert await row_counts(db) == {"messages": 4, "payloads": 4, "events": 4, "outbox": 4}
+
+
+async def test_writer_without_a_wait_commits_each_lone_submission(db: Database) -> None:
+    writer = IntakeWriter(db, max_wait=0.0)
+    await writer.start()
+    try:
+        for i in range(3):
+            await writer.submit(submission(f"<s{i}/>".encode(), dedup=f"s{i}"))
+    finally:
+        await writer.aclose()
+    assert writer.committed_batches == 3
+
+
 async def test_identity_survives_a_new_writer(db: Database) -> None:
     first_writer = IntakeWriter(db)
     await first_writer.start()
