@@ -164,10 +164,14 @@ class Broker(ABC):
         """Return when the broker answers; raise :class:`BrokerUnavailable` within about two seconds if not."""
 
     @abstractmethod
-    def consumer(self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None) -> BrokerConsumer:
+    def consumer(
+        self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None, patience: float = 0.0
+    ) -> BrokerConsumer:
         """A consumer in ``group`` for ``topics`` and every topic whose whole name matches the regex ``pattern``.
 
-        Topics created later that match ``pattern`` are picked up while the consumer runs.
+        Topics created later that match ``pattern`` are picked up while the consumer runs. ``patience``: seconds
+        the broker may hold a read to gather more records, for a consumer that is in no hurry; under load it
+        then reads in fewer, larger batches. 0: records are handed over as soon as there are any.
         """
 
     async def __aenter__(self) -> Self:

@@ -117,7 +117,10 @@ class EmbeddedBroker(Broker):
         async with database_bound("ping", self._ping_timeout), self._db.reader.connect() as conn:
             await conn.execute(select(broker_topics.c.name).limit(1))
 
-    def consumer(self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None) -> BrokerConsumer:
+    def consumer(
+        self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None, patience: float = 0.0
+    ) -> BrokerConsumer:
+        # ``patience`` is for Kafka's fetches; a read here is one query whatever it finds.
         return EmbeddedConsumer(
             self._db,
             group,

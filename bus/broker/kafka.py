@@ -145,12 +145,15 @@ class KafkaBroker(Broker):
             producer = await self._connected_producer()
             await producer.client.fetch_all_metadata()
 
-    def consumer(self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None) -> BrokerConsumer:
+    def consumer(
+        self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None, patience: float = 0.0
+    ) -> BrokerConsumer:
         return KafkaConsumer(
             self.bootstrap,
             group,
             topics=topics,
             pattern=pattern,
+            patience=patience,
             client_id=self._client_id,
             topic_refresh_interval=self._topic_refresh_interval,
             max_poll_interval=self._max_poll_interval,

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 REBALANCE_GRACE_SECONDS = 30.0
+PATIENT_FETCH_BYTES = 1024 * 1024  # what a patient consumer's fetch waits to gather (or until its patience runs out)
 
 
 class KafkaConsumer(BrokerConsumer):
@@ -39,6 +40,7 @@ class KafkaConsumer(BrokerConsumer):
         topic_refresh_interval: float,
         max_poll_interval: float,
         timeout: float,
+        patience: float = 0.0,
     ) -> None:
         if not topics and pattern is None:
             raise ValueError("a consumer needs topics, a pattern, or both")
@@ -58,6 +60,11 @@ class KafkaConsumer(BrokerConsumer):
             # A member that does not poll for this long leaves the group; its partitions go to the others.
             "max_poll_interval_ms": int(max_poll_interval * 1000),
         }
+        if patience > 0:
+            # The broker answers a fetch once it has this much or the wait is over: under load a handful of
+            # fetches a second instead of one for every few records (each costs the broker and this client).
+            self._options["fetch_min_bytes"] = PATIENT_FETCH_BYTES
+            self._options["fetch_max_wait_ms"] = max(1, int(patience * 1000))
         self._timeout = timeout
         self._consumer: AIOKafkaConsumer | None = None
         self._rewind = False

@@ -33,6 +33,9 @@ from docbus.topics import Topics
 log = logging.getLogger(__name__)
 
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
+# This consumer reads every record of the agency topics (documents too) to find the status messages among them,
+# and a receipt is not urgent to the second: Kafka may hold its reads this long to hand over more at once.
+FETCH_PATIENCE = 0.25
 
 # What each status code means, and the status it gives the original message (None: timeline only).
 STATUS_CODES: dict[str, tuple[str, MessageStatus | None]] = {
@@ -83,7 +86,7 @@ class ReceiptMatcher:
         self._recent: dict[tuple[str, str, str], None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = self._broker.consumer(self.group, pattern=self._topics.agency_pattern)
+        consumer = self._broker.consumer(self.group, pattern=self._topics.agency_pattern, patience=FETCH_PATIENCE)
         await consume_until(stop, consumer, self._process, label=self.group)
 
     async def _process(self, records: list[ConsumedRecord]) -> None:

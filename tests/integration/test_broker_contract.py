@@ -147,6 +147,22 @@ async def test_new_group_reads_everything_once_from_the_earliest(broker: Broker)
     assert {r.key for r in got} == {f"k{i}".encode() for i in range(100)}
 
 
+async def test_a_patient_consumer_still_gets_a_trickle_in_order(broker: Broker) -> None:
+    """``patience`` lets Kafka hold a fetch until it has a megabyte or the patience is over: records far short
+    of that still arrive (after the wait), every one, in order per key."""
+    topic = new_topic()
+    await broker.publish(outgoing(topic, 1))
+    async with broker.consumer(new_group(), topics=[topic], patience=0.5) as consumer:
+        got = await drain(consumer, 1)
+        for burst in range(4):
+            await broker.publish(outgoing(topic, 10, start=1 + burst * 10, key=b"doc-1"))
+            await asyncio.sleep(0.1)
+        got += await drain(consumer, 41 - len(got))
+    assert sorted(r.value.rstrip(b".") for r in got) == sorted(f"v{i}".encode() for i in range(41))
+    in_order = [r.value.rstrip(b".") for r in got if r.key == b"doc-1"]
+    assert in_order == [f"v{i}".encode() for i in range(1, 41)]
+
+
 async def test_a_new_member_resumes_after_the_groups_commit(broker: Broker) -> None:
     topic, group = new_topic(), new_group()
     await broker.publish(outgoing(topic, 20))
