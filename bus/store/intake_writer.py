@@ -5,8 +5,8 @@ submissions that arrive while the previous commit is in flight gives ~14,000 row
 Batches form by themselves under saturation: the writer takes whatever is queued when it is free. Below
 saturation they would not: at a few hundred requests a second each one found the writer free and was committed
 alone, and a transaction of one message writes most of the pages (index leaves, the WAL frame headers, the sync)
-that a transaction of thirty shares out; measured at 500 msg/s, the gateway spent about a quarter more CPU per
-message than with batches. So while traffic flows (the writer committed within the last ``IDLE_AFTER``
+that a transaction of thirty shares out; measured at 500 msg/s, the gateway spent 5-15% more CPU per message
+than with batches. So while traffic flows (the writer committed within the last ``IDLE_AFTER``
 multiples of the wait) a submission that finds the writer free waits up to ``max_wait`` (2 ms by default) for
 company, less when the batch fills; on a quiet bus a lone request is committed at once.
 
