@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from docbus.connectors.national_axis import sign_headers
 from docbus.simulators.common import (
     BAD_CREDENTIALS,
     INVALID_FILE,
+    AxisAnswer,
     AxisState,
     Refusal,
     SimulatorConfig,
@@ -54,18 +54,18 @@ def create_app(config: SimulatorConfig | None = None, *, state: AxisState | None
     app = new_app("National document axis simulator", state, failure)
 
     @app.post("/{operation}")
-    async def operation(operation: str, request: Request) -> JSONResponse:
+    async def operation(operation: str, request: Request) -> AxisAnswer:
         handler = _OPERATIONS.get(operation)
         if handler is None:
-            return JSONResponse(failure(INVALID_FILE, f"unknown operation {operation!r}"), status_code=404)
+            return AxisAnswer(failure(INVALID_FILE, f"unknown operation {operation!r}"), status_code=404)
         refused = _authenticate(state, operation, request)
         if refused is not None:
             return refused
         try:
-            return JSONResponse(await handler(state, request))
+            return AxisAnswer(await handler(state, request))
         except Refusal as refusal:
             # The axis reports business refusals in the body of a 200 answer.
-            return JSONResponse(failure(refusal.code, refusal.description))
+            return AxisAnswer(failure(refusal.code, refusal.description))
 
     serve_directly(app, operation, _OPERATIONS)
     return app
@@ -76,7 +76,7 @@ def run(port: int, *, host: str = "127.0.0.1", config: SimulatorConfig | None = 
     run_app(create_app(config), host=host, port=port, log_level=log_level)
 
 
-def _authenticate(state: AxisState, operation: str, request: Request) -> JSONResponse | None:
+def _authenticate(state: AxisState, operation: str, request: Request) -> AxisAnswer | None:
     names = ("systemid", "timestamp", *(SEND_HEADERS if operation == "sendEdoc" else ()))
     missing = [name for name in (*names, "signature") if name not in request.headers]
     if missing:
@@ -96,8 +96,8 @@ def _authenticate(state: AxisState, operation: str, request: Request) -> JSONRes
     return None
 
 
-def _unauthorized(reason: str) -> JSONResponse:
-    return JSONResponse(failure(BAD_CREDENTIALS, reason), status_code=401)
+def _unauthorized(reason: str) -> AxisAnswer:
+    return AxisAnswer(failure(BAD_CREDENTIALS, reason), status_code=401)
 
 
 async def _send_edoc(state: AxisState, request: Request) -> dict[str, Any]:

@@ -21,13 +21,13 @@ from email.message import EmailMessage
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from docbus.simulators.common import (
     BAD_CREDENTIALS,
     FILE_ERROR,
     FORM_FRAMING_BYTES,
     INVALID_FILE,
+    AxisAnswer,
     AxisState,
     Refusal,
     SimulatorConfig,
@@ -64,11 +64,11 @@ def create_app(config: SimulatorConfig | None = None, *, state: AxisState | None
         return {"status": "OK", "revoked": revoked}
 
     @app.post("/login")
-    async def login(request: Request) -> JSONResponse:
+    async def login(request: Request) -> AxisAnswer:
         try:
             body = await json_object(request)
         except Refusal as refusal:
-            return JSONResponse(failure(refusal.code, refusal.description), status_code=400)
+            return AxisAnswer(failure(refusal.code, refusal.description), status_code=400)
         system_id, secret = body.get("systemId"), body.get("secret")
         config = state.config
         if not (
@@ -77,24 +77,24 @@ def create_app(config: SimulatorConfig | None = None, *, state: AxisState | None
             and hmac.compare_digest(system_id.encode(), config.system_id.encode())
             and hmac.compare_digest(secret.encode(), config.secret.encode())
         ):
-            return JSONResponse(failure(BAD_CREDENTIALS, "bad system id or secret"), status_code=401)
+            return AxisAnswer(failure(BAD_CREDENTIALS, "bad system id or secret"), status_code=401)
         token = secrets.token_urlsafe(24)
         tokens[token] = state.clock() + config.token_ttl
-        return JSONResponse(ok(token=token, expiresIn=config.token_ttl))
+        return AxisAnswer(ok(token=token, expiresIn=config.token_ttl))
 
     @app.post("/{operation}")
-    async def operation(operation: str, request: Request) -> JSONResponse:
+    async def operation(operation: str, request: Request) -> AxisAnswer:
         handler = _OPERATIONS.get(operation)
         if handler is None:
-            return JSONResponse(failure(INVALID_FILE, f"unknown operation {operation!r}"), status_code=404)
+            return AxisAnswer(failure(INVALID_FILE, f"unknown operation {operation!r}"), status_code=404)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or tokens.get(token, 0.0) <= state.clock():
             tokens.pop(token, None)
-            return JSONResponse(failure(BAD_CREDENTIALS, "missing, unknown or expired token"), status_code=401)
+            return AxisAnswer(failure(BAD_CREDENTIALS, "missing, unknown or expired token"), status_code=401)
         try:
-            return JSONResponse(await handler(state, request))
+            return AxisAnswer(await handler(state, request))
         except Refusal as refusal:
-            return JSONResponse(failure(refusal.code, refusal.description), status_code=refusal.http_status)
+            return AxisAnswer(failure(refusal.code, refusal.description), status_code=refusal.http_status)
 
     serve_directly(app, operation, _OPERATIONS)
     return app
