@@ -405,6 +405,12 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         "ms)",
         flush=True,
     )
+    print(
+        "POST→DELIVERED by stage (intake: arrival to commit; to Kafka: to the broker's acknowledgement; to the "
+        "worker: to the start of the delivery; at the axis: to its answer), over all rounds: "
+        + stage_summary([doc for r in rounds for doc in r.stages_ms]),
+        flush=True,
+    )
     # Where the machine's CPU went: the axis simulator and the broker share it with docbus here.
     per_document = {role: (cpu_after[role] - cpu_before[role]) * 1000 / max(delivered, 1) for role in cpu_after}
     busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1e-9)
@@ -417,17 +423,24 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     )
 
 
+# The stages of POST→DELIVERED, read from each document's timeline: arrival → its commit (the ACCEPTED event
+# written) → the broker's acknowledgement (PUBLISHED) → the start of its delivery (FORWARDING) → the axis' answer
+# (DELIVERED).
+STAGES = ("intake", "to Kafka", "to the worker", "at the axis")
+
+
 @dataclass(frozen=True)
 class ForwardingRound:
     """One forwarding round, read back from the timelines: documents accepted in the round's window, and for those
-    delivered the time from arrival to the axis' acknowledgement (the DELIVERED event's ``at``) and to the moment
-    that event was written (its ``recorded_at``: the worker writes events in batches)."""
+    delivered the time from arrival to the axis' acknowledgement (the DELIVERED event's ``at``), to the moment
+    that event was written (its ``recorded_at``: the worker writes events in batches), and in each of ``STAGES``."""
 
     accepted: int
     accepted_rate: float
     delivered_rate: float
     latencies_ms: list[float]
     written_ms: list[float]
+    stages_ms: list[tuple[float, ...]]  # per delivered document (unsorted), one duration per stage
 
     @property
     def ratio(self) -> float:
@@ -437,28 +450,52 @@ class ForwardingRound:
 def forwarding_round(data: Path, start: datetime, end: datetime) -> ForwardingRound:
     window = (start.isoformat(sep=" "), end.isoformat(sep=" "))
     with sqlite3.connect(data / "docbus.sqlite3") as conn:
-        rows = conn.execute(
-            "SELECT m.received_at, e.at, e.recorded_at FROM events e JOIN messages m ON m.id = e.message_id "
-            "WHERE e.type = 'DELIVERED' AND m.received_at >= ? AND m.received_at < ?",
+        # Stored times are fixed-width text (microseconds always written), so MIN and MAX order them correctly.
+        timelines = conn.execute(
+            "SELECT m.received_at,"
+            " MIN(CASE WHEN e.type = 'ACCEPTED' THEN e.recorded_at END),"
+            " MIN(CASE WHEN e.type = 'PUBLISHED' THEN e.at END),"
+            " MAX(CASE WHEN e.type = 'FORWARDING' THEN e.at END),"
+            " MIN(CASE WHEN e.type = 'DELIVERED' THEN e.at END),"
+            " MIN(CASE WHEN e.type = 'DELIVERED' THEN e.recorded_at END) "
+            "FROM messages m JOIN events e ON e.message_id = m.id "
+            "WHERE m.kind = 'edoc' AND m.received_at >= ? AND m.received_at < ? GROUP BY m.id",
             window,
         ).fetchall()
-        accepted = conn.execute(
-            "SELECT count(*) FROM messages WHERE kind = 'edoc' AND received_at >= ? AND received_at < ?", window
-        ).fetchone()[0]
+    accepted = len(timelines)
+    rows = [[None if t is None else datetime.fromisoformat(t) for t in row] for row in timelines if row[4] is not None]
     if not rows:
         raise RuntimeError(f"nothing was delivered in the round from {start} to {end}")
-    received = [datetime.fromisoformat(r) for r, _, _ in rows]
-    delivered = [datetime.fromisoformat(a) for _, a, _ in rows]
-    written = [datetime.fromisoformat(w) for _, _, w in rows]
-    first = min(received)
-    latencies = sorted((d - r).total_seconds() * 1000 for r, d in zip(received, delivered, strict=True))
+    first = min(row[0] for row in rows)
+    last = max(row[4] for row in rows)
+
+    def ms(a: datetime, b: datetime) -> float:
+        return (b - a).total_seconds() * 1000
+
     return ForwardingRound(
         accepted=accepted,
-        accepted_rate=accepted / max((max(received) - first).total_seconds(), 1e-9),
-        delivered_rate=len(rows) / max((max(delivered) - first).total_seconds(), 1e-9),
-        latencies_ms=latencies,
-        written_ms=sorted((w - r).total_seconds() * 1000 for r, w in zip(received, written, strict=True)),
+        accepted_rate=accepted / max((max(row[0] for row in rows) - first).total_seconds(), 1e-9),
+        delivered_rate=len(rows) / max((last - first).total_seconds(), 1e-9),
+        latencies_ms=sorted(ms(row[0], row[4]) for row in rows),
+        written_ms=sorted(ms(row[0], row[5]) for row in rows),
+        stages_ms=[
+            tuple(ms(a, b) for a, b in itertools.pairwise(row[:5])) for row in rows if all(t is not None for t in row)
+        ],
     )
+
+
+def stage_summary(stages_ms: list[tuple[float, ...]]) -> str:
+    """Each stage's p50/p90/p99, and where the slowest 1% of documents (end to end) spent their time."""
+    if not stages_ms:
+        return "no document has every stage on its timeline"
+    columns = [sorted(column) for column in zip(*stages_ms, strict=True)]
+    spread = ", ".join(
+        f"{name} {'/'.join(f'{percentile(c, q):.0f}' for q in (0.5, 0.9, 0.99))}"
+        for name, c in zip(STAGES, columns, strict=True)
+    )
+    slowest = sorted(stages_ms, key=sum)[-max(1, len(stages_ms) // 100) :]
+    means = ", ".join(f"{name} {sum(doc[i] for doc in slowest) / len(slowest):.0f}" for i, name in enumerate(STAGES))
+    return f"p50/p90/p99 ms: {spread}; the slowest 1% ({len(slowest)} documents) spent on average {means} ms"
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
