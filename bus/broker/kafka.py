@@ -2,7 +2,8 @@
 
 Connection string: ``DOCBUS_KAFKA_BOOTSTRAP``, comma-separated ``host:port`` pairs (``127.0.0.1:9092``).
 
-- One idempotent producer (``acks=all``): a publish sends every record, then waits for all acknowledgements;
+- One idempotent producer (``acks=all``): a publish sends every record, in one batch per partition (see
+  :mod:`.kafka_batches`), then waits for all acknowledgements;
   batches up to 1 MiB (10 KB records would otherwise travel one per request), zstd compression when aiokafka's
   codec library ``cramjam`` is installed (a dependency), gzip otherwise. Not lz4: aiokafka compresses lz4 at
   level 9 (the high-compression mode, with no setting to lower it), which on the sample edXML packets costs
@@ -37,6 +38,7 @@ from docbus.broker.base import (
     PublishedRecord,
     check_topic_name,
 )
+from docbus.broker.kafka_batches import SentBatch, published, refuse_oversized, send_in_batches
 from docbus.broker.kafka_consumer import KafkaConsumer
 from docbus.broker.kafka_errors import kafka_bound, translate
 from docbus.broker.partitioner import default_partition
@@ -119,26 +121,22 @@ class KafkaBroker(Broker):
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[PublishedRecord]:
         if not records:
             return []
+        refuse_oversized(records, self._producer_options["max_request_size"])
         producer = None
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[SentBatch] = []
         try:
             async with kafka_bound("publish", self._publish_timeout):
                 await self._create_topics(sorted({r.topic for r in records}))
                 producer = await self._connected_producer()
-                for r in records:
-                    futures.append(await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)))
-                results: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
+                sent = await send_in_batches(producer, records)
+                return await published(sent, len(records))
         except Exception:
-            for future in futures:
-                future.cancel()  # nobody will read their outcome
+            for batch in sent:
+                batch.acknowledged.cancel()  # nobody will read their outcome
             if producer is not None and producer is self._producer:
                 self._producer = None
                 self._retire(producer, grace=1.0)
             raise
-        return [PublishedRecord(m.topic, m.partition, m.offset) for m in results]
 
     async def ping(self) -> None:
         async with kafka_bound("ping", self._ping_timeout):

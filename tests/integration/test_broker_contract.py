@@ -26,6 +26,7 @@ from docbus.broker import (
     PublishedRecord,
     RecordRejected,
 )
+from docbus.broker.partitioner import default_partition
 from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
@@ -251,6 +252,37 @@ async def test_five_thousand_records_of_ten_kilobytes(broker: Broker) -> None:
     assert all(r.value == filler for r in got)
 
 
+async def test_each_published_position_holds_that_record(broker: Broker) -> None:
+    """One publish over two topics, a record without a key among them, and more than a megabyte per partition
+    (Kafka fills several batches per partition): every position returned holds the very record published there,
+    and on Kafka a key's partition is the one the Java client picks (murmur2)."""
+    topics = [new_topic(), new_topic()]
+    filler = os.urandom(6 * 1024).hex().encode()  # 12 KB: 400 of them fill each of 3 partitions past 1 MiB
+    records = [
+        OutgoingRecord(
+            topics[i % 2] if i % 5 else topics[0],
+            None if i == 7 else f"doc-{i % 60}".encode(),
+            f"{i}:".encode() + filler,
+            (("seq", str(i).encode()),),
+        )
+        for i in range(400)
+    ]
+    published = await broker.publish(records)
+    assert len(published) == len(records) and len({position(r) for r in published}) == len(records)
+    for record, placed in zip(records, published, strict=True):
+        assert placed.topic == record.topic
+        if record.key is not None and isinstance(broker, KafkaBroker):
+            assert placed.partition == default_partition(record.key, [0, 1, 2], [0, 1, 2])
+    found: dict[tuple[str, int, int], ConsumedRecord] = {}
+    async with broker.consumer(new_group(), topics=topics) as consumer:
+        for got in await drain(consumer, len(records), within=60):
+            found[position(got)] = got
+    assert len(found) == len(records)
+    for record, placed in zip(records, published, strict=True):
+        got = found[position(placed)]
+        assert (got.key, got.value, got.headers) == (record.key, record.value, record.headers)
+
+
 async def test_members_of_one_group_share_the_work(broker: Broker) -> None:
     """Every record is committed by exactly one member; a refused commit means another member gets it again."""
     topic, group = new_topic(), new_group()
@@ -286,6 +318,23 @@ async def test_topics_are_ensured_idempotently_and_ping_answers(broker: Broker) 
 async def test_an_invalid_topic_name_is_rejected(broker: Broker) -> None:
     with pytest.raises(RecordRejected):
         await broker.publish(outgoing("docbus.test.no spaces/allowed", 1))
+
+
+@pytest.mark.kafka
+async def test_kafka_refuses_a_record_no_request_can_carry_and_goes_on() -> None:
+    broker = KafkaBroker(kafka_bootstrap(), partitions=3, max_batch_bytes=256 * 1024)
+    await broker.start()
+    try:
+        topic = new_topic()
+        small = outgoing(topic, 3)
+        with pytest.raises(RecordRejected, match="larger than the largest request"):
+            await broker.publish([*small, OutgoingRecord(topic, b"big", os.urandom(1024 * 1024 + 1))])
+        assert await broker.publish(small)
+        async with broker.consumer(new_group(), topics=[topic]) as consumer:
+            got = await drain(consumer, 3)
+        assert sorted(r.value for r in got) == sorted(r.value for r in small)  # nothing of the refused publish
+    finally:
+        await broker.aclose()
 
 
 # ------------------------------------------------------------------------------------- embedded broker only --
