@@ -128,7 +128,7 @@ class KafkaBroker(Broker):
             async with kafka_bound("publish", self._publish_timeout):
                 await self._create_topics(sorted({r.topic for r in records}))
                 producer = await self._connected_producer()
-                sent = await send_in_batches(producer, records)
+                await send_in_batches(producer, records, sent)
                 return await published(sent, len(records))
         except Exception:
             for batch in sent:

@@ -58,12 +58,12 @@ def refuse_oversized(records: Sequence[OutgoingRecord], max_request_size: int) -
             )
 
 
-async def send_in_batches(producer: AIOKafkaProducer, records: Sequence[OutgoingRecord]) -> list[SentBatch]:
-    """Hand ``records`` to ``producer`` as batches; their acknowledgements are awaited by :func:`published`.
-    Check their sizes first (:func:`refuse_oversized`)."""
+async def send_in_batches(producer: AIOKafkaProducer, records: Sequence[OutgoingRecord], sent: list[SentBatch]) -> None:
+    """Hand ``records`` to ``producer`` as batches, adding each to ``sent`` as it goes (so that a caller whose
+    publish fails half-way knows which acknowledgements are still coming); :func:`published` awaits them. Check
+    the records' sizes first (:func:`refuse_oversized`)."""
     partitions: dict[str, tuple[list[int], list[int]]] = {}
     filling: dict[tuple[str, int], _Filling] = {}
-    sent: list[SentBatch] = []
     for index, record in enumerate(records):
         known = partitions.get(record.topic)
         if known is None:
@@ -86,7 +86,6 @@ async def send_in_batches(producer: AIOKafkaProducer, records: Sequence[Outgoing
         batch.indexes.append(index)
     for place, batch in filling.items():
         sent.append(await _send(producer, place, batch))
-    return sent
 
 
 async def _send(producer: AIOKafkaProducer, place: tuple[str, int], batch: _Filling) -> SentBatch:
