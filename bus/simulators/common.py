@@ -470,12 +470,14 @@ class FaultInjection:
             return
         faults = self.state.faults
         if faults.down:
-            await self._answer(send, 503, self.failure_body(INTERNAL_ERROR, "axis is down (simulated)"))
+            down = AxisAnswer(self.failure_body(INTERNAL_ERROR, "axis is down (simulated)"), status_code=503)
+            await down(scope, receive, send)
             return
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         if faults.error_rate and self.state.dice.random() < faults.error_rate:
-            await self._answer(send, 500, self.failure_body(INTERNAL_ERROR, "internal error (simulated)"))
+            failed = AxisAnswer(self.failure_body(INTERNAL_ERROR, "internal error (simulated)"), status_code=500)
+            await failed(scope, receive, send)
             return
         operation = str(scope["path"])[1:]
         endpoint = self.direct.get(operation) if scope["method"] == "POST" else None
@@ -484,13 +486,6 @@ class FaultInjection:
             return
         response = await endpoint(operation, Request(scope, receive))
         await response(scope, receive, send)
-
-    @staticmethod
-    async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
-        payload = orjson.dumps(body)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
 
 
 def inspection_router(state: AxisState) -> APIRouter:

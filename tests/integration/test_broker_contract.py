@@ -322,7 +322,7 @@ async def test_an_invalid_topic_name_is_rejected(broker: Broker) -> None:
 
 @pytest.mark.kafka
 async def test_kafka_refuses_a_record_no_request_can_carry_and_goes_on() -> None:
-    broker = KafkaBroker(kafka_bootstrap(), partitions=3, max_batch_bytes=256 * 1024)
+    broker = KafkaBroker(kafka_bootstrap(), partitions=3)  # requests of at most 1 MiB
     await broker.start()
     try:
         topic = new_topic()

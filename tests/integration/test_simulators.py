@@ -298,9 +298,9 @@ async def test_faults_apply_to_the_axis_and_clear(axis: tuple[str, AxisClient], 
 async def test_operations_are_answered_in_front_of_the_router(
     kind: SimulatorKind, sample_bytes: dict[str, bytes]
 ) -> None:
-    """Every operation is served by the fault injection in front of the app itself: with the ``POST /{operation}`` route
-    taken out of the app, a client still sends, lists and acknowledges; what is no operation still goes to the
-    app (``/login``, ``/_sim``) or is answered 404 by it."""
+    """Every operation is served by the fault injection in front of the app itself: with the ``POST /{operation}``
+    route taken out of the app, a client still sends, lists and acknowledges; what is no operation still goes to
+    the app (``/login``, ``/_sim``) or is answered 404 by it."""
     app = create_app(kind, CONFIG)
     app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", "") != "/{operation}"]
     async with serve(app) as url:
