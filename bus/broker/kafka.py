@@ -237,11 +237,21 @@ async def _close_producer(producer: AIOKafkaProducer, grace: float) -> None:
         return
     except TimeoutError:
         pass
+    except asyncio.CancelledError:
+        # The caller is going away (a shutdown cut short): still close the connections, then go.
+        await _abandon(producer)
+        raise
     except Exception:
         log.exception("stopping a Kafka producer failed")
-    # An idempotent aiokafka producer retries its batches for ever, and ``stop`` waits for them; while the
-    # brokers are away its sender even asks for metadata in a loop without backoff. aiokafka has no public way
-    # to give up, so fail its batches (nobody waits for them any more) and close its parts directly.
+    await _abandon(producer)
+
+
+async def _abandon(producer: AIOKafkaProducer) -> None:
+    """Fail what ``producer`` still holds and close its sender and its connections, each step on its own.
+
+    An idempotent aiokafka producer retries its batches for ever, and ``stop`` waits for them; while the
+    brokers are away its sender even asks for metadata in a loop without backoff. aiokafka has no public way
+    to give up, so fail its batches (nobody waits for them any more) and close its parts directly."""
     with contextlib.suppress(Exception):
         accumulator = producer._message_accumulator
         # aiokafka removes a finished batch from this set even when a retry already took it out (KeyError).
@@ -252,7 +262,9 @@ async def _close_producer(producer: AIOKafkaProducer, grace: float) -> None:
             for future in (batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
                 if future.done() and not future.cancelled():
                     future.exception()
+    with contextlib.suppress(Exception):
         await producer._sender.close()
+    with contextlib.suppress(Exception):
         await producer.client.close()
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
@@ -149,7 +150,30 @@ class KafkaConsumer(BrokerConsumer):
 
 
 async def _stop(consumer: AIOKafkaConsumer, seconds: float) -> None:
-    """Leave the group; give up after ``seconds`` when Kafka is away (the group notices the member is gone)."""
-    with contextlib.suppress(Exception):
+    """Leave the group; give up after ``seconds`` when Kafka is away or slow (the group notices the member is
+    gone), and then close the consumer's parts directly."""
+    try:
         async with asyncio.timeout(seconds):
             await consumer.stop()
+        return
+    except Exception as exc:
+        log.info("consumer of group %s did not leave it in %s s: %r", consumer._group_id, seconds, exc)
+    await _close_parts(consumer)
+
+
+async def _close_parts(consumer: AIOKafkaConsumer) -> None:
+    """What an interrupted ``stop`` left open. ``stop`` first waits for the group coordinator, which may be in
+    the middle of a rebalance for longer than the caller has; cut there, it never reaches the fetcher or the
+    client, whose connections and heartbeats would stay open for the life of the process."""
+    coordinator: Any = consumer._coordinator
+    names = ("_coordination_task", "_heartbeat_task", "_commit_refresh_task", "_reset_committed_task")
+    tasks = [t for t in (getattr(coordinator, n, None) for n in names) if isinstance(t, asyncio.Task) and not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    if consumer._fetcher is not None:
+        with contextlib.suppress(Exception):
+            await consumer._fetcher.close()
+    with contextlib.suppress(Exception):
+        await consumer._client.close()

@@ -337,6 +337,37 @@ async def test_kafka_refuses_a_record_no_request_can_carry_and_goes_on() -> None
         await broker.aclose()
 
 
+@pytest.mark.kafka
+async def test_a_kafka_member_that_cannot_leave_in_time_still_closes_its_connections() -> None:
+    """A member whose LeaveGroup the broker never answers gives up after its bound and still closes everything
+    (an interrupted aiokafka ``stop`` would leave the connections and the heartbeats running)."""
+    broker = KafkaBroker(kafka_bootstrap(), partitions=1, publish_timeout=1.0)
+    topic = new_topic()
+    try:
+        await broker.publish(outgoing(topic, 2))
+        consumer = broker.consumer(new_group(), topics=[topic])
+        await consumer.start()
+        assert len(await drain(consumer, 2)) == 2
+        inner = consumer._consumer  # type: ignore[attr-defined]
+        coordinator = inner._coordinator
+        assert [c for c in inner._client._conns.values() if c.connected()]
+
+        async def never_answered() -> None:
+            await asyncio.sleep(3600)
+
+        coordinator._maybe_leave_group = never_answered
+        started = time.monotonic()
+        await consumer.aclose()
+        assert time.monotonic() - started < 5.0
+        assert [c for c in inner._client._conns.values() if c.connected()] == []
+        assert coordinator._coordination_task.done()
+        assert coordinator._heartbeat_task is None or coordinator._heartbeat_task.done()
+        await asyncio.sleep(0.5)
+        assert [c for c in inner._client._conns.values() if c.connected()] == []  # and nothing reconnected
+    finally:
+        await broker.aclose()
+
+
 # ------------------------------------------------------------------------------------- embedded broker only --
 
 
