@@ -118,6 +118,14 @@ class NotFound(RequestRejected):
     title = "Not found"
 
 
+class PayloadGone(RequestRejected):
+    """Raised when a message's payload was deleted by payload retention; its record and timeline remain."""
+
+    status = 410
+    slug = "payload-purged"
+    title = "The payload was deleted by retention"
+
+
 class IdempotencyConflict(RequestRejected):
     """Raised when an Idempotency-Key is reused for different content."""
 

@@ -28,6 +28,10 @@ EMBEDDED_LOG_TRIMMED = Counter(
     "docbus_embedded_log_trimmed_total",
     "Records the embedded broker's retention deleted (consumed by every reader and older than the retention)",
 )
+PAYLOADS_PURGED = Counter(
+    "docbus_payloads_purged_total",
+    "Payloads payload retention deleted (settled messages older than DOCBUS_PAYLOAD_RETENTION_DAYS)",
+)
 PUBLISHED = Counter("docbus_published_total", "Messages the outbox relay published to their agency topic")
 DELIVERIES = Counter(
     "docbus_deliveries_total",

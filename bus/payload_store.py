@@ -29,6 +29,10 @@ class PayloadStore(ABC):
     async def get(self, ref: str) -> bytes:
         """Return the bytes behind ``ref``; raises ``KeyError`` when there are none."""
 
+    @abstractmethod
+    async def delete(self, ref: str) -> None:
+        """Remove the bytes behind ``ref`` (payload retention); nothing happens when they are gone already."""
+
 
 class DirectoryPayloadStore(PayloadStore):
     """Payloads as files under a root folder, one per message, sharded by day: ``dir:2026/11/27/<ULID>``."""
@@ -41,6 +45,9 @@ class DirectoryPayloadStore(PayloadStore):
 
     async def get(self, ref: str) -> bytes:
         return await asyncio.to_thread(self.path_of(ref).read_bytes)
+
+    async def delete(self, ref: str) -> None:
+        await asyncio.to_thread(self.path_of(ref).unlink, missing_ok=True)
 
     def path_of(self, ref: str) -> Path:
         match = _REF.match(ref)

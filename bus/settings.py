@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     embedded_log_retention_check_seconds: float = Field(
         default=300.0, gt=0, description="Embedded broker: how often workers look for records to delete."
     )
+    payload_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete a message's payload this many days after it arrived, once it is settled (published, "
+        "delivered or refused at every destination, no dead letter waiting); its record, receipt and timeline "
+        "stay. Unset = keep every payload.",
+    )
+    payload_retention_check_seconds: float = Field(
+        default=300.0, gt=0, description="How often workers look for payloads to delete."
+    )
     relay_lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
     )

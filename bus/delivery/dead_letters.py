@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.envelope import MessageStatus
-from docbus.errors import NotFound, ValidationFailed
+from docbus.errors import NotFound, PayloadGone, ValidationFailed
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent, append_events_in
@@ -138,6 +138,8 @@ class DeadLetterStore:
         if row is None:
             raise NotFound(f"message {letter.message_id} of dead letter {dead_id} is gone")
         env = row._asdict()
+        if env.get("payload_purged_at") is not None:  # not while a dead letter waits; kept as a second line
+            raise PayloadGone(f"the payload of {letter.message_id} was deleted by payload retention")
         env["message_id"] = env["id"]
         env["receivers"] = orjson.loads(env["receivers"])
         topic = self._topics.resend(letter.destination)

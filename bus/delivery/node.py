@@ -28,6 +28,7 @@ from docbus.routing import LOCAL
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
 from docbus.store.agencies import Role
+from docbus.store.payload_retention import PayloadRetention
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class DeliveryNode:
         retention = self._log_retention()
         if retention is not None:
             self._spawn("docbus-log-retention", partial(retention.run, self._stop))
+        payload_retention = self._payload_retention()
+        if payload_retention is not None:
+            self._spawn("docbus-payload-retention", partial(payload_retention.run, self._stop))
         routes = self.runtime.routes
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
@@ -113,6 +117,20 @@ class DeliveryNode:
             self.runtime.db,
             retention_seconds=settings.embedded_log_retention_hours * 3600,
             interval_seconds=settings.embedded_log_retention_check_seconds,
+        )
+
+    def _payload_retention(self) -> PayloadRetention | None:
+        """Payload retention, when it is on. Every worker runs it; two passes at once purge each payload once."""
+        settings = self.runtime.settings
+        if settings.payload_retention_days is None:
+            return None
+        return PayloadRetention(
+            self.runtime.db,
+            self.runtime.payload_store,
+            self.runtime.routes,
+            self.runtime.local_agencies.current,
+            retention_seconds=settings.payload_retention_days * 86400,
+            interval_seconds=settings.payload_retention_check_seconds,
         )
 
     async def _create_agency_topics(self) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from docbus.envelope import MessageKind, MessageStatus
-from docbus.errors import NotFound
+from docbus.errors import NotFound, PayloadGone
 from docbus.gateway.body import read_capped_body
 from docbus.gateway.deps import Caller, State
 from docbus.ids import MESSAGE_ID_PATTERN
@@ -107,6 +107,11 @@ async def get_payload(message_id: str, state: State, caller: Caller) -> Response
     record = await state.messages.get(message_id)
     if record is None or not _visible(caller, record):
         raise NotFound(f"no message {message_id} is visible to {caller.organ_id}")
+    if record.payload_purged_at is not None:
+        raise PayloadGone(
+            f"the payload of {message_id} was deleted on {record.payload_purged_at.isoformat()} (payload "
+            "retention); its sha256 is in the message and the PAYLOAD_PURGED event of its timeline"
+        )
     if record.payload_ref is not None:
         payload: bytes | None = await state.payload_store.get(record.payload_ref)
     else:

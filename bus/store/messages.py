@@ -44,6 +44,7 @@ class MessageRecord:
     response_for: str | None
     status_code: str | None
     payload_ref: str | None
+    payload_purged_at: datetime | None = None  # set when payload retention deleted the payload
 
     def visible_to(self, organ_id: str) -> bool:
         return organ_id == self.sender or organ_id in self.receivers
@@ -65,6 +66,7 @@ class MessageRecord:
             "status": self.status,
             "response_for": self.response_for,
             "status_code": self.status_code,
+            "payload_purged_at": utc_iso(self.payload_purged_at) if self.payload_purged_at is not None else None,
         }
 
 
@@ -459,6 +461,7 @@ def _record(row: dict[str, Any]) -> MessageRecord:
         response_for=row["response_for"],
         status_code=row["status_code"],
         payload_ref=row["payload_ref"],
+        payload_purged_at=as_utc(row["payload_purged_at"]) if row.get("payload_purged_at") is not None else None,
     )
 
 

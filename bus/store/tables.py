@@ -72,12 +72,20 @@ messages = Table(
     Column("response_for", String(512), nullable=True),
     Column("status_code", String(2), nullable=True),
     Column("receipt", LargeBinary, nullable=False),
-    Column("payload_ref", String(512), nullable=True),
+    Column("payload_ref", String(512), nullable=True),  # cleared when retention deletes the payload
+    Column("payload_purged_at", DateTime(timezone=True), nullable=True),  # when retention deleted the payload
     UniqueConstraint("sender", "dedup_key", name="uq_messages_sender_dedup"),
 )
 Index("ix_messages_sender_id", messages.c.sender, messages.c.id)
 Index("ix_messages_business_id", messages.c.business_id)
 Index("ix_messages_response_for", messages.c.response_for)
+# Payload retention reads the claim-checked messages in id order (retention clears payload_ref).
+Index(
+    "ix_messages_claim_checked",
+    messages.c.id,
+    sqlite_where=messages.c.payload_ref.is_not(None),
+    postgresql_where=messages.c.payload_ref.is_not(None),
+)
 
 payloads = Table(
     "payloads",
