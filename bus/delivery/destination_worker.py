@@ -305,6 +305,11 @@ class DestinationWorker:
             known = await conn.execute(select(messages.c.id).where(messages.c.id.in_(ids)))
             return {r.message_id for r in delivered}, {r.id for r in known}
 
+    async def _purged(self, message_id: str) -> bool:
+        async with self._db.reader.connect() as conn:
+            at = await conn.scalar(select(messages.c.payload_purged_at).where(messages.c.id == message_id))
+        return at is not None
+
     @staticmethod
     def _resent_ids(records: list[ConsumedRecord]) -> set[str]:
         return {dict(r.headers)["message-id"].decode() for r in records if any(k == "resend-of" for k, _ in r.headers)}
@@ -324,7 +329,20 @@ class DestinationWorker:
         if envelope.message_id in already_delivered:
             self.duplicates_skipped += 1
             return
-        payload = await self._payload_store.get(payload_ref) if payload_ref else record.value
+        payload = record.value
+        if payload_ref:
+            try:
+                payload = await self._payload_store.get(payload_ref)
+            except (KeyError, FileNotFoundError):
+                if not await self._purged(envelope.message_id):
+                    raise
+                # Read again (a consumer group that lost its offsets) after retention deleted it: it was settled.
+                log.info(
+                    "destination %s: the payload of %s was deleted by retention; not sent again",
+                    self.name,
+                    envelope.message_id,
+                )
+                return
         self._event(envelope.message_id, "FORWARDING", {"receivers": list(receivers)}, status=MessageStatus.FORWARDING)
         attempts: list[dict[str, Any]] = []
         attempt = 1

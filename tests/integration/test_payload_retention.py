@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from docbus.adapters.file import FileAdapter, FileSettings
 from docbus.audit_verify import verify_all
+from docbus.broker.base import ConsumedRecord
+from docbus.broker.embedded import EmbeddedBroker
+from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.delivery.destination_worker import DestinationWorker
 from docbus.delivery.node import DeliveryNode
+from docbus.delivery.recorder import EventRecorder
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.ids import new_message_id, new_trace_id
 from docbus.payload_store import DirectoryPayloadStore
+from docbus.relay import publication_for
 from docbus.routing import RouteTable
 from docbus.runtime import BusRuntime
 from docbus.settings import Settings
@@ -25,6 +32,7 @@ from docbus.store.messages import MessageStore, NewEvent
 from docbus.store.migrate import upgrade_async
 from docbus.store.payload_retention import PAYLOAD_PURGED, PayloadRetention
 from docbus.store.tables import dead_letters, messages, outbox, payloads
+from docbus.topics import Topics
 
 from ..conftest import RunningGateway
 from .helpers import sender_of
@@ -289,3 +297,46 @@ async def test_a_worker_purges_by_itself_and_not_when_retention_is_off(
     finally:
         await node.aclose()
         await runtime.aclose()
+
+
+async def test_a_destination_reading_a_purged_record_again_skips_it(db: Database, tmp_path: Path) -> None:
+    """A consumer group that lost its offsets reads old records again; one whose claim-checked payload retention
+    deleted is skipped (it was settled), while a missing payload nobody purged is still an error."""
+    payload_store = DirectoryPayloadStore(tmp_path / "payloads")
+    subs = []
+    for _ in range(2):
+        sub = submission((NATIONAL,))
+        ref = await payload_store.put(sub.envelope.message_id, b"z" * 2000)
+        subs.append(Submission(sub.envelope, b"", sub.dedup_key, sub.receipt, sub.topic, payload_ref=ref))
+    purged_id, lost_id = await accept(db, subs)
+    await publish(db, [purged_id, lost_id])
+    store = MessageStore(db)
+    await states(store, purged_id, ("national", "FAILED"))  # refused for good: settled
+    assert (await retention(db, tmp_path / "payloads").purge_once(now=datetime.now(UTC) + 31 * DAY)).purged == 1
+    assert subs[1].payload_ref is not None
+    payload_store.path_of(subs[1].payload_ref).unlink()  # lost, not purged
+
+    broker = EmbeddedBroker(db)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    worker = DestinationWorker(
+        "national",
+        FileAdapter(FileSettings(directory=drop)),
+        broker=broker,
+        db=db,
+        routes=ROUTES,
+        local_agencies=frozenset,
+        recorder=EventRecorder(store),
+        dead_letters=DeadLetterStore(db, broker, Topics()),
+        payload_store=payload_store,
+        topics=Topics(),
+    )
+    records = [
+        ConsumedRecord(p.record.topic, 0, n, p.record.key, p.record.value, p.record.headers, 0)
+        for n, p in enumerate(publication_for(s) for s in subs)
+    ]
+    await worker.handle(records[0], set(), {purged_id, lost_id})
+    assert list(drop.iterdir()) == []
+    assert [e.type for e in await store.timeline(purged_id)][-1] == PAYLOAD_PURGED  # no FORWARDING after it
+    with pytest.raises(FileNotFoundError):
+        await worker.handle(records[1], set(), {purged_id, lost_id})
