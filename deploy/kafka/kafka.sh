@@ -53,7 +53,7 @@ usage() {
 
 # ---------------------------------------------------------------- fetch --
 
-pom_digest() { sha256sum "$POM" "$BROKER_LOG4J" | sha256sum | cut -d' ' -f1; }
+pom_digest() { cat "$POM" "$BROKER_LOG4J" | sha256sum | cut -d' ' -f1; }  # contents only: every checkout shares the cache
 
 cache_complete() {
   [[ -f "$MARKER" && -d "$LIBS" ]] && [[ "$(cat "$MARKER")" == "$(pom_digest)" ]]
