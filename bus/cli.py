@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     p = log.add_parser("trim", help="one retention pass now, with DOCBUS_EMBEDDED_LOG_RETENTION_HOURS")
     p.set_defaults(func=_log, action="trim")
 
+    payloads = sub.add_parser("payloads", help="payload retention").add_subparsers(metavar="ACTION")
+    p = payloads.add_parser("purge", help="one payload retention pass now, with DOCBUS_PAYLOAD_RETENTION_DAYS")
+    p.add_argument("--days", type=float, help="the retention for this pass (default: DOCBUS_PAYLOAD_RETENTION_DAYS)")
+    p.add_argument("--dry-run", action="store_true", help="count the payloads that would go; delete nothing")
+    p.set_defaults(func=_payloads_purge)
+
     p = sub.add_parser("backup", help="a consistent copy of the embedded data directory, while docbus runs")
     p.add_argument("destination", type=Path, help="a folder that does not exist yet (or is empty)")
     p.add_argument("--json", action="store_true", help="print the manifest (BACKUP.json) instead of a summary")
@@ -512,6 +518,44 @@ def _log(args: argparse.Namespace) -> int:
                 for (topic, partition), count in sorted(report.deleted.items()):
                     print(f"{topic}\t{partition}\t{count} deleted")
                 print(f"{report.total} records deleted")
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _payloads_purge(args: argparse.Namespace) -> int:
+    """Exit 0 after the pass, 1 when the database stands in the way, 2 when no retention is given."""
+    from docbus.payload_store import DirectoryPayloadStore
+    from docbus.routing import RouteTable
+    from docbus.runtime import LocalAgencies
+    from docbus.store.agencies import AgencyDirectory
+    from docbus.store.payload_retention import PayloadRetention
+
+    settings = Settings()
+    days = args.days if args.days is not None else settings.payload_retention_days
+    if days is None or days <= 0:
+        print("error: no retention: set DOCBUS_PAYLOAD_RETENTION_DAYS or give --days (more than 0)", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        db = await _existing_database(settings)
+        if db is None:
+            return 1
+        try:
+            local = LocalAgencies(AgencyDirectory(db))
+            await local.refresh()
+            retention = PayloadRetention(
+                db,
+                DirectoryPayloadStore(settings.resolved_payload_dir()),
+                RouteTable.load(settings.routes_file),
+                local.current,
+                retention_seconds=days * 86400,
+            )
+            report = await retention.purge_once(dry_run=args.dry_run)
+            verb = "would be deleted" if args.dry_run else "deleted"
+            print(f"{report.purged} payloads {verb}; {report.kept} older than {days:g} days not settled, kept")
             return 0
         finally:
             await db.dispose()

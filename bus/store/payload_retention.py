@@ -123,8 +123,9 @@ class PayloadRetention:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)
 
-    async def purge_once(self, *, now: datetime | None = None) -> PurgeReport:
-        """One pass over the messages received before the retention's cutoff; ``now`` is for tests."""
+    async def purge_once(self, *, now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
+        """One pass over the messages received before the retention's cutoff; ``now`` is for tests. A dry run
+        counts what would go (as things stand while it reads) and changes nothing."""
         now = now or datetime.now(UTC)
         bound = message_id_bound(int(now.timestamp() * 1000) - self._retention_ms, upper=False)
         purged = kept = 0
@@ -135,7 +136,7 @@ class PayloadRetention:
                 if not candidates:
                     break
                 after = candidates[-1].message_id
-                count = await self._purge(candidates, now)
+                count = len(await self._settled_now(candidates)) if dry_run else await self._purge(candidates, now)
                 purged += count
                 kept += len(candidates) - count
                 await asyncio.sleep(self._pause)  # intake's writer takes the lock between batches
@@ -173,6 +174,10 @@ class PayloadRetention:
             ]
 
     # -------------------------------------------------------------------------------------------- settled?
+
+    async def _settled_now(self, candidates: Sequence[_Candidate]) -> list[_Candidate]:
+        async with self._db.reader.connect() as conn:
+            return await self._settled(conn, candidates)
 
     async def _settled(self, conn: AsyncConnection, candidates: Sequence[_Candidate]) -> list[_Candidate]:
         """The candidates that are settled and not purged yet, read inside the purging transaction: on SQLite

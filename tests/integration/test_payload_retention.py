@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from docbus.topics import Topics
 
 from ..conftest import RunningGateway
 from .helpers import sender_of
+from .test_cli import docbus
 
 NATIONAL = "000.00.00.H41"  # routed to the national axis
 PROVINCIAL = "000.01.32.H57"  # routed to the provincial axis (level-1 code 01)
@@ -340,3 +342,34 @@ async def test_a_destination_reading_a_purged_record_again_skips_it(db: Database
     assert [e.type for e in await store.timeline(purged_id)][-1] == PAYLOAD_PURGED  # no FORWARDING after it
     with pytest.raises(FileNotFoundError):
         await worker.handle(records[1], set(), {purged_id, lost_id})
+
+
+async def test_the_purge_command_counts_on_a_dry_run_and_deletes_otherwise(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data")}
+    for name in (
+        "DOCBUS_DATABASE_URL",
+        "DOCBUS_KAFKA_BOOTSTRAP",
+        "DOCBUS_ROUTES_FILE",
+        "DOCBUS_PAYLOAD_RETENTION_DAYS",
+    ):
+        env.pop(name, None)
+    assert docbus(env, "migrate").returncode == 0
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'docbus.sqlite3'}")
+    try:
+        published, waiting = await accept(db, [submission((NATIONAL,)), submission((NATIONAL,))])
+        await publish(db, [published])  # no routes file: published is settled
+        await asyncio.sleep(1.0)  # older than the 0.5 s retention below
+
+        refused = docbus(env, "payloads", "purge")
+        assert refused.returncode == 2 and "DOCBUS_PAYLOAD_RETENTION_DAYS" in refused.stderr
+        days = str(0.5 / 86400)
+        dry = docbus(env, "payloads", "purge", "--days", days, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert dry.stdout.startswith("1 payloads would be deleted; 1 older")
+        assert await payload_ids(db) == {published, waiting}
+        done = docbus(env, "payloads", "purge", "--days", days)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("1 payloads deleted; 1 older")
+        assert await payload_ids(db) == {waiting}
+    finally:
+        await db.dispose()
