@@ -527,11 +527,11 @@ def _log(args: argparse.Namespace) -> int:
 
 def _payloads_purge(args: argparse.Namespace) -> int:
     """Exit 0 after the pass, 1 when the database stands in the way, 2 when no retention is given."""
+    from docbus.payload_retention import PayloadRetention
     from docbus.payload_store import DirectoryPayloadStore
     from docbus.routing import RouteTable
     from docbus.runtime import LocalAgencies
     from docbus.store.agencies import AgencyDirectory
-    from docbus.store.payload_retention import PayloadRetention
 
     settings = Settings()
     days = args.days if args.days is not None else settings.payload_retention_days

@@ -24,11 +24,11 @@ from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
 from docbus.errors import RequestRejected
 from docbus.metrics import COMPONENT_RESTARTS
+from docbus.payload_retention import PayloadRetention
 from docbus.routing import LOCAL
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
 from docbus.store.agencies import Role
-from docbus.store.payload_retention import PayloadRetention
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from docbus.delivery.node import DeliveryNode
 from docbus.delivery.recorder import EventRecorder
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.ids import new_message_id, new_trace_id
+from docbus.payload_retention import PAYLOAD_PURGED, PayloadRetention
 from docbus.payload_store import DirectoryPayloadStore
 from docbus.relay import publication_for
 from docbus.routing import RouteTable
@@ -31,7 +32,6 @@ from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter, Submission
 from docbus.store.messages import MessageStore, NewEvent
 from docbus.store.migrate import upgrade_async
-from docbus.store.payload_retention import PAYLOAD_PURGED, PayloadRetention
 from docbus.store.tables import dead_letters, messages, outbox, payloads
 from docbus.topics import Topics
 
