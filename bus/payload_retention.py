@@ -35,7 +35,6 @@ runs it; when two passes meet, the second finds the batch purged already (``payl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,9 +46,11 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from docbus.flows import DESTINATION_STATES
 from docbus.ids import message_id_bound
 from docbus.metrics import PAYLOADS_PURGED
 from docbus.payload_store import PayloadStore
+from docbus.periodic import every
 from docbus.routing import LOCAL, RouteTable
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent, append_events_in
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 PURGE_ACTOR = "retention"
 PAYLOAD_PURGED = "PAYLOAD_PURGED"
-DESTINATION_STATES = ("FORWARDING", "RETRYING", "DELIVERED", "FAILED", "DEAD", "RESENT")
 FINAL_STATES = frozenset({"DELIVERED", "FAILED"})
 
 
@@ -109,21 +109,12 @@ class PayloadRetention:
         self._pause = pause_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Purge at once, then every interval, until ``stop`` is set; a failed pass is logged and tried again at
-        the next interval (nothing depends on a pass)."""
-        while not stop.is_set():
-            try:
-                report = await self.purge_once()
-                if report.purged:
-                    log.info(
-                        "payload retention: deleted %d payloads (%d old ones not settled)", report.purged, report.kept
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("payload retention pass failed; trying again in %g s", self._interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+        """Purge at once, then every interval, until ``stop`` is set."""
+        await every(self._interval, stop, self._pass, "payload retention")
+
+    async def _pass(self) -> str | None:
+        report = await self.purge_once()
+        return f"deleted {report.purged} payloads ({report.kept} old ones not settled)" if report.purged else None
 
     async def purge_once(self, *, now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
         """One pass over the messages received before the retention's cutoff; ``now`` is for tests. A dry run

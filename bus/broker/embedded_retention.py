@@ -22,7 +22,6 @@ most) with the default 200, against 53 ms each with 1,000 (``tests/benchmark/ret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from sqlalchemy import delete, func, select
 
 from docbus.broker.embedded_sql import now_ms
 from docbus.metrics import EMBEDDED_LOG_TRIMMED
+from docbus.periodic import every
 from docbus.store.database import Database
 from docbus.store.tables import broker_offsets, broker_partitions, broker_records
 
@@ -73,19 +73,12 @@ class EmbeddedLogRetention:
         self._pause = pause_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Trim at once, then every interval, until ``stop`` is set. A failed pass is logged and tried again at
-        the next interval: nothing depends on a pass, so an unavailable database only postpones it."""
-        while not stop.is_set():
-            try:
-                report = await self.trim_once()
-                if report.total:
-                    log.info("embedded log: deleted %d consumed records older than the retention", report.total)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("embedded log retention pass failed; trying again in %g s", self._interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+        """Trim at once, then every interval, until ``stop`` is set."""
+        await every(self._interval, stop, self._pass, "embedded log retention")
+
+    async def _pass(self) -> str | None:
+        report = await self.trim_once()
+        return f"deleted {report.total} consumed records older than the retention" if report.total else None
 
     async def trim_once(self, *, now: int | None = None) -> TrimReport:
         """One pass over every partition; ``now`` (ms since the epoch) is for tests."""

@@ -2,23 +2,22 @@
 (intake's group-committed writer), publishes them and records each delivered to one destination, then times one
 retention pass and each of its purge transactions (intake's group commits wait for at most one of them).
 
-    python tests/benchmark/payload_retention_bench.py [--messages 100000] [--size 10240] [--batch 200]
+    python tests/benchmark/payload_retention_bench.py [--messages 100000] [--size 10240] [--batch 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import update
+from transaction_timing import summary, timed_transactions  # beside this script
 
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.ids import new_message_id, new_trace_id
@@ -79,28 +78,16 @@ async def measure(count: int, size: int, batch: int) -> None:
                     conn, [NewEvent(mid, "DELIVERED", actor="bench", destination="national") for mid in chunk]
                 )
 
-        durations: list[float] = []
-        plain = db.transaction
-
-        @contextlib.asynccontextmanager
-        async def timed() -> AsyncIterator[object]:
-            started = time.perf_counter()
-            async with plain() as conn:
-                yield conn
-            durations.append(time.perf_counter() - started)
-
-        db.transaction = timed  # type: ignore[method-assign]
+        durations = timed_transactions(db)
         retention = PayloadRetention(
             db, DirectoryPayloadStore(work / "payloads"), ROUTES, frozenset, retention_seconds=86400, batch=batch
         )
         started = time.perf_counter()
         report = await retention.purge_once(now=datetime.now(UTC) + timedelta(days=2))
         total = time.perf_counter() - started
-        durations.sort()
         print(
             f"payload retention pass: {report.purged} payloads of {size} B deleted ({report.kept} kept) in "
-            f"{total:.2f} s; {len(durations)} transactions of up to {batch}: median "
-            f"{durations[len(durations) // 2] * 1000:.1f} ms, max {durations[-1] * 1000:.1f} ms"
+            f"{total:.2f} s; {summary(durations, batch)}"
         )
     finally:
         await db.dispose()
@@ -111,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=10 * 1024)
-    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
     asyncio.run(measure(args.messages, args.size, args.batch))
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+
+from transaction_timing import summary, timed_transactions  # beside this script
 
 from docbus.broker import EmbeddedBroker, OutgoingRecord
 from docbus.broker.embedded_retention import EmbeddedLogRetention
@@ -43,25 +43,12 @@ async def measure(records: int, size: int, batch: int) -> None:
                 read += len(got)
                 await consumer.commit(got)
 
-        durations: list[float] = []
-        plain = db.transaction
-
-        @contextlib.asynccontextmanager
-        async def timed() -> AsyncIterator[object]:
-            started = time.perf_counter()
-            async with plain() as conn:
-                yield conn
-            durations.append(time.perf_counter() - started)
-
-        db.transaction = timed  # type: ignore[method-assign]
+        durations = timed_transactions(db)
         started = time.perf_counter()
         report = await EmbeddedLogRetention(db, retention_seconds=3600, batch=batch).trim_once(now=now_ms() + 7_200_000)
         total = time.perf_counter() - started
-        durations.sort()
         print(
-            f"retention pass: {report.total} records of {size} B deleted in {total:.2f} s; "
-            f"{len(durations)} transactions of {batch}: median {durations[len(durations) // 2] * 1000:.1f} ms, "
-            f"max {durations[-1] * 1000:.1f} ms"
+            f"retention pass: {report.total} records of {size} B deleted in {total:.2f} s; {summary(durations, batch)}"
         )
     finally:
         await db.dispose()
