@@ -50,7 +50,7 @@ from docbus.flows import DESTINATION_STATES
 from docbus.ids import message_id_bound
 from docbus.metrics import PAYLOADS_PURGED
 from docbus.payload_store import PayloadStore
-from docbus.periodic import every
+from docbus.periodic import Retention
 from docbus.routing import LOCAL, RouteTable
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent, append_events_in
@@ -80,8 +80,10 @@ class PurgeReport:
     kept: int
 
 
-class PayloadRetention:
+class PayloadRetention(Retention):
     """Deletes settled payloads older than ``retention_seconds``; ``run`` does it every ``interval_seconds``."""
+
+    what = "payload retention"
 
     def __init__(
         self,
@@ -95,22 +97,16 @@ class PayloadRetention:
         batch: int = 100,
         pause_seconds: float = 0.005,
     ) -> None:
-        if retention_seconds <= 0:
-            raise ValueError("retention_seconds must be positive (leave retention off instead)")
-        if batch < 1:
-            raise ValueError("batch must be positive")
+        super().__init__(
+            retention_seconds=retention_seconds,
+            interval_seconds=interval_seconds,
+            batch=batch,
+            pause_seconds=pause_seconds,
+        )
         self._db = db
         self._store = payload_store
         self._routes = routes
         self._local_agencies = local_agencies
-        self._retention_ms = int(retention_seconds * 1000)
-        self._interval = interval_seconds
-        self._batch = batch
-        self._pause = pause_seconds
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Purge at once, then every interval, until ``stop`` is set."""
-        await every(self._interval, stop, self._pass, "payload retention")
 
     async def _pass(self) -> str | None:
         report = await self.purge_once()

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 
 from docbus.broker.embedded_sql import now_ms
 from docbus.metrics import EMBEDDED_LOG_TRIMMED
-from docbus.periodic import every
+from docbus.periodic import Retention
 from docbus.store.database import Database
 from docbus.store.tables import broker_offsets, broker_partitions, broker_records
 
@@ -50,8 +50,10 @@ class TrimReport:
         return sum(self.deleted.values())
 
 
-class EmbeddedLogRetention:
+class EmbeddedLogRetention(Retention):
     """Deletes consumed records older than ``retention_seconds``; ``run`` does it every ``interval_seconds``."""
+
+    what = "embedded log retention"
 
     def __init__(
         self,
@@ -62,19 +64,13 @@ class EmbeddedLogRetention:
         batch: int = 200,
         pause_seconds: float = 0.005,
     ) -> None:
-        if retention_seconds <= 0:
-            raise ValueError("retention_seconds must be positive (leave retention off instead)")
-        if batch < 1:
-            raise ValueError("batch must be positive")
+        super().__init__(
+            retention_seconds=retention_seconds,
+            interval_seconds=interval_seconds,
+            batch=batch,
+            pause_seconds=pause_seconds,
+        )
         self._db = db
-        self._retention_ms = int(retention_seconds * 1000)
-        self._interval = interval_seconds
-        self._batch = batch
-        self._pause = pause_seconds
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Trim at once, then every interval, until ``stop`` is set."""
-        await every(self._interval, stop, self._pass, "embedded log retention")
 
     async def _pass(self) -> str | None:
         report = await self.trim_once()
