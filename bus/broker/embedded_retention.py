@@ -22,7 +22,6 @@ most) with the default 200, against 53 ms each with 1,000 (``tests/benchmark/ret
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -33,8 +32,6 @@ from docbus.metrics import EMBEDDED_LOG_TRIMMED
 from docbus.periodic import Retention
 from docbus.store.database import Database
 from docbus.store.tables import broker_offsets, broker_partitions, broker_records
-
-log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 

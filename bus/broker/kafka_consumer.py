@@ -156,12 +156,15 @@ async def _stop(consumer: AIOKafkaConsumer, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             await consumer.stop()
         return
+    except asyncio.CancelledError:
+        await _close_parts(consumer, seconds)  # the caller is going away: still close the connections, then go
+        raise
     except Exception as exc:
         log.info("consumer of group %s did not leave it in %s s: %r", consumer._group_id, seconds, exc)
-    await _close_parts(consumer)
+    await _close_parts(consumer, seconds)
 
 
-async def _close_parts(consumer: AIOKafkaConsumer) -> None:
+async def _close_parts(consumer: AIOKafkaConsumer, seconds: float) -> None:
     """What an interrupted ``stop`` left open. ``stop`` first waits for the group coordinator, which may be in
     the middle of a rebalance for longer than the caller has; cut there, it never reaches the fetcher or the
     client, whose connections and heartbeats would stay open for the life of the process."""
@@ -171,7 +174,7 @@ async def _close_parts(consumer: AIOKafkaConsumer) -> None:
     for task in tasks:
         task.cancel()
     if tasks:
-        await asyncio.wait(tasks)
+        await asyncio.wait(tasks, timeout=seconds)
     if consumer._fetcher is not None:
         with contextlib.suppress(Exception):
             await consumer._fetcher.close()
