@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +224,22 @@ async def _existing_database(settings: Settings) -> Database | None:
     return None
 
 
+def _on_existing_database(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
+    """Run ``work`` on the deployment's database in an event loop of its own and close the database after; exit 1
+    (having said why) where there is no database of the schema this docbus expects (``_existing_database``)."""
+
+    async def run() -> int:
+        db = await _existing_database(settings)
+        if db is None:
+            return 1
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
 def _share_metrics_between(workers: int) -> None:
     """Several gateway processes write their metrics to one fresh directory (see ``docbus.metrics``), set in
     the environment before they start, and removed when this command ends; a directory set by the operator
@@ -396,10 +412,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
     settings = Settings()
 
-    async def run() -> int:
-        db = await _existing_database(settings)
-        if db is None:
-            return 1
+    async def work(db: Database) -> int:
         broker = broker_from_settings(settings, db)
         store = DeadLetterStore(db, broker, Topics(settings.topic_prefix))
         try:
@@ -418,60 +431,47 @@ def _dlq(args: argparse.Namespace) -> int:
             return 1
         finally:
             await broker.aclose()
-            await db.dispose()
 
-    return asyncio.run(run())
+    return _on_existing_database(settings, work)
 
 
 def _messages(args: argparse.Namespace) -> int:
     from docbus.store.messages import MessageStore
 
-    async def run() -> int:
-        db = await _existing_database(Settings())
-        if db is None:
-            return 1
+    async def work(db: Database) -> int:
         store = MessageStore(db)
-        try:
-            if args.action == "list":
-                found = await store.search(
-                    visible_to=None,
-                    sender=args.sender,
-                    business_id=args.business_id,
-                    status=args.status,
-                    limit=args.limit,
-                )
-                for m in found:
-                    print(f"{m.id}\t{m.kind}\t{m.status}\t{m.sender}\t{m.business_id}")
-                return 0
-            record = await store.get(args.id)
-            if record is None:
-                print(f"error: no message {args.id}", file=sys.stderr)
-                return 1
-            _dump({**record.as_dict(), "events": [e.as_dict() for e in await store.timeline(args.id)]})
+        if args.action == "list":
+            found = await store.search(
+                visible_to=None,
+                sender=args.sender,
+                business_id=args.business_id,
+                status=args.status,
+                limit=args.limit,
+            )
+            for m in found:
+                print(f"{m.id}\t{m.kind}\t{m.status}\t{m.sender}\t{m.business_id}")
             return 0
-        finally:
-            await db.dispose()
+        record = await store.get(args.id)
+        if record is None:
+            print(f"error: no message {args.id}", file=sys.stderr)
+            return 1
+        _dump({**record.as_dict(), "events": [e.as_dict() for e in await store.timeline(args.id)]})
+        return 0
 
-    return asyncio.run(run())
+    return _on_existing_database(Settings(), work)
 
 
 def _audit_verify(_args: argparse.Namespace) -> int:
     from docbus.audit_verify import verify_all
 
-    async def run() -> int:
-        db = await _existing_database(Settings())
-        if db is None:
-            return 1
-        try:
-            checked, event_count, problems = await verify_all(db)
-        finally:
-            await db.dispose()
+    async def work(db: Database) -> int:
+        checked, event_count, problems = await verify_all(db)
         for problem in problems:
             print(problem)
         print(f"{checked} messages, {event_count} events checked: {len(problems)} problems")
         return 1 if problems else 0
 
-    return asyncio.run(run())
+    return _on_existing_database(Settings(), work)
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -486,43 +486,37 @@ def _log(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def run() -> int:
-        db = await _existing_database(settings)
-        if db is None:
-            return 1
-        try:
-            if args.action == "groups":
-                print("group\ttopic\tpartition\tcommitted\tend\tlag\tearliest kept\tlast commit")
-                for g in await group_positions(db):
-                    earliest = "-" if g.earliest is None else g.earliest
-                    print(
-                        f"{g.group}\t{g.topic}\t{g.partition}\t{g.committed}\t{g.end}\t{g.lag}\t{earliest}\t"
-                        f"{g.committed_at:%Y-%m-%d %H:%M:%S}"
-                    )
-            elif args.action == "forget":
-                try:
-                    count = await forget_group(db, args.group)
-                except GroupInUse as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 1
-                if not count:
-                    print(f"error: no offsets of group {args.group!r}", file=sys.stderr)
-                    return 1
-                print(f"forgot group {args.group}: {count} committed offsets deleted")
-            else:
-                hours = settings.embedded_log_retention_hours
-                if hours <= 0:
-                    print("retention is off (DOCBUS_EMBEDDED_LOG_RETENTION_HOURS=0): nothing deleted")
-                    return 0
-                report = await EmbeddedLogRetention(db, retention_seconds=hours * 3600).trim_once()
-                for (topic, partition), count in sorted(report.deleted.items()):
-                    print(f"{topic}\t{partition}\t{count} deleted")
-                print(f"{report.total} records deleted")
-            return 0
-        finally:
-            await db.dispose()
+    async def work(db: Database) -> int:
+        if args.action == "groups":
+            print("group\ttopic\tpartition\tcommitted\tend\tlag\tearliest kept\tlast commit")
+            for g in await group_positions(db):
+                earliest = "-" if g.earliest is None else g.earliest
+                print(
+                    f"{g.group}\t{g.topic}\t{g.partition}\t{g.committed}\t{g.end}\t{g.lag}\t{earliest}\t"
+                    f"{g.committed_at:%Y-%m-%d %H:%M:%S}"
+                )
+        elif args.action == "forget":
+            try:
+                count = await forget_group(db, args.group)
+            except GroupInUse as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            if not count:
+                print(f"error: no offsets of group {args.group!r}", file=sys.stderr)
+                return 1
+            print(f"forgot group {args.group}: {count} committed offsets deleted")
+        else:
+            hours = settings.embedded_log_retention_hours
+            if hours <= 0:
+                print("retention is off (DOCBUS_EMBEDDED_LOG_RETENTION_HOURS=0): nothing deleted")
+                return 0
+            report = await EmbeddedLogRetention(db, retention_seconds=hours * 3600).trim_once()
+            for (topic, partition), count in sorted(report.deleted.items()):
+                print(f"{topic}\t{partition}\t{count} deleted")
+            print(f"{report.total} records deleted")
+        return 0
 
-    return asyncio.run(run())
+    return _on_existing_database(settings, work)
 
 
 def _payloads_purge(args: argparse.Namespace) -> int:
@@ -539,28 +533,22 @@ def _payloads_purge(args: argparse.Namespace) -> int:
         print("error: no retention: set DOCBUS_PAYLOAD_RETENTION_DAYS or give --days (more than 0)", file=sys.stderr)
         return 2
 
-    async def run() -> int:
-        db = await _existing_database(settings)
-        if db is None:
-            return 1
-        try:
-            local = LocalAgencies(AgencyDirectory(db))
-            await local.refresh()
-            retention = PayloadRetention(
-                db,
-                DirectoryPayloadStore(settings.resolved_payload_dir()),
-                RouteTable.load(settings.routes_file),
-                local.current,
-                retention_seconds=days * 86400,
-            )
-            report = await retention.purge_once(dry_run=args.dry_run)
-            verb = "would be deleted" if args.dry_run else "deleted"
-            print(f"{report.purged} payloads {verb}; {report.kept} older than {days:g} days not settled, kept")
-            return 0
-        finally:
-            await db.dispose()
+    async def work(db: Database) -> int:
+        local = LocalAgencies(AgencyDirectory(db))
+        await local.refresh()
+        retention = PayloadRetention(
+            db,
+            DirectoryPayloadStore(settings.resolved_payload_dir()),
+            RouteTable.load(settings.routes_file),
+            local.current,
+            retention_seconds=days * 86400,
+        )
+        report = await retention.purge_once(dry_run=args.dry_run)
+        verb = "would be deleted" if args.dry_run else "deleted"
+        print(f"{report.purged} payloads {verb}; {report.kept} older than {days:g} days not settled, kept")
+        return 0
 
-    return asyncio.run(run())
+    return _on_existing_database(settings, work)
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -591,21 +579,15 @@ def _flows(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    async def run() -> int:
-        db = await _existing_database(Settings())
-        if db is None:
-            return 1
-        try:
-            report = await flow_report(db, window, sender=args.sender)
-        finally:
-            await db.dispose()
+    async def work(db: Database) -> int:
+        report = await flow_report(db, window, sender=args.sender)
         if args.json:
             _dump(report)
         else:
             print(render_report(report))
         return 0
 
-    return asyncio.run(run())
+    return _on_existing_database(Settings(), work)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 PURGE_ACTOR = "retention"
 PAYLOAD_PURGED = "PAYLOAD_PURGED"
 FINAL_STATES = frozenset({"DELIVERED", "FAILED"})
+_CANDIDATE_COLUMNS = (messages.c.id, messages.c.receivers, messages.c.sha256, messages.c.size, messages.c.payload_ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ class PayloadRetention(Retention):
     async def _inline_after(self, after: str, bound: str) -> list[_Candidate]:
         """The next payloads stored in the database, in id order."""
         query = (
-            select(messages.c.id, messages.c.receivers, messages.c.sha256, messages.c.size, messages.c.payload_ref)
+            select(*_CANDIDATE_COLUMNS)
             .select_from(payloads.join(messages, messages.c.id == payloads.c.message_id))
             .where(payloads.c.message_id > after, payloads.c.message_id < bound)
             .order_by(payloads.c.message_id)
@@ -147,7 +148,7 @@ class PayloadRetention(Retention):
     async def _claim_checked_after(self, after: str, bound: str) -> list[_Candidate]:
         """The next claim-checked payloads that still exist, in id order."""
         query = (
-            select(messages.c.id, messages.c.receivers, messages.c.sha256, messages.c.size, messages.c.payload_ref)
+            select(*_CANDIDATE_COLUMNS)
             .where(messages.c.payload_ref.is_not(None), messages.c.id > after, messages.c.id < bound)
             .order_by(messages.c.id)
             .limit(self._batch)
