@@ -11,6 +11,7 @@
     docbus agency rotate-key ORGAN_ID
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
+    docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
     docbus messages list|show ID                       messages and their timelines
     docbus audit verify                                recompute every event hash chain
     docbus backup DEST [--json]                        a consistent copy of the embedded data directory
@@ -106,8 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     p = dlq.add_parser("show", help="show one dead letter with every attempt")
     p.add_argument("id", type=int)
     p.set_defaults(func=_dlq, action="show")
-    p = dlq.add_parser("resend", help="put a dead letter back in front of its destination")
-    p.add_argument("id", type=int)
+    p = dlq.add_parser(
+        "resend",
+        help="put a dead letter back in front of its destination, or with --destination every one still waiting",
+    )
+    p.add_argument("id", type=int, nargs="?")
+    p.add_argument("--destination", help="put back every waiting dead letter of this destination, oldest first")
+    p.add_argument("--limit", type=int, help="with --destination: at most this many")
+    p.add_argument("--dry-run", action="store_true", help="with --destination: only list what would go back")
     p.add_argument("--actor", default="operator-cli")
     p.set_defaults(func=_dlq, action="resend")
 
@@ -406,11 +413,16 @@ def _dump(value: object) -> None:
 
 def _dlq(args: argparse.Namespace) -> int:
     from docbus.broker import broker_from_settings
-    from docbus.delivery.dead_letters import DeadLetterStore
+    from docbus.delivery.dead_letters import DeadLetterStore, check_destination
     from docbus.errors import RequestRejected
+    from docbus.routing import RouteTable
     from docbus.topics import Topics
 
     settings = Settings()
+    usage = _resend_usage_error(args) if args.action == "resend" else None
+    if usage is not None:
+        print(f"error: {usage}", file=sys.stderr)
+        return 2
 
     async def work(db: Database) -> int:
         broker = broker_from_settings(settings, db)
@@ -422,9 +434,24 @@ def _dlq(args: argparse.Namespace) -> int:
                     print(f"{d.id}\t{d.destination}\t{d.message_id}\t{state}\t{d.reason[:80]}")
             elif args.action == "show":
                 _dump((await store.get(args.id)).as_dict())
-            else:
+            elif args.id is not None:
                 await broker.start()
                 _dump((await store.resend(args.id, actor=args.actor)).as_dict())
+            else:
+                check_destination(
+                    args.destination, [d.name for d in RouteTable.load(settings.routes_file).destinations]
+                )
+                if not args.dry_run:
+                    await broker.start()
+                outcome = await store.resend_waiting(
+                    args.destination, actor=args.actor, limit=args.limit, dry_run=args.dry_run
+                )
+                _dump(outcome.as_dict())
+                if outcome.refused:
+                    print(
+                        f"error: {len(outcome.refused)} dead letter(s) could not go back (see refused)", file=sys.stderr
+                    )
+                    return 1
             return 0
         except RequestRejected as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
@@ -433,6 +460,16 @@ def _dlq(args: argparse.Namespace) -> int:
             await broker.aclose()
 
     return _on_existing_database(settings, work)
+
+
+def _resend_usage_error(args: argparse.Namespace) -> str | None:
+    if (args.id is None) == (args.destination is None):
+        return "give a dead letter's ID or --destination NAME (not both)"
+    if args.id is not None and (args.limit is not None or args.dry_run):
+        return "--limit and --dry-run go with --destination"
+    if args.limit is not None and args.limit < 1:
+        return "--limit must be at least 1"
+    return None
 
 
 def _messages(args: argparse.Namespace) -> int:

@@ -4,16 +4,22 @@ Every refusal the bus gives an agency is one of these classes, so the gateway ca
 RFC 9457 ``application/problem+json`` answer without an isinstance list::
 
     DocbusError                      Raised for any failure docbus itself reports.
-    ├── RequestRejected              Raised when a request is refused; carries HTTP status and problem type.
-    │   ├── NotWellFormed            400: the body is not well-formed XML/JSON, or is unsafe XML (DTD, entities).
-    │   ├── Unauthenticated          401: no credential, or one the directory does not know.
-    │   ├── Forbidden                403: the credential may not do this (e.g. sender is another agency).
-    │   ├── NotFound                 404: no such resource visible to the caller.
-    │   ├── IdempotencyConflict      409: the Idempotency-Key was used before for different content.
-    │   ├── PayloadTooLarge          413: the body is over the configured cap (checked while reading).
-    │   ├── UnsupportedMediaType     415: the content type is not one docbus accepts.
-    │   └── ValidationFailed         422: schema or semantic violation (duplicate receiver, bad organ id, ...).
-    └── ServiceUnavailable           503: a dependency the request needs is down.
+    └── RequestRejected              Raised when a request is refused; carries HTTP status and problem type.
+        ├── NotWellFormed            400: the body is not well-formed XML/JSON, or is unsafe XML (DTD, entities).
+        ├── Unauthenticated          401: no credential, or one the directory does not know.
+        ├── Forbidden                403: the credential may not do this (e.g. sender is another agency).
+        ├── NotFound                 404: no such resource visible to the caller.
+        ├── IdempotencyConflict      409: the Idempotency-Key was used before for different content.
+        ├── Conflict                 409: the same work is already in progress elsewhere (a bulk resend).
+        ├── PayloadGone              410: the payload was deleted by payload retention.
+        ├── PayloadTooLarge          413: the body is over the configured cap (checked while reading).
+        ├── UnsupportedMediaType     415: the content type is not one docbus accepts.
+        ├── ValidationFailed         422: schema or semantic violation (duplicate receiver, bad organ id, ...).
+        ├── TooManyRequests          429: the caller holds as many event streams as it may.
+        └── ServiceUnavailable       503: a dependency the request needs is down.
+
+The broker's, the adapters' and the adapter registry's errors (``BrokerError``, ``DeliveryError``,
+``AdapterConfigError``) derive from ``DocbusError`` too; they are the bus' own failures, never a caller's answer.
 
 Errors that concern the message carry ``errors``: a list of :class:`FieldError`, each naming where (XPath or
 JSON pointer, line, column), which rule, and what was expected, in Vietnamese and English.
@@ -132,6 +138,14 @@ class IdempotencyConflict(RequestRejected):
     status = 409
     slug = "idempotency-conflict"
     title = "Idempotency key reused with different content"
+
+
+class Conflict(RequestRejected):
+    """Raised when the same work is already being done by another request or process."""
+
+    status = 409
+    slug = "conflict"
+    title = "The same work is in progress elsewhere"
 
 
 class PayloadTooLarge(RequestRejected):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.delivery.dead_letters import DeadLetterStore, check_destination
 from docbus.errors import Forbidden, TooManyRequests
 from docbus.flows import BadWindow, flow_report, parse_window
 from docbus.gateway.deps import Caller, State
@@ -63,6 +63,26 @@ async def show_dead_letter(dead_id: int, state: State, caller: Caller) -> Respon
     _operator(caller)
     letter = await DeadLetterStore(state.db, state.broker, state.topics).get(dead_id)
     return Response(orjson.dumps(letter.as_dict()), media_type="application/json")
+
+
+@router.post("/dead-letters/resend", status_code=202)
+async def resend_dead_letters(
+    state: State,
+    caller: Caller,
+    destination: Annotated[str, Query(description="the destination whose waiting dead letters go back")],
+    limit: Annotated[int, Query(ge=1, le=10_000, description="the most dead letters put back by this call")] = 1000,
+    dry_run: Annotated[bool, Query(description="only count and list what would be put back")] = False,
+) -> Response:
+    """Put back every dead letter of a destination still waiting, oldest first (operators only), e.g. after an
+    outage that outlasted the retry policy. Each keeps its message id and history. Letters whose payload is gone
+    are listed in `refused` and stay waiting; `remaining` tells how many still wait (call again past `limit`).
+    409 while another bulk resend of the destination runs."""
+    _operator(caller)
+    check_destination(destination, [d.name for d in state.routes.destinations])
+    outcome = await DeadLetterStore(state.db, state.broker, state.topics).resend_waiting(
+        destination, actor=caller.organ_id, limit=limit, dry_run=dry_run
+    )
+    return Response(orjson.dumps(outcome.as_dict()), status_code=200 if dry_run else 202, media_type="application/json")
 
 
 @router.post("/dead-letters/{dead_id}/resend", status_code=202)

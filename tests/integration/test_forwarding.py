@@ -229,13 +229,16 @@ async def test_axis_down_for_30_seconds_then_everything_is_delivered(bus: Bus, s
 
 
 async def test_permanent_refusal_goes_dead_then_resend_delivers(bus: Bus, sample_bytes: dict[str, bytes]) -> None:
+    """Three documents refused for good go DEAD; one is resent on its own, the other two by a bulk resend of the
+    destination; all three are delivered, each with DEAD, RESENT and DELIVERED on its timeline."""
     await bus.provincial.post("/_sim/faults", json={"permanent_error_code": 22})
-    receipt = await bus.post(document(sample_bytes["edoc_with_attachment_dc0bdef0.edxml"], (IN_PROVINCE,)))
-    await bus.wait_for("DEAD", 1, timeout=30)
+    template = sample_bytes["edoc_with_attachment_dc0bdef0.edxml"]
+    receipts = [await bus.post(document(template, (IN_PROVINCE,))) for _ in range(3)]
+    await bus.wait_for("DEAD", 3, timeout=30)
     headers = {"Authorization": f"Bearer {bus.operator_key}"}
     async with httpx.AsyncClient(base_url=bus.base, headers=headers) as operator:
         letters = (await operator.get("/v1/dead-letters")).json()["items"]
-        assert [d["message_id"] for d in letters] == [receipt["message_id"]]
+        assert {d["message_id"] for d in letters} == {r["message_id"] for r in receipts}
         assert letters[0]["attempts"][0]["remote_code"] == "22"
         assert letters[0]["attempts"][0]["retriable"] is False
         await bus.provincial.delete("/_sim/faults")
@@ -243,11 +246,18 @@ async def test_permanent_refusal_goes_dead_then_resend_delivers(bus: Bus, sample
         assert resent.status_code == 202
         again = await operator.post(f"/v1/dead-letters/{letters[0]['id']}/resend")
         assert again.status_code == 422
-        await bus.wait_for("DELIVERED", 1, timeout=30)
-        timeline = (await operator.get(f"/v1/messages/{receipt['message_id']}")).json()
-    types = [e["type"] for e in timeline["events"]]
-    assert types.index("DEAD") < types.index("RESENT") < types.index("DELIVERED")
-    assert "FAILED" in types
+        bulk = await operator.post("/v1/dead-letters/resend", params={"destination": "provincial_axis"})
+        assert bulk.status_code == 202
+        assert bulk.json()["dead_letter_ids"] == sorted(d["id"] for d in letters[1:])
+        await bus.wait_for("DELIVERED", 3, timeout=30)
+        timelines = [(await operator.get(f"/v1/messages/{r['message_id']}")).json() for r in receipts]
+    received = {r["idempotency_key"] for r in await bus.received(bus.provincial)}
+    assert {r["message_id"] for r in receipts} <= received
+    for timeline in timelines:
+        types = [e["type"] for e in timeline["events"]]
+        assert types.index("DEAD") < types.index("RESENT") < types.index("DELIVERED")
+        assert "FAILED" in types
+        assert types.count("DELIVERED") == 1
 
 
 async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
