@@ -12,7 +12,8 @@
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
     docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
-    docbus messages list|show ID                       messages and their timelines
+    docbus messages list|show ID                       messages and their timelines (list: --sender, --receiver,
+                                                       --business-id, --status, --since, --until, --limit)
     docbus audit verify                                recompute every event hash chain
     docbus backup DEST [--json]                        a consistent copy of the embedded data directory
     docbus log groups|forget GROUP|trim                the embedded broker's consumer groups and retention
@@ -125,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status", type=_status, metavar="STATUS", help="one of " + ", ".join(MessageStatus) + " (any letter case)"
     )
+    p.add_argument("--receiver", help="messages addressed to this organ id")
+    p.add_argument("--since", help="received at or after: 15m, 2h, 1d back from now, or an ISO 8601 instant")
+    p.add_argument("--until", help="received before: a duration back from now, or an ISO 8601 instant")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=_messages, action="list")
     p = messages.add_parser("show", help="a message with its timeline")
@@ -473,7 +477,14 @@ def _resend_usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _messages(args: argparse.Namespace) -> int:
+    from docbus.flows import BadWindow, arrival_bounds
     from docbus.store.messages import MessageStore
+
+    try:
+        since, until = arrival_bounds(args.since, args.until) if args.action == "list" else (None, None)
+    except BadWindow as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     async def work(db: Database) -> int:
         store = MessageStore(db)
@@ -483,6 +494,9 @@ def _messages(args: argparse.Namespace) -> int:
                 sender=args.sender,
                 business_id=args.business_id,
                 status=args.status,
+                receiver=args.receiver,
+                since=since,
+                until=until,
                 limit=args.limit,
             )
             for m in found:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docbus.ids import message_id_bound
+from docbus.ids import first_id_at_or_after, last_id_before
 from docbus.store.audit import as_utc, utc_iso
 from docbus.store.database import Database
 from docbus.store.tables import dead_letters, events, messages, outbox
@@ -53,9 +53,7 @@ class Window:
 
     @property
     def id_range(self) -> tuple[str, str]:
-        since_ms = math.floor(self.since.timestamp() * 1000)
-        until_ms = math.ceil(self.until.timestamp() * 1000) - 1
-        return message_id_bound(since_ms, upper=False), message_id_bound(until_ms, upper=True)
+        return first_id_at_or_after(self.since), last_id_before(self.until)
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -231,6 +229,19 @@ def parse_window(since: str, until: str | None, now: datetime | None = None) -> 
         return Window(start, end)
     except ValueError as exc:
         raise BadWindow("since", str(exc)) from None
+
+
+def arrival_bounds(
+    since: str | None, until: str | None, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """Optional bounds of a message search (either may be absent, and the span is not capped); durations count
+    back from now. :class:`BadWindow` when one cannot be read or ``until`` is not after ``since``."""
+    now = now or datetime.now(UTC)
+    start = parse_instant("since", since, now) if since else None
+    end = parse_instant("until", until, now) if until else None
+    if start is not None and end is not None and end <= start:
+        raise BadWindow("until", "until must be later than since")
+    return start, end
 
 
 def render_report(report: dict[str, Any]) -> str:

@@ -7,10 +7,12 @@ in blocks."""
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import threading
 import time
+from datetime import datetime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MESSAGE_ID_PATTERN = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$"  # what new_message_id makes (a ULID's first digit is 0-7)
@@ -69,6 +71,16 @@ def message_id_bound(at_ms: int, *, upper: bool) -> str:
     """The lowest (or highest) message id a message received at ``at_ms`` (Unix milliseconds) can have: ids
     received between two times lie between their bounds, so a time window is a range of the primary key."""
     return encode_ulid((at_ms << 80) | (_LARGEST_RANDOM if upper else 0))
+
+
+def first_id_at_or_after(at: datetime) -> str:
+    """The lowest message id of a message received at ``at`` or later."""
+    return message_id_bound(math.floor(at.timestamp() * 1000), upper=False)
+
+
+def last_id_before(at: datetime) -> str:
+    """The highest message id of a message received before ``at``."""
+    return message_id_bound(math.ceil(at.timestamp() * 1000) - 1, upper=True)
 
 
 def new_trace_id() -> str:

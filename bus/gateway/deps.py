@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
 from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency
@@ -31,3 +32,9 @@ async def current_agency(request: Request, state: State) -> Agency:
 
 
 Caller = Annotated[Agency, Depends(current_agency)]
+
+
+def bad_query(field: str, message: str) -> RequestValidationError:
+    """A query parameter FastAPI could not check itself (a time window): answered like its own checks (400, the
+    parameter's path and what is wrong)."""
+    return RequestValidationError([{"loc": ("query", field), "msg": message, "type": "value_error"}])

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from docbus.envelope import MessageKind, MessageStatus
 from docbus.errors import NotFound, PayloadGone
+from docbus.flows import BadWindow, arrival_bounds
 from docbus.gateway.body import read_capped_body
-from docbus.gateway.deps import Caller, State
+from docbus.gateway.deps import Caller, State, bad_query
 from docbus.ids import MESSAGE_ID_PATTERN
 from docbus.metrics import INTAKE_ACCEPTED, INTAKE_REPLAYED
 from docbus.runtime import BusRuntime
@@ -19,6 +20,8 @@ from docbus.store.agencies import Agency, Role
 from docbus.store.messages import MessageRecord
 
 router = APIRouter(prefix="/v1", tags=["messages"])
+SINCE_HELP = "received at or after: a duration back from now (15m, 2h, 1d) or an ISO 8601 instant (UTC without offset)"
+UNTIL_HELP = "received before: a duration back from now or an ISO 8601 instant"
 
 ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
     202: {"description": "Accepted and durable: the signed receipt (a replay returns the original, byte for byte)."},
@@ -129,6 +132,9 @@ async def search_messages(
     sender: str | None = None,
     status: Annotated[MessageStatus | None, Query(description="current status, in any letter case")] = None,
     kind: MessageKind | None = None,
+    receiver: Annotated[str | None, Query(description="messages addressed to this organ id")] = None,
+    since: Annotated[str | None, Query(description=SINCE_HELP)] = None,
+    until: Annotated[str | None, Query(description=UNTIL_HELP)] = None,
     before: Annotated[
         str | None, Query(pattern=MESSAGE_ID_PATTERN, description="page: message id to list older messages from")
     ] = None,
@@ -136,14 +142,22 @@ async def search_messages(
 ) -> Response:
     """Search messages, newest first. Agencies see what they sent or received; operators see all.
 
-    An unknown status or kind, or a page mark that is not a message id, is refused (400, with what is expected):
-    it could only ever match nothing, and an empty answer would hide the mistake."""
+    An unknown status or kind, a page mark that is not a message id, or a time that cannot be read (or a
+    `since` not before `until`) is refused (400, with what is expected): it could only ever match nothing, and an
+    empty answer would hide the mistake."""
+    try:
+        start, end = arrival_bounds(since, until)
+    except BadWindow as exc:
+        raise bad_query(exc.field, str(exc)) from None
     records = await state.messages.search(
         visible_to=None if caller.role is Role.OPERATOR else caller.organ_id,
         sender=sender,
         business_id=business_id,
         status=status,
         kind=kind,
+        receiver=receiver,
+        since=start,
+        until=end,
         before=before,
         limit=limit,
     )

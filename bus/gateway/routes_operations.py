@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -18,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from docbus.delivery.dead_letters import DeadLetterStore, check_destination
 from docbus.errors import Forbidden, TooManyRequests
 from docbus.flows import BadWindow, flow_report, parse_window
-from docbus.gateway.deps import Caller, State
+from docbus.gateway.deps import Caller, State, bad_query
 from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency, Role
 from docbus.store.audit import as_utc
@@ -108,7 +107,7 @@ async def show_flows(
     try:
         window = parse_window(since, until)
     except BadWindow as exc:
-        raise RequestValidationError([{"loc": ("query", exc.field), "msg": str(exc), "type": "value_error"}]) from None
+        raise bad_query(exc.field, str(exc)) from None
     report = await flow_report(state.db, window, sender=sender)
     return Response(orjson.dumps(report), media_type="application/json")
 

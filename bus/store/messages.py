@@ -17,6 +17,7 @@ from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from docbus.ids import first_id_at_or_after, last_id_before
 from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, as_utc, event_hash, utc_iso
 from docbus.store.database import Database, InlineConnection
@@ -101,6 +102,11 @@ class Event:
 _MESSAGE_COLUMNS = [c for c in messages.c if c.name not in ("receipt", "dedup_key")]
 
 
+def _names_receiver(organ_id: str) -> Any:
+    """Receivers are a JSON array: the quoted id cannot match a longer id that merely contains it."""
+    return messages.c.receivers.contains(f'"{organ_id}"')
+
+
 class MessageStore:
     """Queries over stored messages, and the one way to add an event to a message."""
 
@@ -149,15 +155,25 @@ class MessageStore:
         business_id: str | None = None,
         status: str | None = None,
         kind: str | None = None,
+        receiver: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         before: str | None = None,
         limit: int = 50,
     ) -> list[MessageRecord]:
-        """Newest first; ``before`` is a message id to page from (ids sort by arrival time)."""
+        """Newest first; ``before`` is a message id to page from (ids sort by arrival time). ``since`` and
+        ``until`` bound the arrival time (``since`` included, ``until`` not) as a range of message ids, so they
+        narrow the primary key's range instead of filtering rows."""
         query = select(*_MESSAGE_COLUMNS)
         conditions = []
         if visible_to is not None:
-            # Receivers are a JSON array; the quoted id cannot match a longer id that merely contains it.
-            conditions.append(or_(messages.c.sender == visible_to, messages.c.receivers.contains(f'"{visible_to}"')))
+            conditions.append(or_(messages.c.sender == visible_to, _names_receiver(visible_to)))
+        if receiver:
+            conditions.append(_names_receiver(receiver))
+        if since is not None:
+            conditions.append(messages.c.id >= first_id_at_or_after(since))
+        if until is not None:
+            conditions.append(messages.c.id <= last_id_before(until))
         if sender:
             conditions.append(messages.c.sender == sender)
         if business_id:
