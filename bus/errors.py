@@ -16,6 +16,7 @@ RFC 9457 ``application/problem+json`` answer without an isinstance list::
         ├── UnsupportedMediaType     415: the content type is not one docbus accepts.
         ├── ValidationFailed         422: schema or semantic violation (duplicate receiver, bad organ id, ...).
         ├── TooManyRequests          429: the caller holds as many event streams as it may.
+        │   └── RateLimited          429: the agency submits faster than its rate (with Retry-After).
         └── ServiceUnavailable       503: a dependency the request needs is down.
 
 The broker's, the adapters' and the adapter registry's errors (``BrokerError``, ``DeliveryError``,
@@ -178,6 +179,16 @@ class TooManyRequests(RequestRejected):
     status = 429
     slug = "too-many-requests"
     title = "Too many requests"
+
+
+@dataclass(eq=False)
+class RateLimited(TooManyRequests):
+    """Raised when an agency submits faster than the gateway's per-agency rate; says when to try again."""
+
+    retry_after: float = 1.0  # seconds
+
+    slug = "rate-limited"
+    title = "Too many messages from this agency"
 
 
 class ServiceUnavailable(RequestRejected):

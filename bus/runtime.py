@@ -16,12 +16,13 @@ from docbus.broker import Broker, broker_from_settings
 from docbus.envelope import ValidatedMessage
 from docbus.intake import IntakeService
 from docbus.payload_store import DirectoryPayloadStore, PayloadStore
+from docbus.rate_limit import AgencyRateLimiter
 from docbus.relay import OutboxRelay
 from docbus.routing import RouteTable
 from docbus.schemas.registry import SchemaRegistry
 from docbus.settings import Settings
 from docbus.signing import ReceiptSigner
-from docbus.store.agencies import AgencyDirectory, Role
+from docbus.store.agencies import Agency, AgencyDirectory, Role
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
 from docbus.store.messages import MessageStore
@@ -83,6 +84,12 @@ class BusRuntime:
     routes: RouteTable
     local_agencies: LocalAgencies
     topics: Topics
+    rate_limiter: AgencyRateLimiter | None = None
+
+    def check_rate(self, caller: Agency) -> None:
+        """429 when ``caller`` submits faster than its per-agency rate (no limit when none is configured)."""
+        if self.rate_limiter is not None:
+            self.rate_limiter.take(caller.organ_id)
 
     @classmethod
     def build(cls, settings: Settings, *, sweep: bool = True) -> BusRuntime:
@@ -147,6 +154,11 @@ class BusRuntime:
             routes=routes,
             local_agencies=local_agencies,
             topics=topics,
+            rate_limiter=(
+                None
+                if settings.intake_rate_per_agency is None
+                else AgencyRateLimiter(settings.intake_rate_per_agency, settings.intake_burst_per_agency)
+            ),
         )
 
     async def start(self) -> None:

@@ -49,6 +49,17 @@ class Settings(BaseSettings):
         default=None,
         description="PEM bundle of the certificate authorities signers must chain to; unset = trust is not judged.",
     )
+    intake_rate_per_agency: float | None = Field(
+        default=None,
+        gt=0,
+        description="Messages a second one credential may submit (intake and validate) per gateway process, on "
+        "average; past it 429 rate-limited with Retry-After. Unset = no limit.",
+    )
+    intake_burst_per_agency: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many submissions a credential may send at once above its rate; unset = one second's worth.",
+    )
     event_streams_per_caller: int = Field(
         default=8,
         ge=1,

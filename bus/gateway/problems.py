@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from docbus.errors import PROBLEM_BASE, RequestRejected, problem_body
+from docbus.errors import PROBLEM_BASE, RateLimited, RequestRejected, problem_body
 
 PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(exc: RequestRejected, instance: str | None = None) -> Response:
     headers = {"WWW-Authenticate": 'Bearer realm="docbus"'} if exc.status == 401 else None
+    body = problem_body(exc, instance)
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}  # whole seconds (RFC 9110)
+        body["retry_after_seconds"] = round(exc.retry_after, 3)
     return Response(
-        orjson.dumps(problem_body(exc, instance)),
+        orjson.dumps(body),
         status_code=exc.status,
         media_type=PROBLEM_JSON,
         headers=headers,

@@ -32,6 +32,7 @@ ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body over the size cap."},
     415: {"description": "Neither XML nor JSON."},
     422: {"description": "Schema or semantic violation; `errors` lists every one."},
+    429: {"description": "The agency submits faster than its rate (`rate-limited`); `Retry-After` says when to retry."},
 }
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -56,6 +57,7 @@ async def submit_message(request: Request, state: State, caller: Caller) -> Resp
 
 async def accept_submission(request: Request, state: BusRuntime, caller: Agency) -> Response:
     """The whole of intake for one request; shared by the route above and the fast path in front of FastAPI."""
+    state.check_rate(caller)  # before the body is read: a refusal costs next to nothing
     content_type = request.headers.get("content-type", "")
     body = await read_capped_body(request, state.settings.max_body_bytes)
     outcome = await state.intake.accept(
@@ -77,6 +79,7 @@ async def accept_submission(request: Request, state: BusRuntime, caller: Agency)
 @router.post("/validate", openapi_extra=BODY_DOC, responses={k: v for k, v in ACCEPTED_DOC.items() if k != 202})
 async def validate_message(request: Request, state: State, caller: Caller) -> Response:
     """Run exactly the intake checks and store nothing: 200 with what was recognised, or every error found."""
+    state.check_rate(caller)  # validation costs what intake's does: the same budget
     body = await read_capped_body(request, state.settings.max_body_bytes)
     message = await state.intake.validate(body, request.headers.get("content-type", ""))
     state.intake.check_sender(caller, message)
