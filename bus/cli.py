@@ -17,6 +17,7 @@
     docbus audit verify                                recompute every event hash chain
     docbus backup DEST [--json]                        a consistent copy of the embedded data directory
     docbus log groups|forget GROUP|trim                the embedded broker's consumer groups and retention
+    docbus topics sync [--dry-run]                     existing Kafka topics get the configured retention
     docbus flows [--since 1h] [--until T] [--sender ORGAN_ID] [--json]  what became of a window's messages
 
 Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
@@ -149,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_log, action="forget")
     p = log.add_parser("trim", help="one retention pass now, with DOCBUS_EMBEDDED_LOG_RETENTION_HOURS")
     p.set_defaults(func=_log, action="trim")
+
+    topics = sub.add_parser("topics", help="docbus' Kafka topics").add_subparsers(metavar="ACTION")
+    p = topics.add_parser(
+        "sync", help="give existing topics the settings docbus gives new ones (DOCBUS_KAFKA_RETENTION_HOURS)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list what would change")
+    p.set_defaults(func=_topics_sync)
 
     payloads = sub.add_parser("payloads", help="payload retention").add_subparsers(metavar="ACTION")
     p = payloads.add_parser("purge", help="one payload retention pass now, with DOCBUS_PAYLOAD_RETENTION_DAYS")
@@ -568,6 +576,37 @@ def _log(args: argparse.Namespace) -> int:
         return 0
 
     return _on_existing_database(settings, work)
+
+
+def _topics_sync(args: argparse.Namespace) -> int:
+    from docbus.broker import BrokerError, kafka_from_settings
+
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        print("error: DOCBUS_KAFKA_BOOTSTRAP is not set (the embedded log has its own retention)", file=sys.stderr)
+        return 1
+    if settings.kafka_retention_hours is None:
+        print("DOCBUS_KAFKA_RETENTION_HOURS is not set: docbus gives its topics no settings of its own")
+        return 0
+    broker = kafka_from_settings(settings, settings.kafka_bootstrap)
+
+    async def sync() -> int:
+        try:
+            changes = await broker.align_topic_configs(settings.topic_prefix, dry_run=args.dry_run)
+        except BrokerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await broker.aclose()
+        verb = "would change" if args.dry_run else "changed"
+        for change in changes:
+            before = change.before if change.before is not None else "(the broker's default)"
+            print(f"{change.topic}\t{change.name}\t{verb} {before} -> {change.after}")
+        if not changes:
+            print(f"every topic under {settings.topic_prefix}. already has the configured settings")
+        return 0
+
+    return asyncio.run(sync())
 
 
 def _payloads_purge(args: argparse.Namespace) -> int:

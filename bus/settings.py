@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     kafka_retention_hours: float | None = Field(
         default=None,
         gt=0,
-        description="retention.ms of the topics docbus creates in Kafka (agency, status, dead-letter, resend); "
-        "unset = the broker's default. Topics that exist already keep theirs.",
+        description="retention.ms of docbus' topics in Kafka (agency, status, dead-letter, resend): set on those it "
+        "creates, and on those that exist by workers at start and `docbus topics sync`; unset = the broker's default.",
     )
     kafka_client_id: str = Field(default="docbus")
     kafka_compression: str | None = Field(default=None, description="Producer compression; unset = zstd.")

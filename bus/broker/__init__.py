@@ -34,6 +34,7 @@ __all__ = [
     "PublishedRecord",
     "RecordRejected",
     "broker_from_settings",
+    "kafka_from_settings",
 ]
 
 
@@ -47,21 +48,26 @@ def kafka_topic_configs(settings: Settings) -> dict[str, str]:
 def broker_from_settings(settings: Settings, db: Database) -> Broker:
     """Kafka when ``settings.kafka_bootstrap`` is set; otherwise the embedded broker in ``db``."""
     if settings.kafka_bootstrap:
-        return KafkaBroker(
-            settings.kafka_bootstrap,
-            partitions=settings.kafka_partitions,
-            replication_factor=settings.kafka_replication_factor,
-            client_id=settings.kafka_client_id,
-            publish_timeout=settings.broker_publish_timeout_seconds,
-            compression=settings.kafka_compression or DEFAULT_COMPRESSION,
-            topic_refresh_interval=settings.kafka_topic_refresh_seconds,
-            max_poll_interval=settings.broker_max_poll_interval_seconds,
-            topic_configs=kafka_topic_configs(settings),
-        )
+        return kafka_from_settings(settings, settings.kafka_bootstrap)
     return EmbeddedBroker(
         db,
         partitions=settings.embedded_broker_partitions,
         publish_timeout=settings.broker_publish_timeout_seconds,
         group_lease_seconds=settings.embedded_group_lease_seconds,
         max_poll_interval=settings.broker_max_poll_interval_seconds,
+    )
+
+
+def kafka_from_settings(settings: Settings, bootstrap: str) -> KafkaBroker:
+    """The Kafka broker at ``bootstrap`` as configured (for commands that talk to Kafka and not the database)."""
+    return KafkaBroker(
+        bootstrap,
+        partitions=settings.kafka_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        client_id=settings.kafka_client_id,
+        publish_timeout=settings.broker_publish_timeout_seconds,
+        compression=settings.kafka_compression or DEFAULT_COMPRESSION,
+        topic_refresh_interval=settings.kafka_topic_refresh_seconds,
+        max_poll_interval=settings.broker_max_poll_interval_seconds,
+        topic_configs=kafka_topic_configs(settings),
     )

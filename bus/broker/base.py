@@ -139,6 +139,20 @@ class BrokerConsumer(ABC):
         await self.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """One setting of one topic that differs from what docbus configures (``before`` ``None``: the topic
+    follows the broker's default)."""
+
+    topic: str
+    name: str
+    before: str | None
+    after: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"topic": self.topic, "name": self.name, "before": self.before, "after": self.after}
+
+
 class Broker(ABC):
     """A durable, partitioned, replayable log of records, with consumer groups."""
 
@@ -158,6 +172,11 @@ class Broker(ABC):
 
         Raises :class:`BrokerUnavailable` when the broker does not acknowledge every record within the bound.
         """
+
+    async def align_topic_configs(self, prefix: str, *, dry_run: bool = False) -> list[ConfigChange]:
+        """Bring existing topics under ``prefix`` to the settings this broker gives the topics it creates; the
+        changes made (on a dry run: that would be made). A broker without per-topic settings has none."""
+        return []
 
     @abstractmethod
     async def ping(self) -> None:

@@ -34,6 +34,7 @@ from docbus.broker.base import (
     BrokerConsumer,
     BrokerError,
     BrokerUnavailable,
+    ConfigChange,
     OutgoingRecord,
     PublishedRecord,
     check_topic_name,
@@ -41,6 +42,7 @@ from docbus.broker.base import (
 from docbus.broker.kafka_batches import SentBatch, published, refuse_oversized, send_in_batches
 from docbus.broker.kafka_consumer import KafkaConsumer
 from docbus.broker.kafka_errors import kafka_bound, translate
+from docbus.broker.kafka_topic_configs import align_topic_configs
 from docbus.broker.partitioner import default_partition
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,20 @@ class KafkaBroker(Broker):
             return
         async with kafka_bound("ensure_topics", self._publish_timeout):
             await self._create_topics(topics)
+
+    async def align_topic_configs(self, prefix: str, *, dry_run: bool = False) -> list[ConfigChange]:
+        """Bring the existing topics under ``prefix`` to the settings docbus gives the topics it creates (see
+        :mod:`.kafka_topic_configs`); nothing to do when docbus sets none."""
+        if not self._topic_configs:
+            return []
+        async with kafka_bound("aligning topic settings", max(self._publish_timeout, 30.0)):
+            admin = await self._connected_admin()
+            try:
+                topics = sorted(t for t in await admin.list_topics() if t.startswith(prefix + "."))
+                return await align_topic_configs(admin, topics, self._topic_configs, dry_run=dry_run)
+            except BaseException:
+                self._drop_admin()
+                raise
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[PublishedRecord]:
         if not records:
@@ -210,15 +226,18 @@ class KafkaBroker(Broker):
                 timeout_ms=int(self._publish_timeout * 1000),
             )
         except BaseException:
-            # A fresh admin client next time: its connections may be the problem.
-            stale, self._admin = self._admin, None
-            if stale is not None:
-                self._in_background(stale.close())
+            self._drop_admin()
             raise
         for topic, code, *_ in response.topic_errors:
             if code and code != TopicAlreadyExistsError.errno:
                 raise translate(f"creating topic {topic}", for_code(code)())
             self._known_topics.add(topic)
+
+    def _drop_admin(self) -> None:
+        """A fresh admin client next time: its connections may be the problem."""
+        stale, self._admin = self._admin, None
+        if stale is not None:
+            self._in_background(stale.close())
 
     def _retire(self, producer: AIOKafkaProducer, *, grace: float = 5.0) -> None:
         """Close ``producer`` in the background; after ``grace`` seconds, drop what Kafka has not taken."""

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # A part that fails is started again after a pause that doubles from the first to the last value; one that ran
 # for longer than the healthy span before failing starts again from the shortest pause.
 RESTART_PAUSES = (1.0, 30.0)
+TOPIC_SETTINGS_PAUSES = (5.0, 300.0)  # first and longest pause between tries to check the topics' settings
 HEALTHY_SPAN_SECONDS = 60.0
 
 
@@ -68,6 +69,8 @@ class DeliveryNode:
         payload_retention = self._payload_retention()
         if payload_retention is not None:
             self._spawn("docbus-payload-retention", partial(payload_retention.run, self._stop))
+        if settings.kafka_bootstrap and settings.kafka_retention_hours is not None:
+            self._spawn("docbus-topic-settings", self._align_topic_settings)
         routes = self.runtime.routes
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
@@ -149,6 +152,30 @@ class DeliveryNode:
             await self.runtime.broker.ensure_topics(sorted(self.runtime.topics.agency(organ) for organ in sending))
         except BrokerError as exc:
             log.warning("agency topics not created ahead (%s); each is created by its first message", exc)
+
+    async def _align_topic_settings(self) -> None:
+        """Existing topics get the retention configured now (``DOCBUS_KAFKA_RETENTION_HOURS``), not only the
+        topics created from now on: an operator who shortens it expects the old topics to follow. Tried until
+        Kafka answers once, in the background, so a broker that is away delays nothing."""
+        pause = TOPIC_SETTINGS_PAUSES[0]
+        while not self._stop.is_set():
+            try:
+                changes = await self.runtime.broker.align_topic_configs(self.runtime.topics.prefix)
+            except BrokerError as exc:
+                log.warning("topic settings not checked (%s); trying again in %.0f s", exc, pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), pause)
+                pause = min(pause * 2, TOPIC_SETTINGS_PAUSES[1])
+                continue
+            for change in changes:
+                log.info(
+                    "topic %s: %s changed from %s to %s",
+                    change.topic,
+                    change.name,
+                    change.before or "the broker's default",
+                    change.after,
+                )
+            return
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, run), name=name))
