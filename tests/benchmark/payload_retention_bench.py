@@ -53,21 +53,29 @@ def submission(n: int, body: bytes) -> Submission:
     return Submission(env, body, f"bench-{n}", receipt=b"{}", topic="docbus.agency.000.00.00.G22")
 
 
+async def stored_messages(db: Database, count: int, size: int) -> list[str]:
+    """``count`` messages of ``size`` bytes stored through intake's group-committed writer; their ids."""
+    writer = IntakeWriter(db)
+    await writer.start()
+    body = b"x" * size
+    ids: list[str] = []
+    try:
+        for start in range(0, count, 1000):
+            chunk = range(start, min(start + 1000, count))
+            outcomes = await asyncio.gather(*(writer.submit(submission(n, body)) for n in chunk))
+            ids += [o.message_id for o in outcomes]
+    finally:
+        await writer.aclose()
+    return ids
+
+
 async def measure(count: int, size: int, batch: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="docbus-payload-retention-"))
     url = f"sqlite+aiosqlite:///{work / 'docbus.sqlite3'}"
     await upgrade_async(url)
     db = Database(url)
     try:
-        writer = IntakeWriter(db)
-        await writer.start()
-        body = b"x" * size
-        ids: list[str] = []
-        for start in range(0, count, 1000):
-            chunk = range(start, min(start + 1000, count))
-            outcomes = await asyncio.gather(*(writer.submit(submission(n, body)) for n in chunk))
-            ids += [o.message_id for o in outcomes]
-        await writer.aclose()
+        ids = await stored_messages(db, count, size)
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             async with db.transaction() as conn:

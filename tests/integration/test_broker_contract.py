@@ -475,6 +475,7 @@ def test_the_public_surface_is_what_it_says() -> None:
         "PublishedRecord",
         "RecordRejected",
         "broker_from_settings",
+        "kafka_from_settings",
     ]
     assert BrokerUnavailable.retriable
     assert not RecordRejected.retriable
