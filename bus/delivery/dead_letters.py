@@ -195,28 +195,15 @@ class DeadLetterStore:
         if batch < 1 or (limit is not None and limit < 1):
             raise ValueError("batch and limit must be at least 1")
         outcome = BulkResend(destination, dry_run)
-        owner = f"{actor}:{uuid.uuid4().hex[:12]}"
-        lease = resend_lease(destination)
-        if not dry_run and not await self._hold(lease, owner):
+        lease = _ResendLease(self._db, destination, actor)
+        if not dry_run and not await lease.take():
             raise Conflict(f"a bulk resend of {destination} is already running; try again when it ends")
         try:
             after, seen = 0, set[str]()
             topic = self._topics.resend(destination)
             while limit is None or len(outcome.resent) < limit:
                 size = batch if limit is None else min(batch, limit - len(outcome.resent))
-                async with self._db.reader.connect() as conn:
-                    rows = (
-                        await conn.execute(
-                            _letters_with_payloads()
-                            .where(
-                                dead_letters.c.destination == destination,
-                                dead_letters.c.resent_at.is_(None),
-                                dead_letters.c.id > after,
-                            )
-                            .order_by(dead_letters.c.id)
-                            .limit(size)
-                        )
-                    ).all()
+                rows = await self._waiting_after(destination, after, size)
                 if not rows:
                     break
                 after = rows[-1].dead_id
@@ -233,20 +220,35 @@ class DeadLetterStore:
                     if row.message_id not in seen:
                         seen.add(row.message_id)
                         records.append(_resend_record(topic, row))
-                if not dry_run and going:
-                    if not await self._hold(lease, owner):  # renewed: a long run keeps it
-                        raise Conflict(f"the lease on resending {destination} was lost; what was marked is resent")
-                    await self._publish(destination, records)
-                    async with self._db.transaction() as conn:
-                        marked = await _mark_resent(conn, going, destination, actor)
-                    outcome.resent.extend(dead_id for dead_id, _ in going if dead_id in marked)
-                else:
+                if dry_run or not going:
                     outcome.resent.extend(dead_id for dead_id, _ in going)
+                    continue
+                if not await lease.keep():
+                    raise Conflict(f"the lease on resending {destination} was lost; what was marked is resent")
+                await self._publish(destination, records)
+                async with self._db.transaction() as conn:
+                    marked = await _mark_resent(conn, going, destination, actor)
+                outcome.resent.extend(dead_id for dead_id, _ in going if dead_id in marked)
             outcome.remaining = await self.waiting(destination) - (len(outcome.resent) if dry_run else 0)
         finally:
             if not dry_run:
-                await give_up_lease(self._db, lease, owner)
+                await lease.release()
         return outcome
+
+    async def _waiting_after(self, destination: str, after: int, limit: int) -> Sequence[Row[Any]]:
+        """The next ``limit`` waiting letters of ``destination`` after id ``after``, with their messages."""
+        async with self._db.reader.connect() as conn:
+            result = await conn.execute(
+                _letters_with_payloads()
+                .where(
+                    dead_letters.c.destination == destination,
+                    dead_letters.c.resent_at.is_(None),
+                    dead_letters.c.id > after,
+                )
+                .order_by(dead_letters.c.id)
+                .limit(limit)
+            )
+            return result.all()
 
     async def waiting(self, destination: str) -> int:
         """How many dead letters of ``destination`` wait for a resend."""
@@ -258,14 +260,33 @@ class DeadLetterStore:
             )
         return int(count or 0)
 
-    async def _hold(self, lease: str, owner: str) -> bool:
-        now = datetime.now(UTC)
-        return await take_lease(self._db, lease, owner, now, now + RESEND_LEASE) is not None
-
     async def _publish(self, destination: str, records: Sequence[OutgoingRecord]) -> None:
         if records:
             await self._broker.ensure_topics([self._topics.resend(destination)])
             await self._broker.publish(records)
+
+
+class _ResendLease:
+    """The lease one bulk resend of a destination holds; renewed (a write) only once half of it has gone."""
+
+    def __init__(self, db: Database, destination: str, actor: str) -> None:
+        self._db = db
+        self._name = resend_lease(destination)
+        self._owner = f"{actor}:{uuid.uuid4().hex[:12]}"
+        self._until = datetime.min.replace(tzinfo=UTC)
+
+    async def take(self) -> bool:
+        now = datetime.now(UTC)
+        if await take_lease(self._db, self._name, self._owner, now, now + RESEND_LEASE) is None:
+            return False
+        self._until = now + RESEND_LEASE
+        return True
+
+    async def keep(self) -> bool:
+        return self._until - datetime.now(UTC) > RESEND_LEASE / 2 or await self.take()
+
+    async def release(self) -> None:
+        await give_up_lease(self._db, self._name, self._owner)
 
 
 def check_destination(destination: str, configured: Collection[str]) -> None:
