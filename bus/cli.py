@@ -8,7 +8,7 @@
     docbus demo [--port P] [--duration S]              bus, simulators and sample traffic in one process
     docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
     docbus agency list
-    docbus agency rotate-key ORGAN_ID
+    docbus agency rotate-key ORGAN_ID [--keep-old-for DURATION]
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
     docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_agency_add)
     p = agency.add_parser("list", help="list registered agencies")
     p.set_defaults(func=_agency_list)
-    p = agency.add_parser("rotate-key", help="issue a new API key (last line); the old one stops working")
+    p = agency.add_parser(
+        "rotate-key", help="issue a new API key (last line); the old one stops working, or with --keep-old-for later"
+    )
     p.add_argument("organ_id")
+    p.add_argument(
+        "--keep-old-for",
+        type=_duration,
+        metavar="DURATION",
+        help="keep the old key working this long (15m, 2h, 1d; at most 30 days) while the agency switches",
+    )
     p.set_defaults(func=_agency_rotate)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(metavar="ACTION")
@@ -374,10 +383,18 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                     await _create_topic_ahead(settings, db, agency.organ_id)
                 print(key)
             elif action == "rotate":
-                print(await directory.rotate_key(args.organ_id))
+                key = await directory.rotate_key(args.organ_id, keep_old_for=args.keep_old_for)
+                rotated = await directory.get(args.organ_id)
+                if rotated is not None and rotated.previous_key_expires_at is not None:
+                    until = rotated.previous_key_expires_at
+                    print(f"the old key of {args.organ_id} keeps working until {until:%Y-%m-%d %H:%M:%S} UTC")
+                print(key)
             else:
+                now = datetime.now(UTC)
                 for a in await directory.list():
-                    print(f"{a.organ_id}\t{a.role.value}\tlevel {a.level}\t{a.key_prefix}…\t{a.name}")
+                    overlap = a.previous_key_expires_at
+                    old = f"\told key until {overlap:%Y-%m-%d %H:%M} UTC" if overlap and overlap > now else ""
+                    print(f"{a.organ_id}\t{a.role.value}\tlevel {a.level}\t{a.key_prefix}…\t{a.name}{old}")
             return 0
         except RequestRejected as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
@@ -417,6 +434,15 @@ def _agency_list(args: argparse.Namespace) -> int:
 
 def _agency_rotate(args: argparse.Namespace) -> int:
     return _with_directory("rotate", args)
+
+
+def _duration(text: str) -> timedelta:
+    from docbus.flows import parse_duration
+
+    duration = parse_duration(text)
+    if duration is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 15m, 2h or 1d")
+    return duration
 
 
 def _dump(value: object) -> None:

@@ -208,11 +208,19 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 
 
+def parse_duration(value: str) -> timedelta | None:
+    """``15m``, ``2h``, ``1d``, ``30s`` as a duration; ``None`` when ``value`` is not one."""
+    duration = _DURATION.fullmatch(value.strip())
+    if duration is None:
+        return None
+    return timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+
+
 def parse_instant(field: str, value: str, now: datetime) -> datetime:
     """``15m``, ``2h``, ``1d`` (that long before ``now``) or an ISO 8601 instant (without an offset: UTC)."""
-    duration = _DURATION.fullmatch(value.strip())
-    if duration:
-        return now - timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+    duration = parse_duration(value)
+    if duration is not None:
+        return now - duration
     try:
         instant = datetime.fromisoformat(value.strip())
     except ValueError:

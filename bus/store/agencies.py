@@ -3,6 +3,10 @@
 Keys are random 256-bit secrets shown once; only their SHA-256 is stored. A slow password hash buys nothing for
 keys of that entropy and would cost every request, so the lookup is one indexed equality on the hash, cached in
 process for a few seconds (a rotated key stops working within that window).
+
+An agency's system cannot switch keys at the instant an operator rotates one, so a rotation may keep the old key
+working for a while (``keep_old_for``, at most :data:`MAX_KEY_OVERLAP`): both keys authenticate until then. A
+rotation without an overlap ends the old key, and any earlier one still overlapping, at once.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from docbus.errors import Unauthenticated, ValidationFailed
 from docbus.store.audit import as_utc
@@ -25,6 +29,7 @@ from docbus.store.tables import agencies
 from docbus.validation.organ_id import InvalidOrganId, parse_organ_id
 
 KEY_PREFIX = "dbk_"
+MAX_KEY_OVERLAP = timedelta(days=30)
 
 
 class Role(StrEnum):
@@ -45,6 +50,7 @@ class Agency:
     key_prefix: str
     created_at: datetime
     key_rotated_at: datetime
+    previous_key_expires_at: datetime | None = None  # while set and in the future, the old key works too
 
 
 def hash_key(key: str) -> str:
@@ -93,21 +99,28 @@ class AgencyDirectory:
             await conn.execute(insert(agencies).values(**row))
         return _agency(row), key
 
-    async def rotate_key(self, organ_id: str) -> str:
-        """Issue a new key for ``organ_id``; the old one stops working (within the cache window)."""
+    async def rotate_key(self, organ_id: str, *, keep_old_for: timedelta | None = None) -> str:
+        """Issue a new key for ``organ_id``. The old one stops working (within the cache window), or with
+        ``keep_old_for`` keeps working that much longer, so the agency's system can switch without a gap."""
+        if keep_old_for is not None and not timedelta(0) < keep_old_for <= MAX_KEY_OVERLAP:
+            raise ValidationFailed(f"the old key may be kept for more than 0 and at most {MAX_KEY_OVERLAP.days} days")
         key = new_key()
+        now = datetime.now(UTC)
         async with self._db.transaction() as conn:
-            result = await conn.execute(
+            current = await conn.scalar(select(agencies.c.key_hash).where(agencies.c.organ_id == organ_id))
+            if current is None:
+                raise ValidationFailed(f"no agency {organ_id} is registered")
+            await conn.execute(
                 update(agencies)
                 .where(agencies.c.organ_id == organ_id)
                 .values(
                     key_hash=hash_key(key),
                     key_prefix=key[: len(KEY_PREFIX) + 6],
-                    key_rotated_at=datetime.now(UTC),
+                    key_rotated_at=now,
+                    previous_key_hash=current if keep_old_for is not None else None,
+                    previous_key_expires_at=now + keep_old_for if keep_old_for is not None else None,
                 )
             )
-            if result.rowcount != 1:
-                raise ValidationFailed(f"no agency {organ_id} is registered")
         self._cache.clear()
         self._generation += 1
         return key
@@ -150,8 +163,9 @@ class AgencyDirectory:
 
     async def _lookup(self, digest: str, now: float) -> Agency | None:
         generation = self._generation
+        previous = and_(agencies.c.previous_key_hash == digest, agencies.c.previous_key_expires_at > datetime.now(UTC))
         async with self._db.reader.connect() as conn:
-            row = (await conn.execute(select(agencies).where(agencies.c.key_hash == digest))).first()
+            row = (await conn.execute(select(agencies).where(or_(agencies.c.key_hash == digest, previous)))).first()
         if row is None:
             self._cache.pop(digest, None)
             return None
@@ -173,4 +187,5 @@ def _agency(row: Mapping[str, object]) -> Agency:
         key_prefix=str(row["key_prefix"]),
         created_at=as_utc(row["created_at"]),
         key_rotated_at=as_utc(row["key_rotated_at"]),
+        previous_key_expires_at=as_utc(expires) if (expires := row.get("previous_key_expires_at")) else None,
     )

@@ -48,7 +48,11 @@ agencies = Table(
     Column("key_prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("key_rotated_at", DateTime(timezone=True), nullable=False),
+    # Key rotation with an overlap: the old key keeps working until previous_key_expires_at.
+    Column("previous_key_hash", String(64), nullable=True),
+    Column("previous_key_expires_at", DateTime(timezone=True), nullable=True),
 )
+Index("ix_agencies_previous_key_hash", agencies.c.previous_key_hash)
 
 messages = Table(
     "messages",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -73,6 +74,22 @@ async def test_rotated_key_replaces_the_old_one(gateway: RunningGateway, sample_
         fresh = await client.get("/v1/messages", headers={"Authorization": f"Bearer {new}"})
     assert stale.status_code == 401
     assert fresh.status_code == 200
+
+
+async def test_a_rotation_with_an_overlap_keeps_the_old_key_working_meanwhile(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    old = await gateway.register("000.00.00.G22")
+    new = await gateway.directory.rotate_key("000.00.00.G22", keep_old_for=timedelta(minutes=10))
+    async with gateway.client() as client:
+        for key in (old, new):  # the agency's system may still send the old key while it switches
+            sent = await client.post(
+                "/v1/messages",
+                content=with_unique_document_id(sample_bytes[DOC]),
+                headers={**XML, "Authorization": f"Bearer {key}"},
+            )
+            assert sent.status_code == 202, sent.text
+            assert sent.json()["sender"] == "000.00.00.G22"
 
 
 async def test_replay_with_idempotency_key_returns_identical_receipt(

@@ -53,6 +53,15 @@ def test_agency_commands(env: dict[str, str]) -> None:
     rotated = docbus(env, "agency", "rotate-key", "000.00.00.G22").stdout.strip().splitlines()[-1]
     assert rotated.startswith("dbk_")
     assert rotated != key
+    overlapping = docbus(env, "agency", "rotate-key", "000.00.00.G22", "--keep-old-for", "2h")
+    assert overlapping.returncode == 0, overlapping.stderr
+    lines = overlapping.stdout.strip().splitlines()
+    assert lines[0].startswith("the old key of 000.00.00.G22 keeps working until ")
+    assert lines[-1].startswith("dbk_") and lines[-1] != rotated
+    assert "\told key until " in docbus(env, "agency", "list").stdout
+    for bad in ("forever", "0h", "31d"):
+        refused = docbus(env, "agency", "rotate-key", "000.00.00.G22", "--keep-old-for", bad)
+        assert refused.returncode != 0 and "error" in refused.stderr, bad
 
 
 def test_reading_commands_create_nothing_and_need_the_current_schema(env: dict[str, str], tmp_path: Path) -> None:

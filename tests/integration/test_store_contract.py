@@ -283,3 +283,37 @@ async def test_agency_directory(db: Database) -> None:
     with pytest.raises(Unauthenticated):
         await directory.authenticate(None)
     assert [a.organ_id for a in await directory.list()] == ["000.00.00.H41", "H41.01"]
+
+
+async def test_a_rotation_may_keep_the_old_key_working_for_a_while(db: Database) -> None:
+    directory = AgencyDirectory(db, cache_seconds=0)
+    _agency, first = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
+    second = await directory.rotate_key("000.00.00.H41", keep_old_for=timedelta(hours=1))
+    for key in (first, second):  # both work during the overlap
+        assert (await directory.authenticate(key)).organ_id == "000.00.00.H41"
+    listed = await directory.get("000.00.00.H41")
+    assert listed is not None and listed.previous_key_expires_at is not None
+    assert timedelta(minutes=59) < listed.previous_key_expires_at - datetime.now(UTC) <= timedelta(hours=1)
+
+    third = await directory.rotate_key("000.00.00.H41", keep_old_for=timedelta(seconds=1))
+    with pytest.raises(Unauthenticated):  # only the key just replaced overlaps; the one before it is gone
+        await directory.authenticate(first)
+    assert (await directory.authenticate(second)).organ_id == "000.00.00.H41"
+    await asyncio.sleep(1.1)
+    with pytest.raises(Unauthenticated):  # the overlap is over
+        await directory.authenticate(second)
+    assert (await directory.authenticate(third)).organ_id == "000.00.00.H41"
+
+    fourth = await directory.rotate_key("000.00.00.H41", keep_old_for=timedelta(days=1))
+    fifth = await directory.rotate_key("000.00.00.H41")  # no overlap: every earlier key ends now
+    for key in (third, fourth):
+        with pytest.raises(Unauthenticated):
+            await directory.authenticate(key)
+    assert (await directory.authenticate(fifth)).organ_id == "000.00.00.H41"
+    gone = await directory.get("000.00.00.H41")
+    assert gone is not None and gone.previous_key_expires_at is None
+    for bad in (timedelta(0), timedelta(days=31)):
+        with pytest.raises(ValidationFailed):
+            await directory.rotate_key("000.00.00.H41", keep_old_for=bad)
+    with pytest.raises(ValidationFailed):
+        await directory.rotate_key("000.00.00.H99")
