@@ -9,6 +9,7 @@
     docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
     docbus agency list
     docbus agency rotate-key ORGAN_ID [--keep-old-for DURATION]
+    docbus agency suspend ORGAN_ID --reason TEXT | resume ORGAN_ID
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
     docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
@@ -39,6 +40,7 @@ from docbus.envelope import MessageStatus
 from docbus.settings import Settings
 
 if TYPE_CHECKING:
+    from docbus.store.agencies import Agency
     from docbus.store.database import Database
 
 
@@ -109,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the old key working this long (15m, 2h, 1d; at most 30 days) while the agency switches",
     )
     p.set_defaults(func=_agency_rotate)
+    p = agency.add_parser("suspend", help="refuse the agency's key (403 with the reason) until it is resumed")
+    p.add_argument("organ_id")
+    p.add_argument("--reason", required=True, help="told to the agency with every refusal")
+    p.set_defaults(func=_agency_suspend)
+    p = agency.add_parser("resume", help="accept a suspended agency's key again")
+    p.add_argument("organ_id")
+    p.set_defaults(func=_agency_resume)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(metavar="ACTION")
     p = dlq.add_parser("list", help="list dead letters, newest first")
@@ -389,12 +398,15 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                     until = rotated.previous_key_expires_at
                     print(f"the old key of {args.organ_id} keeps working until {until:%Y-%m-%d %H:%M:%S} UTC")
                 print(key)
+            elif action == "suspend":
+                await directory.suspend(args.organ_id, args.reason)
+                print(f"{args.organ_id} is suspended: its key is refused until `docbus agency resume {args.organ_id}`")
+            elif action == "resume":
+                await directory.resume(args.organ_id)
+                print(f"{args.organ_id} is resumed: its key works again")
             else:
-                now = datetime.now(UTC)
                 for a in await directory.list():
-                    overlap = a.previous_key_expires_at
-                    old = f"\told key until {overlap:%Y-%m-%d %H:%M} UTC" if overlap and overlap > now else ""
-                    print(f"{a.organ_id}\t{a.role.value}\tlevel {a.level}\t{a.key_prefix}…\t{a.name}{old}")
+                    print("\t".join(_agency_line(a)))
             return 0
         except RequestRejected as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
@@ -434,6 +446,25 @@ def _agency_list(args: argparse.Namespace) -> int:
 
 def _agency_rotate(args: argparse.Namespace) -> int:
     return _with_directory("rotate", args)
+
+
+def _agency_suspend(args: argparse.Namespace) -> int:
+    return _with_directory("suspend", args)
+
+
+def _agency_resume(args: argparse.Namespace) -> int:
+    return _with_directory("resume", args)
+
+
+def _agency_line(agency: Agency) -> list[str]:
+    """What ``agency list`` shows of one agency (never its key: keys are shown once)."""
+    line = [agency.organ_id, agency.role.value, f"level {agency.level}", f"{agency.key_prefix}…", agency.name]
+    overlap = agency.previous_key_expires_at
+    if overlap is not None and overlap > datetime.now(UTC):
+        line.append(f"old key until {overlap:%Y-%m-%d %H:%M} UTC")
+    if agency.suspended_at is not None:
+        line.append(f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC: {agency.suspended_reason}")
+    return line
 
 
 def _duration(text: str) -> timedelta:

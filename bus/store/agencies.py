@@ -7,6 +7,9 @@ process for a few seconds (a rotated key stops working within that window).
 An agency's system cannot switch keys at the instant an operator rotates one, so a rotation may keep the old key
 working for a while (``keep_old_for``, at most :data:`MAX_KEY_OVERLAP`): both keys authenticate until then. A
 rotation without an overlap ends the old key, and any earlier one still overlapping, at once.
+
+An operator can suspend an agency: its key is then refused with 403 and the reason (the caller learns why, and
+that its key is right) until the agency is resumed with the same key.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from enum import StrEnum
 
 from sqlalchemy import and_, insert, or_, select, update
 
-from docbus.errors import Unauthenticated, ValidationFailed
+from docbus.errors import Forbidden, Unauthenticated, ValidationFailed
 from docbus.store.audit import as_utc
 from docbus.store.database import Database
 from docbus.store.tables import agencies
@@ -51,6 +54,8 @@ class Agency:
     created_at: datetime
     key_rotated_at: datetime
     previous_key_expires_at: datetime | None = None  # while set and in the future, the old key works too
+    suspended_at: datetime | None = None
+    suspended_reason: str | None = None
 
 
 def hash_key(key: str) -> str:
@@ -125,6 +130,27 @@ class AgencyDirectory:
         self._generation += 1
         return key
 
+    async def suspend(self, organ_id: str, reason: str) -> None:
+        """Refuse ``organ_id``'s key (403 with ``reason``) until :meth:`resume`; within the cache window elsewhere."""
+        reason = reason.strip()
+        if not reason or len(reason) > 500:
+            raise ValidationFailed("give a reason of 1 to 500 characters: the agency is told it")
+        await self._set_suspension(organ_id, datetime.now(UTC), reason)
+
+    async def resume(self, organ_id: str) -> None:
+        """Accept ``organ_id``'s key again."""
+        await self._set_suspension(organ_id, None, None)
+
+    async def _set_suspension(self, organ_id: str, at: datetime | None, reason: str | None) -> None:
+        async with self._db.transaction() as conn:
+            result = await conn.execute(
+                update(agencies).where(agencies.c.organ_id == organ_id).values(suspended_at=at, suspended_reason=reason)
+            )
+            if result.rowcount != 1:
+                raise ValidationFailed(f"no agency {organ_id} is registered")
+        self._cache.clear()
+        self._generation += 1
+
     async def list(self) -> list[Agency]:
         async with self._db.reader.connect() as conn:
             rows = await conn.execute(select(agencies).order_by(agencies.c.organ_id))
@@ -148,7 +174,7 @@ class AgencyDirectory:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
+            return _active(cached[1])
         # One lookup per key at a time: when an entry expires under load, every request in flight with that key
         # would otherwise query the database at once (a burst of queries every cache period).
         lookup = self._lookups.get(digest)
@@ -159,7 +185,7 @@ class AgencyDirectory:
         agency = await asyncio.shield(lookup)
         if agency is None:
             raise Unauthenticated("the API key is not known to this bus")
-        return agency
+        return _active(agency)
 
     async def _lookup(self, digest: str, now: float) -> Agency | None:
         generation = self._generation
@@ -177,6 +203,16 @@ class AgencyDirectory:
         return agency
 
 
+def _active(agency: Agency) -> Agency:
+    """The agency, unless it is suspended: then 403 with since when and why."""
+    if agency.suspended_at is not None:
+        raise Forbidden(
+            f"agency {agency.organ_id} is suspended since {agency.suspended_at:%Y-%m-%d %H:%M} UTC: "
+            f"{agency.suspended_reason}; ask the bus' operators to resume it"
+        )
+    return agency
+
+
 def _agency(row: Mapping[str, object]) -> Agency:
     return Agency(
         organ_id=str(row["organ_id"]),
@@ -188,4 +224,6 @@ def _agency(row: Mapping[str, object]) -> Agency:
         created_at=as_utc(row["created_at"]),
         key_rotated_at=as_utc(row["key_rotated_at"]),
         previous_key_expires_at=as_utc(expires) if (expires := row.get("previous_key_expires_at")) else None,
+        suspended_at=as_utc(suspended) if (suspended := row.get("suspended_at")) else None,
+        suspended_reason=str(row["suspended_reason"]) if row.get("suspended_reason") is not None else None,
     )

@@ -76,6 +76,26 @@ async def test_rotated_key_replaces_the_old_one(gateway: RunningGateway, sample_
     assert fresh.status_code == 200
 
 
+async def test_a_suspended_agency_gets_403_with_the_reason_and_stores_nothing(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register("000.00.00.G22")
+    await gateway.directory.suspend("000.00.00.G22", "system floods the bus; call the provincial data centre")
+    before = await row_counts(gateway.db)
+    async with gateway.client("000.00.00.G22") as client:
+        refused = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        listing = await client.get("/v1/messages")
+    assert refused.status_code == 403 and listing.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "call the provincial data centre" in refused.json()["detail"]
+    assert await row_counts(gateway.db) == before
+    await gateway.directory.resume("000.00.00.G22")
+    await asyncio.sleep(gateway.settings.credential_cache_seconds + 0.2)  # the gateway's cache of the verdict
+    async with gateway.client("000.00.00.G22") as client:
+        sent = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+    assert sent.status_code == 202
+
+
 async def test_a_rotation_with_an_overlap_keeps_the_old_key_working_meanwhile(
     gateway: RunningGateway, sample_bytes: dict[str, bytes]
 ) -> None:

@@ -62,6 +62,14 @@ def test_agency_commands(env: dict[str, str]) -> None:
     for bad in ("forever", "0h", "31d"):
         refused = docbus(env, "agency", "rotate-key", "000.00.00.G22", "--keep-old-for", bad)
         assert refused.returncode != 0 and "error" in refused.stderr, bad
+    suspended = docbus(env, "agency", "suspend", "000.00.00.G22", "--reason", "key leaked")
+    assert suspended.returncode == 0, suspended.stderr
+    assert "SUSPENDED since " in docbus(env, "agency", "list").stdout
+    assert ": key leaked" in docbus(env, "agency", "list").stdout
+    assert docbus(env, "agency", "resume", "000.00.00.G22").returncode == 0
+    assert "SUSPENDED" not in docbus(env, "agency", "list").stdout
+    unknown = docbus(env, "agency", "suspend", "000.00.00.H99", "--reason", "x")
+    assert unknown.returncode == 1 and "no agency 000.00.00.H99" in unknown.stderr
 
 
 def test_reading_commands_create_nothing_and_need_the_current_schema(env: dict[str, str], tmp_path: Path) -> None:

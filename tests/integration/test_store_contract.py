@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from docbus.envelope import Envelope, MessageKind, SchemaRef
-from docbus.errors import IdempotencyConflict, Unauthenticated, ValidationFailed
+from docbus.errors import Forbidden, IdempotencyConflict, Unauthenticated, ValidationFailed
 from docbus.ids import new_message_id, new_trace_id
 from docbus.store.agencies import AgencyDirectory, Role
 from docbus.store.audit import GENESIS, event_hash
@@ -283,6 +283,28 @@ async def test_agency_directory(db: Database) -> None:
     with pytest.raises(Unauthenticated):
         await directory.authenticate(None)
     assert [a.organ_id for a in await directory.list()] == ["000.00.00.H41", "H41.01"]
+
+
+async def test_a_suspended_agency_is_refused_with_the_reason_until_resumed(db: Database) -> None:
+    directory = AgencyDirectory(db, cache_seconds=60)  # suspending clears this process' cache
+    _agency, key = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
+    assert (await directory.authenticate(key)).suspended_at is None  # cached now
+    await directory.suspend("000.00.00.H41", "khóa API bị lộ, đang kiểm tra / key leaked, under review")
+    with pytest.raises(Forbidden) as refused:
+        await directory.authenticate(key)
+    assert "key leaked, under review" in refused.value.detail and "000.00.00.H41" in refused.value.detail
+    listed = await directory.get("000.00.00.H41")
+    assert listed is not None and listed.suspended_at is not None
+    assert listed.suspended_reason == "khóa API bị lộ, đang kiểm tra / key leaked, under review"
+    await directory.resume("000.00.00.H41")
+    assert (await directory.authenticate(key)).organ_id == "000.00.00.H41"  # the same key again
+    for reason in ("", "   ", "x" * 501):
+        with pytest.raises(ValidationFailed):
+            await directory.suspend("000.00.00.H41", reason)
+    with pytest.raises(ValidationFailed):
+        await directory.suspend("000.00.00.H99", "no such agency")
+    with pytest.raises(ValidationFailed):
+        await directory.resume("000.00.00.H99")
 
 
 async def test_a_rotation_may_keep_the_old_key_working_for_a_while(db: Database) -> None:
