@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.broker.base import Broker, OutgoingRecord
@@ -34,8 +35,9 @@ from docbus.store.messages import NewEvent, append_events_in
 from docbus.store.tables import dead_letters, messages, payloads
 from docbus.topics import Topics
 
+MARK_ATTEMPTS = 5
 RESEND_BATCH = 100  # dead letters per publish and per transaction in a bulk resend
-RESEND_LEASE = timedelta(seconds=60)  # renewed every batch; a bulk resend that dies frees it by running out
+RESEND_LEASE = timedelta(seconds=60)  # renewed as batches go; a bulk resend that dies frees it by running out
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +175,7 @@ class DeadLetterStore:
         # Publish first: a crash before the mark below leaves the letter looking unsent, and resending it again
         # is harmless (the destination deduplicates by message id); the reverse order could lose the resend.
         await self._publish(letter.destination, [_resend_record(self._topics.resend(letter.destination), row)])
-        async with self._db.transaction() as conn:
-            await _mark_resent(conn, [(dead_id, letter.message_id)], letter.destination, actor)
+        await self._mark_resent([(dead_id, letter.message_id)], letter.destination, actor)
         return await self.get(dead_id)
 
     async def resend_waiting(
@@ -226,8 +227,7 @@ class DeadLetterStore:
                 if not await lease.keep():
                     raise Conflict(f"the lease on resending {destination} was lost; what was marked is resent")
                 await self._publish(destination, records)
-                async with self._db.transaction() as conn:
-                    marked = await _mark_resent(conn, going, destination, actor)
+                marked = await self._mark_resent(going, destination, actor)
                 outcome.resent.extend(dead_id for dead_id, _ in going if dead_id in marked)
             outcome.remaining = await self.waiting(destination) - (len(outcome.resent) if dry_run else 0)
         finally:
@@ -259,6 +259,19 @@ class DeadLetterStore:
                 .where(dead_letters.c.destination == destination, dead_letters.c.resent_at.is_(None))
             )
         return int(count or 0)
+
+    async def _mark_resent(self, letters: Sequence[tuple[int, str]], destination: str, actor: str) -> set[int]:
+        """:func:`_mark_resent` in a transaction of its own, tried again when a writer of another destination
+        extended one of the messages' event chains meanwhile (what was published must not stay unmarked)."""
+        attempts = 1
+        while True:
+            try:
+                async with self._db.transaction() as conn:
+                    return await _mark_resent(conn, letters, destination, actor)
+            except IntegrityError:
+                if attempts == MARK_ATTEMPTS:
+                    raise
+                attempts += 1
 
     async def _publish(self, destination: str, records: Sequence[OutgoingRecord]) -> None:
         if records:

@@ -308,3 +308,30 @@ async def test_the_bulk_resend_command(tmp_path: Path) -> None:
         assert (await DeadLetterStore(db, EmbeddedBroker(db), Topics()).get(letters[0])).resent_by == "night-shift"
     finally:
         await db.dispose()
+
+
+async def test_marking_is_tried_again_when_another_writer_extended_a_timeline(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another destination's worker may append to a message's event chain between our read of its tail and our
+    insert (PostgreSQL): the mark is tried again rather than leaving published letters unmarked."""
+    from sqlalchemy.exc import IntegrityError
+
+    from docbus.delivery import dead_letters as module
+
+    ids = await messages_with_payloads(db, 2)
+    letters = [await dead(db, message_id, "national") for message_id in ids]
+    real, collisions = module._mark_resent, []
+
+    async def colliding_once(*args: object, **kwargs: object) -> set[int]:
+        if not collisions:
+            collisions.append(1)
+            raise IntegrityError("INSERT INTO events", {}, Exception("duplicate (message_id, seq)"))
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_mark_resent", colliding_once)
+    outcome = await DeadLetterStore(db, EmbeddedBroker(db), Topics()).resend_waiting("national", actor="op")
+    assert outcome.resent == letters and collisions == [1]
+    assert len(await resent_records(db, "national", 2)) == 2  # published once
+    for message_id in ids:
+        assert (await event_types(db, message_id)).count(("RESENT", "national")) == 1
