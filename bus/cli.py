@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p = agency.add_parser("suspend", help="refuse the agency's key (403 with the reason) until it is resumed")
     p.add_argument("organ_id")
     p.add_argument("--reason", required=True, help="told to the agency with every refusal")
+    p.add_argument("--actor", default="operator-cli", help="who decided (kept with the suspension)")
     p.set_defaults(func=_agency_suspend)
     p = agency.add_parser("resume", help="accept a suspended agency's key again")
     p.add_argument("organ_id")
@@ -399,7 +400,7 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                     print(f"the old key of {args.organ_id} keeps working until {until:%Y-%m-%d %H:%M:%S} UTC")
                 print(key)
             elif action == "suspend":
-                await directory.suspend(args.organ_id, args.reason)
+                await directory.suspend(args.organ_id, args.reason, by=args.actor)
                 print(f"{args.organ_id} is suspended: its key is refused until `docbus agency resume {args.organ_id}`")
             elif action == "resume":
                 await directory.resume(args.organ_id)
@@ -463,7 +464,10 @@ def _agency_line(agency: Agency) -> list[str]:
     if overlap is not None and overlap > datetime.now(UTC):
         line.append(f"old key until {overlap:%Y-%m-%d %H:%M} UTC")
     if agency.suspended_at is not None:
-        line.append(f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC: {agency.suspended_reason}")
+        line.append(
+            f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC by {agency.suspended_by}: "
+            f"{agency.suspended_reason}"
+        )
     return line
 
 

@@ -55,7 +55,29 @@ class Agency:
     key_rotated_at: datetime
     previous_key_expires_at: datetime | None = None  # while set and in the future, the old key works too
     suspended_at: datetime | None = None
+    suspended_by: str | None = None
     suspended_reason: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """What an operator sees of an agency (never its key: keys are shown once)."""
+
+        def instant(at: datetime | None) -> str | None:
+            return at.isoformat() if at is not None else None
+
+        return {
+            "organ_id": self.organ_id,
+            "name": self.name,
+            "parent": self.parent,
+            "level": self.level,
+            "role": self.role.value,
+            "key_prefix": self.key_prefix,
+            "created_at": instant(self.created_at),
+            "key_rotated_at": instant(self.key_rotated_at),
+            "previous_key_expires_at": instant(self.previous_key_expires_at),
+            "suspended_at": instant(self.suspended_at),
+            "suspended_by": self.suspended_by,
+            "suspended_reason": self.suspended_reason,
+        }
 
 
 def hash_key(key: str) -> str:
@@ -130,21 +152,24 @@ class AgencyDirectory:
         self._generation += 1
         return key
 
-    async def suspend(self, organ_id: str, reason: str) -> None:
-        """Refuse ``organ_id``'s key (403 with ``reason``) until :meth:`resume`; within the cache window elsewhere."""
+    async def suspend(self, organ_id: str, reason: str, *, by: str) -> None:
+        """Refuse ``organ_id``'s key (403 with ``reason``) until :meth:`resume`; within the cache window elsewhere.
+        ``by``: who decided (an operator's organ id, or the command line)."""
         reason = reason.strip()
         if not reason or len(reason) > 500:
             raise ValidationFailed("give a reason of 1 to 500 characters: the agency is told it")
-        await self._set_suspension(organ_id, datetime.now(UTC), reason)
+        await self._set_suspension(organ_id, datetime.now(UTC), by[:128], reason)
 
     async def resume(self, organ_id: str) -> None:
         """Accept ``organ_id``'s key again."""
-        await self._set_suspension(organ_id, None, None)
+        await self._set_suspension(organ_id, None, None, None)
 
-    async def _set_suspension(self, organ_id: str, at: datetime | None, reason: str | None) -> None:
+    async def _set_suspension(self, organ_id: str, at: datetime | None, by: str | None, reason: str | None) -> None:
         async with self._db.transaction() as conn:
             result = await conn.execute(
-                update(agencies).where(agencies.c.organ_id == organ_id).values(suspended_at=at, suspended_reason=reason)
+                update(agencies)
+                .where(agencies.c.organ_id == organ_id)
+                .values(suspended_at=at, suspended_by=by, suspended_reason=reason)
             )
             if result.rowcount != 1:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
@@ -225,5 +250,6 @@ def _agency(row: Mapping[str, object]) -> Agency:
         key_rotated_at=as_utc(row["key_rotated_at"]),
         previous_key_expires_at=as_utc(expires) if (expires := row.get("previous_key_expires_at")) else None,
         suspended_at=as_utc(suspended) if (suspended := row.get("suspended_at")) else None,
+        suspended_by=str(row["suspended_by"]) if row.get("suspended_by") is not None else None,
         suspended_reason=str(row["suspended_reason"]) if row.get("suspended_reason") is not None else None,
     )

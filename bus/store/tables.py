@@ -53,6 +53,7 @@ agencies = Table(
     Column("previous_key_expires_at", DateTime(timezone=True), nullable=True),
     # A suspended agency's key is refused (403, with the reason) until it is resumed.
     Column("suspended_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_by", String(128), nullable=True),
     Column("suspended_reason", String(500), nullable=True),
 )
 Index("ix_agencies_previous_key_hash", agencies.c.previous_key_hash)

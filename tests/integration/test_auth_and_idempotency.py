@@ -80,7 +80,9 @@ async def test_a_suspended_agency_gets_403_with_the_reason_and_stores_nothing(
     gateway: RunningGateway, sample_bytes: dict[str, bytes]
 ) -> None:
     await gateway.register("000.00.00.G22")
-    await gateway.directory.suspend("000.00.00.G22", "system floods the bus; call the provincial data centre")
+    await gateway.directory.suspend(
+        "000.00.00.G22", "system floods the bus; call the provincial data centre", by="H41.01"
+    )
     before = await row_counts(gateway.db)
     async with gateway.client("000.00.00.G22") as client:
         refused = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
@@ -94,6 +96,37 @@ async def test_a_suspended_agency_gets_403_with_the_reason_and_stores_nothing(
     async with gateway.client("000.00.00.G22") as client:
         sent = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
     assert sent.status_code == 202
+
+
+async def test_operators_list_suspend_and_resume_agencies_over_http(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    key = await gateway.register("000.00.00.G22")
+    await gateway.register("H41.01", Role.OPERATOR)
+    async with gateway.client("H41.01") as operator, gateway.client("000.00.00.G22") as agency:
+        listing = await operator.get("/v1/agencies")
+        assert listing.status_code == 200
+        assert [a["organ_id"] for a in listing.json()["items"]] == ["000.00.00.G22", "H41.01"]
+        assert key not in listing.text and "key_hash" not in listing.text  # keys are shown once, never listed
+        assert (await agency.get("/v1/agencies")).status_code == 403
+        assert (await agency.post("/v1/agencies/H41.01/suspend", json={"reason": "x"})).status_code == 403
+
+        suspended = await operator.post("/v1/agencies/000.00.00.G22/suspend", json={"reason": "floods the bus"})
+        assert suspended.status_code == 200
+        assert suspended.json()["suspended_by"] == "H41.01" and suspended.json()["suspended_reason"] == "floods the bus"
+        refused = await agency.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        assert refused.status_code == 403 and "floods the bus" in refused.json()["detail"]  # at once, here
+
+        assert (await operator.post("/v1/agencies/H41.01/suspend", json={"reason": "oops"})).status_code == 422
+        assert (await operator.post("/v1/agencies/000.00.00.H99/suspend", json={"reason": "x"})).status_code == 404
+        assert (await operator.post("/v1/agencies/000.00.00.G22/suspend", json={"reason": " "})).status_code == 422
+        assert (await operator.post("/v1/agencies/000.00.00.G22/suspend")).status_code == 400
+        assert (await operator.get("/v1/agencies/000.00.00.G22")).json()["suspended_at"] is not None
+
+        resumed = await operator.post("/v1/agencies/000.00.00.G22/resume")
+        assert resumed.status_code == 200 and resumed.json()["suspended_at"] is None
+        sent = await agency.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        assert sent.status_code == 202
 
 
 async def test_a_rotation_with_an_overlap_keeps_the_old_key_working_meanwhile(

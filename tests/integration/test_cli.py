@@ -65,7 +65,7 @@ def test_agency_commands(env: dict[str, str]) -> None:
     suspended = docbus(env, "agency", "suspend", "000.00.00.G22", "--reason", "key leaked")
     assert suspended.returncode == 0, suspended.stderr
     assert "SUSPENDED since " in docbus(env, "agency", "list").stdout
-    assert ": key leaked" in docbus(env, "agency", "list").stdout
+    assert "by operator-cli: key leaked" in docbus(env, "agency", "list").stdout
     assert docbus(env, "agency", "resume", "000.00.00.G22").returncode == 0
     assert "SUSPENDED" not in docbus(env, "agency", "list").stdout
     unknown = docbus(env, "agency", "suspend", "000.00.00.H99", "--reason", "x")

@@ -289,20 +289,21 @@ async def test_a_suspended_agency_is_refused_with_the_reason_until_resumed(db: D
     directory = AgencyDirectory(db, cache_seconds=60)  # suspending clears this process' cache
     _agency, key = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
     assert (await directory.authenticate(key)).suspended_at is None  # cached now
-    await directory.suspend("000.00.00.H41", "khóa API bị lộ, đang kiểm tra / key leaked, under review")
+    await directory.suspend("000.00.00.H41", "khóa API bị lộ, đang kiểm tra / key leaked, under review", by="H41.01")
     with pytest.raises(Forbidden) as refused:
         await directory.authenticate(key)
     assert "key leaked, under review" in refused.value.detail and "000.00.00.H41" in refused.value.detail
     listed = await directory.get("000.00.00.H41")
     assert listed is not None and listed.suspended_at is not None
     assert listed.suspended_reason == "khóa API bị lộ, đang kiểm tra / key leaked, under review"
+    assert listed.suspended_by == "H41.01"
     await directory.resume("000.00.00.H41")
     assert (await directory.authenticate(key)).organ_id == "000.00.00.H41"  # the same key again
     for reason in ("", "   ", "x" * 501):
         with pytest.raises(ValidationFailed):
-            await directory.suspend("000.00.00.H41", reason)
+            await directory.suspend("000.00.00.H41", reason, by="H41.01")
     with pytest.raises(ValidationFailed):
-        await directory.suspend("000.00.00.H99", "no such agency")
+        await directory.suspend("000.00.00.H99", "no such agency", by="H41.01")
     with pytest.raises(ValidationFailed):
         await directory.resume("000.00.00.H99")
 
