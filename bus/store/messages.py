@@ -103,8 +103,9 @@ _MESSAGE_COLUMNS = [c for c in messages.c if c.name not in ("receipt", "dedup_ke
 
 
 def _names_receiver(organ_id: str) -> Any:
-    """Receivers are a JSON array: the quoted id cannot match a longer id that merely contains it."""
-    return messages.c.receivers.contains(f'"{organ_id}"')
+    """Receivers are a JSON array: the quoted id cannot match a longer id that merely contains it. LIKE's
+    wildcards in what a caller typed (``%``, ``_``) are escaped: they match themselves, not any text."""
+    return messages.c.receivers.contains(f'"{organ_id}"', autoescape=True)
 
 
 class MessageStore:

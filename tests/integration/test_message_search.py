@@ -53,6 +53,8 @@ async def test_the_store_searches_by_receiver_and_arrival_time(db: Database) -> 
     assert await found(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=25)) == [ids[2], ids[1]]
     assert await found(since=T0 + timedelta(minutes=10, milliseconds=1), until=T0 + timedelta(minutes=20)) == []
     assert await found(receiver="000.00.00.H14", since=T0 + timedelta(minutes=15)) == [ids[2]]
+    for wildcard in ("%", "000.00.00.H4_", "000.00.00.H41%"):  # LIKE's wildcards match only themselves
+        assert await found(receiver=wildcard) == []
     # An agency's own view narrows further, never widens.
     assert [m.id for m in await store.search(visible_to="000.00.00.H14", receiver="000.00.00.H41")] == [ids[1]]
 
