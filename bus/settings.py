@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         default=True,
         description="Publish from this process; off = a gateway that leaves all publishing to workers.",
     )
+    forwarding_enabled: bool = Field(
+        default=True,
+        description="Forward to the routes' destinations and handle receipts in this worker (or serve); off = a "
+        "worker that only publishes (with DOCBUS_RELAY_ENABLED=false on another, each role has its own event loop).",
+    )
     status_stream: bool | None = Field(
         default=None,
         description="Publish every lifecycle event to <prefix>.status; unset = on with Kafka, off when embedded "

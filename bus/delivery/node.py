@@ -75,6 +75,9 @@ class DeliveryNode:
         if not routes.enabled:
             log.info("no routes configured: messages are accepted and published, not forwarded")
             return
+        if not settings.forwarding_enabled:
+            log.info("forwarding is off in this process (DOCBUS_FORWARDING_ENABLED=false): another worker forwards")
+            return
         from docbus.adapters.registry import build_adapter  # entry points are read only when forwarding
 
         await self.recorder.start()

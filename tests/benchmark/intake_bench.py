@@ -8,7 +8,8 @@ group-committed write, signed receipt; publishing left to workers) under uvicorn
 msgs/s, p50 and p99 of both and their ratio; then ``docbus serve`` (every role in one process) for comparison.
 With ``--kafka`` it goes on to intake-only vs intake-to-Kafka (the gateway plus one ``docbus worker`` that
 publishes), again in interleaved rounds, vs Kafka's own producer, and forwarding to the national axis simulator
-at half the intake-to-Kafka rate. The machine is shared and its speed drifts, so a comparison's contenders take
+at half the intake-to-Kafka rate (one worker publishing and another forwarding; ``--one-worker`` for one doing
+both). The machine is shared and its speed drifts, so a comparison's contenders take
 turns and the run reports the median of the per-round ratios; absolute numbers are for orientation.
 """
 
@@ -370,9 +371,15 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
     port = free_port()
     cmd = [str(BIN / "docbus"), "gateway", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     worker_cmd = [str(BIN / "docbus"), "worker", "--log-level", "warning"]
+    # One worker publishes and another forwards, each on its own event loop (see README, "Scaling out"); with
+    # --one-worker a single worker does both.
+    split = not args.one_worker
+    relay_env = {**fenv, "DOCBUS_FORWARDING_ENABLED": "false"}
+    forwarding_env = {**fenv, "DOCBUS_RELAY_ENABLED": "false"} if split else fenv
     with (
         serving(sim_cmd, fenv, sim_port, "/_sim/faults", work / "sim.log") as sim,
-        running(worker_cmd, fenv, work / "worker.log") as worker,
+        running(worker_cmd, forwarding_env, work / "worker.log") as worker,
+        running(worker_cmd, relay_env, work / "relay.log") if split else contextlib.nullcontext() as relay,
         serving(cmd, {**fenv, "DOCBUS_RELAY_ENABLED": "false"}, port, "/healthz", work / "docbus.log") as gateway,
     ):
         # Warm-up at the same pace (connections opened, caches and the broker's logs warm), then everything
@@ -382,6 +389,8 @@ def forwarding_phase(args: argparse.Namespace, env: dict[str, str], work: Path, 
         windows: list[datetime] = []  # each round's start; the last entry closes the last round
         posts: list[Result] = []
         groups = {"gateway": gateway.pid, "worker": worker.pid, "simulator": sim.pid}
+        if relay is not None:
+            groups["publishing worker"] = relay.pid
         cpu_before, busy_before = role_cpu_seconds(groups), machine_busy_seconds()
         for _ in range(args.rounds):
             windows.append(datetime.now(UTC).replace(tzinfo=None))  # the store keeps UTC without an offset
@@ -592,6 +601,11 @@ def main() -> int:
         help="with --kafka: measure only forwarding, at RATE msg/s offered, with the first of --workers gateways",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folder (databases, logs) for a look")
+    parser.add_argument(
+        "--one-worker",
+        action="store_true",
+        help="forwarding with one worker that publishes and forwards, instead of one worker for each",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
