@@ -43,7 +43,7 @@ from docbus.metrics import PUBLISHED
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database, InlineConnection
 from docbus.store.intake_writer import Submission
-from docbus.store.leases import give_up_lease, held_by_another, take_lease
+from docbus.store.leases import HeldLease
 from docbus.store.messages import NewEvent, append_events_in, read_tails
 from docbus.store.sqlite_intake import MESSAGE_COLUMNS, placeholders, stored_datetime
 from docbus.store.tables import messages, outbox, payloads
@@ -257,15 +257,14 @@ class OutboxRelay:
         Rows published and not yet marked are left out of the next reads. A crash before a mark re-publishes
         those rows (consumers deduplicate by message id), as with claims."""
         failures = 0
-        held_until: datetime | None = None
+        lease = HeldLease(self._db, SWEEP_LEASE, self.owner, self._lease, look_first=True)
         marks = _Marks()
         marker = asyncio.create_task(self._mark_published_batches(marks), name="docbus-relay-marker")
         try:
             while True:
                 swept = 0
                 try:
-                    held_until = await self._hold_sweep_lease(held_until)
-                    batch = await self._unclaimed_records(marks.outbox_ids) if held_until is not None else []
+                    batch = await self._unclaimed_records(marks.outbox_ids) if await lease.hold() else []
                     if batch:
                         await self._broker.ensure_topics(sorted({p.record.topic for p in batch}))
                         published = await self._broker.publish([p.record for p in batch])
@@ -292,20 +291,8 @@ class OutboxRelay:
             marks.closing = True  # stopping: mark what went out, or the next sweeper publishes it again
             marks.wakeup.set()
             await asyncio.wait([marker])
-            if held_until is not None:
-                with contextlib.suppress(Exception):
-                    await give_up_lease(self._db, SWEEP_LEASE, self.owner)
-
-    async def _hold_sweep_lease(self, held_until: datetime | None) -> datetime | None:
-        """Until when this process holds the sweeper's lease (renewed once half of it is gone); ``None`` while
-        another process sweeps."""
-        now = datetime.now(UTC)
-        if held_until is not None and held_until - now > self._lease / 2:
-            return held_until
-        if await held_by_another(self._db, SWEEP_LEASE, self.owner, now):
-            return None
-        until = now + self._lease
-        return until if await take_lease(self._db, SWEEP_LEASE, self.owner, now, until) is not None else None
+            with contextlib.suppress(Exception):
+                await lease.release()
 
     async def _unclaimed_records(self, leave_out: Collection[int]) -> list[PendingPublication]:
         async with self._db.reading() as conn:

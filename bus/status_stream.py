@@ -21,7 +21,7 @@ from sqlalchemy import update
 
 from docbus.broker.base import Broker, OutgoingRecord
 from docbus.store.database import Database
-from docbus.store.leases import take_lease
+from docbus.store.leases import HeldLease
 from docbus.store.messages import EVENT_SETTLE, settled_prefix, streamed_events_after
 from docbus.store.tables import stream_cursors
 from docbus.topics import Topics
@@ -49,13 +49,12 @@ class StatusStream:
         self._topics = topics
         self._owner = owner
         self._settle = timedelta(seconds=settle_seconds)
-        self._lease = timedelta(seconds=lease_seconds)
+        # While this process holds the stream it is the only writer of the cursor: it remembers the position, and
+        # the lease is renewed with the cursor's moves (or a claim once half of it is gone).
+        self._lease = HeldLease(db, CURSOR, owner, timedelta(seconds=lease_seconds))
         self._batch_size = batch_size
         self._interval = interval
         self.published = 0
-        # While this process holds the stream it is the only writer of the cursor: it remembers the position and
-        # how long its lease lasts, and skips the claim's write transaction until half the lease is gone.
-        self._held_until: datetime | None = None
         self._position = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -92,7 +91,7 @@ class StatusStream:
             for row in rows
         ]
         await self._broker.publish(records)
-        until = datetime.now(UTC) + self._lease
+        until = datetime.now(UTC) + self._lease.seconds
         async with self._db.transaction() as conn:  # moving the cursor renews the lease
             moved = await conn.execute(
                 update(stream_cursors)
@@ -100,17 +99,16 @@ class StatusStream:
                 .values(position=rows[-1].id, lease_until=until)
             )
         if moved.rowcount:
-            self._position, self._held_until = rows[-1].id, until
+            self._position, self._lease.until = rows[-1].id, until
         else:  # the lease ran out and another process took the stream: what went out is published twice
-            self._held_until = None
+            self._lease.until = None
         self.published += len(rows)
         return len(rows)
 
     async def _held_position(self) -> int | None:
         """The cursor position if this process holds the stream, claiming (or renewing) it when needed."""
-        if self._held_until is not None and self._held_until - datetime.now(UTC) > self._lease / 2:
+        if self._lease.fresh():
             return self._position
-        self._held_until = None
         position = await self._claim()
         if position is not None:
             self._position = position
@@ -118,8 +116,4 @@ class StatusStream:
 
     async def _claim(self) -> int | None:
         """Take or renew the lease on the stream; the cursor position when this process holds it."""
-        now = datetime.now(UTC)
-        position = await take_lease(self._db, CURSOR, self._owner, now, now + self._lease)
-        if position is not None:
-            self._held_until = now + self._lease
-        return position
+        return await self._lease.take()

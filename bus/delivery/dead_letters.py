@@ -30,7 +30,7 @@ from docbus.envelope import MessageStatus
 from docbus.errors import Conflict, FieldError, NotFound, PayloadGone, ValidationFailed
 from docbus.records import partition_key, record_headers, record_value
 from docbus.store.database import Database
-from docbus.store.leases import give_up_lease, held_by_another, take_lease
+from docbus.store.leases import HeldLease, held_by_another
 from docbus.store.messages import NewEvent, append_events_in
 from docbus.store.tables import dead_letters, messages, payloads
 from docbus.topics import Topics
@@ -196,8 +196,8 @@ class DeadLetterStore:
         if batch < 1 or (limit is not None and limit < 1):
             raise ValueError("batch and limit must be at least 1")
         outcome = BulkResend(destination, dry_run)
-        lease = _ResendLease(self._db, destination, actor)
-        if not dry_run and not await lease.take():
+        lease = HeldLease(self._db, resend_lease(destination), f"{actor}:{uuid.uuid4().hex[:12]}", RESEND_LEASE)
+        if not dry_run and await lease.take() is None:
             raise Conflict(f"a bulk resend of {destination} is already running; try again when it ends")
         try:
             after, seen = 0, set[str]()
@@ -224,15 +224,14 @@ class DeadLetterStore:
                 if dry_run or not going:
                     outcome.resent.extend(dead_id for dead_id, _ in going)
                     continue
-                if not await lease.keep():
+                if not await lease.hold():
                     raise Conflict(f"the lease on resending {destination} was lost; what was marked is resent")
                 await self._publish(destination, records)
                 marked = await self._mark_resent(going, destination, actor)
                 outcome.resent.extend(dead_id for dead_id, _ in going if dead_id in marked)
             outcome.remaining = await self.waiting(destination) - (len(outcome.resent) if dry_run else 0)
         finally:
-            if not dry_run:
-                await lease.release()
+            await lease.release()
         return outcome
 
     async def _waiting_after(self, destination: str, after: int, limit: int) -> Sequence[Row[Any]]:
@@ -277,29 +276,6 @@ class DeadLetterStore:
         if records:
             await self._broker.ensure_topics([self._topics.resend(destination)])
             await self._broker.publish(records)
-
-
-class _ResendLease:
-    """The lease one bulk resend of a destination holds; renewed (a write) only once half of it has gone."""
-
-    def __init__(self, db: Database, destination: str, actor: str) -> None:
-        self._db = db
-        self._name = resend_lease(destination)
-        self._owner = f"{actor}:{uuid.uuid4().hex[:12]}"
-        self._until = datetime.min.replace(tzinfo=UTC)
-
-    async def take(self) -> bool:
-        now = datetime.now(UTC)
-        if await take_lease(self._db, self._name, self._owner, now, now + RESEND_LEASE) is None:
-            return False
-        self._until = now + RESEND_LEASE
-        return True
-
-    async def keep(self) -> bool:
-        return self._until - datetime.now(UTC) > RESEND_LEASE / 2 or await self.take()
-
-    async def release(self) -> None:
-        await give_up_lease(self._db, self._name, self._owner)
 
 
 def check_destination(destination: str, configured: Collection[str]) -> None:
