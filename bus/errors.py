@@ -11,13 +11,16 @@ RFC 9457 ``application/problem+json`` answer without an isinstance list::
         ├── NotFound                 404: no such resource visible to the caller.
         ├── IdempotencyConflict      409: the Idempotency-Key was used before for different content.
         ├── Conflict                 409: the same work is already in progress elsewhere (a bulk resend).
+        ├── RequestTimeout           408: the body stopped arriving, or took longer than the read deadline.
         ├── PayloadGone              410: the payload was deleted by payload retention.
         ├── PayloadTooLarge          413: the body is over the configured cap (checked while reading).
         ├── UnsupportedMediaType     415: the content type is not one docbus accepts.
         ├── ValidationFailed         422: schema or semantic violation (duplicate receiver, bad organ id, ...).
         ├── TooManyRequests          429: the caller holds as many event streams as it may.
         │   └── RateLimited          429: the agency submits faster than its rate (with Retry-After).
+        ├── ClientClosedRequest      499: the client went away before its body had arrived (never answered).
         └── ServiceUnavailable       503: a dependency the request needs is down.
+            └── GatewayBusy          503: the bodies in flight fill this process' memory budget (Retry-After).
 
 The broker's, the adapters' and the adapter registry's errors (``BrokerError``, ``DeliveryError``,
 ``AdapterConfigError``) derive from ``DocbusError`` too; they are the bus' own failures, never a caller's answer.
@@ -197,3 +200,32 @@ class ServiceUnavailable(RequestRejected):
     status = 503
     slug = "service-unavailable"
     title = "Service unavailable"
+
+
+@dataclass(eq=False)
+class GatewayBusy(ServiceUnavailable):
+    """Raised when the request bodies a gateway process holds would pass its memory budget: fifty agencies
+    uploading 50 MB packets at once must slow down, not take the process (and every other agency) down with them."""
+
+    retry_after: float = 1.0  # seconds
+
+    slug = "busy"
+    title = "The gateway holds as many request bodies as it may"
+
+
+class RequestTimeout(RequestRejected):
+    """Raised when a body stops arriving for longer than the idle timeout, or is still arriving at the read
+    deadline: a client that trickles bytes would otherwise hold a connection, and what it sent, for ever."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "The request body did not arrive in time"
+
+
+class ClientClosedRequest(RequestRejected):
+    """Raised when the client disconnects before its body has arrived. Nobody receives the answer; it exists so
+    the refusal is counted with the others (status 499, as proxies log it) instead of surfacing as a crash."""
+
+    status = 499
+    slug = "client-closed-request"
+    title = "The client closed the connection before its body had arrived"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -19,6 +19,12 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 INTAKE_ACCEPTED = Counter("docbus_intake_accepted_total", "Messages accepted and made durable")
 INTAKE_REPLAYED = Counter("docbus_intake_replayed_total", "Submissions answered with an earlier receipt")
 INTAKE_REJECTED = Counter("docbus_intake_rejected_total", "Requests refused", ["status", "type"])
+BODY_BYTES_HELD = Gauge(
+    "docbus_gateway_body_bytes",
+    "Bytes of request bodies the gateway holds now: charged as they arrive, given back when their request is done "
+    "(DOCBUS_INFLIGHT_BODY_BYTES is the most one process may hold)",
+    multiprocess_mode="livesum",
+)
 COMPONENT_RESTARTS = Counter(
     "docbus_component_restarts_total",
     "Long-lived parts (consumers, pollers) that failed and were started again",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from docbus.broker import Broker, broker_from_settings
 from docbus.envelope import ValidatedMessage
+from docbus.gateway.body import BodyBudget, BodyLimits
 from docbus.intake import IntakeService
 from docbus.payload_store import DirectoryPayloadStore, PayloadStore
 from docbus.rate_limit import AgencyRateLimiter
@@ -84,6 +85,8 @@ class BusRuntime:
     routes: RouteTable
     local_agencies: LocalAgencies
     topics: Topics
+    body_limits: BodyLimits
+    body_budget: BodyBudget  # request bodies this process holds at once; one per process, like the event loop
     rate_limiter: AgencyRateLimiter | None = None
 
     def check_rate(self, caller: Agency) -> None:
@@ -159,6 +162,10 @@ class BusRuntime:
                 if settings.intake_rate_per_agency is None
                 else AgencyRateLimiter(settings.intake_rate_per_agency, settings.intake_burst_per_agency)
             ),
+            body_limits=BodyLimits(
+                settings.max_body_bytes, settings.body_idle_timeout_seconds, settings.body_read_timeout_seconds
+            ),
+            body_budget=BodyBudget(settings.inflight_body_bytes),
         )
 
     async def start(self) -> None:

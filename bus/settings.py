@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Request body cap, enforced while reading.")
+    inflight_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Bytes of request bodies one gateway process may hold at once (charged as they arrive); a body "
+        "that would pass it is refused with 503 busy and Retry-After. At least max_body_bytes.",
+    )
+    body_idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A body that stops arriving for this long is refused with 408."
+    )
+    body_read_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="A body still arriving this long after it started is refused with 408."
+    )
     group_commit_max_batch: int = Field(default=256, gt=0, description="Most submissions in one transaction.")
     group_commit_max_wait_ms: float = Field(
         default=2.0,
@@ -161,6 +173,13 @@ class Settings(BaseSettings):
         # publish timeout: the lease must cover both, or a sweeper could publish the same row again.
         if self.relay_lease_seconds < 2 * self.broker_publish_timeout_seconds:
             raise ValueError("relay_lease_seconds must be at least twice broker_publish_timeout_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_holds_a_largest_body(self) -> Settings:
+        # Otherwise a body under the size cap could never be accepted, whatever the load.
+        if self.inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("inflight_body_bytes must be at least max_body_bytes")
         return self
 
     def resolved_database_url(self) -> str:

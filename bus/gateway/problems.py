@@ -10,22 +10,36 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from docbus.errors import PROBLEM_BASE, RateLimited, RequestRejected, problem_body
+from docbus.errors import (
+    PROBLEM_BASE,
+    ClientClosedRequest,
+    GatewayBusy,
+    RateLimited,
+    RequestRejected,
+    RequestTimeout,
+    problem_body,
+)
 
 PROBLEM_JSON = "application/problem+json"
+# Refusals of a client that stalled or left: the connection is closed with the answer. Other refusals given
+# before the whole body was read (413, 503 busy) keep it open: the server reads the rest and throws it away, where
+# closing at once would reset a connection the client is still writing to, and lose the answer with it.
+CLOSES_CONNECTION = (RequestTimeout, ClientClosedRequest)
 
 
 def problem_response(exc: RequestRejected, instance: str | None = None) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="docbus"'} if exc.status == 401 else None
+    headers: dict[str, str] = {"WWW-Authenticate": 'Bearer realm="docbus"'} if exc.status == 401 else {}
     body = problem_body(exc, instance)
-    if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}  # whole seconds (RFC 9110)
+    if isinstance(exc, RateLimited | GatewayBusy):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))  # whole seconds (RFC 9110)
         body["retry_after_seconds"] = round(exc.retry_after, 3)
+    if isinstance(exc, CLOSES_CONNECTION):
+        headers["Connection"] = "close"
     return Response(
         orjson.dumps(body),
         status_code=exc.status,
         media_type=PROBLEM_JSON,
-        headers=headers,
+        headers=headers or None,
     )
 
 

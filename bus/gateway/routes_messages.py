@@ -11,7 +11,6 @@ from starlette.responses import Response
 from docbus.envelope import MessageKind, MessageStatus
 from docbus.errors import NotFound, PayloadGone
 from docbus.flows import BadWindow, arrival_bounds
-from docbus.gateway.body import read_capped_body
 from docbus.gateway.deps import Caller, State, bad_query
 from docbus.ids import MESSAGE_ID_PATTERN
 from docbus.metrics import INTAKE_ACCEPTED, INTAKE_REPLAYED
@@ -28,11 +27,13 @@ ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not well-formed, or unsafe XML (DTD, entities, too deep)."},
     401: {"description": "No or unknown API key."},
     403: {"description": "The message's sender is not the authenticated agency."},
+    408: {"description": "The body stopped arriving, or was still arriving at the read deadline (`request-timeout`)."},
     409: {"description": "Idempotency-Key reused for different content."},
     413: {"description": "Body over the size cap."},
     415: {"description": "Neither XML nor JSON."},
     422: {"description": "Schema or semantic violation; `errors` lists every one."},
     429: {"description": "The agency submits faster than its rate (`rate-limited`); `Retry-After` says when to retry."},
+    503: {"description": "The bodies in flight fill this gateway's memory budget (`busy`, with `Retry-After`)."},
 }
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -59,14 +60,14 @@ async def accept_submission(request: Request, state: BusRuntime, caller: Agency)
     """The whole of intake for one request; shared by the route above and the fast path in front of FastAPI."""
     state.check_rate(caller)  # before the body is read: a refusal costs next to nothing
     content_type = request.headers.get("content-type", "")
-    body = await read_capped_body(request, state.settings.max_body_bytes)
-    outcome = await state.intake.accept(
-        caller,
-        body,
-        content_type,
-        idempotency_key=request.headers.get("idempotency-key"),
-        traceparent=request.headers.get("traceparent"),
-    )
+    async with state.body_budget.reading(request, state.body_limits) as body:
+        outcome = await state.intake.accept(
+            caller,
+            body,
+            content_type,
+            idempotency_key=request.headers.get("idempotency-key"),
+            traceparent=request.headers.get("traceparent"),
+        )
     headers = {"Location": f"/v1/messages/{outcome.message_id}"}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -80,8 +81,8 @@ async def accept_submission(request: Request, state: BusRuntime, caller: Agency)
 async def validate_message(request: Request, state: State, caller: Caller) -> Response:
     """Run exactly the intake checks and store nothing: 200 with what was recognised, or every error found."""
     state.check_rate(caller)  # validation costs what intake's does: the same budget
-    body = await read_capped_body(request, state.settings.max_body_bytes)
-    message = await state.intake.validate(body, request.headers.get("content-type", ""))
+    async with state.body_budget.reading(request, state.body_limits) as body:
+        message = await state.intake.validate(body, request.headers.get("content-type", ""))
     state.intake.check_sender(caller, message)
     return Response(orjson.dumps({"valid": True, **message.summary()}), media_type="application/json")
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from docbus.errors import NotWellFormed, PayloadTooLarge
+from docbus.errors import NotWellFormed, PayloadTooLarge, RequestRejected
 from docbus.gateway.body import read_capped_body
 from docbus.heap import settle_heap
 from docbus.simulators.receipts import PacketHeader, Party, UnreadablePacket, read_header, status_message
@@ -146,6 +146,8 @@ async def capped_body(request: Request, cap: int) -> bytes:
         raise Refusal(FILE_ERROR, f"file too large: this axis takes at most {cap} bytes", http_status=413) from None
     except NotWellFormed as exc:
         raise Refusal(INVALID_FILE, exc.detail) from None
+    except RequestRejected as exc:  # a body too slow to arrive (408), or a client gone half-way
+        raise Refusal(INVALID_FILE, exc.detail, http_status=exc.status) from None
 
 
 class ReceivedPacket(NamedTuple):
