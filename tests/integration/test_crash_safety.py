@@ -116,3 +116,60 @@ async def test_kill_9_during_a_stream_of_posts(
         assert message_id in accepted
         assert message_id in queued
     assert len(stored) - len(acknowledged) <= 256  # at most one in-flight batch went unanswered
+
+
+async def test_sigterm_during_a_stream_of_posts_answers_every_message_it_stored(
+    tmp_path: Path, database_url: str, sample_bytes: dict[str, bytes]
+) -> None:
+    """A rolling restart stops gateways with SIGTERM under load. The requests in flight are finished and answered,
+    new ones are refused at the socket (the client retries elsewhere), the process ends with nothing in its log
+    worse than a warning, and every message stored is one a client was told about: none to re-send blind."""
+    await upgrade_async(database_url)
+    db = Database(database_url)
+    _, key = await AgencyDirectory(db).add("000.00.00.G22", name="Văn phòng Chính phủ")
+    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_DATABASE_URL": database_url}
+    env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "gateway.log"
+    proc = spawn_gateway(env, port, log)
+    acknowledged: dict[str, str] = {}
+    other_answers: list[int] = []
+    template = sample_bytes["edoc_with_attachment_dc0bdef0.edxml"]
+    try:
+        await wait_ready(base, proc)
+
+        async def client_loop(client: httpx.AsyncClient) -> None:
+            while True:
+                packet = with_unique_document_id(template)
+                try:
+                    response = await client.post(
+                        "/v1/messages", content=packet, headers={"Content-Type": "application/xml"}
+                    )
+                except httpx.TransportError:
+                    return
+                if response.status_code == 202:
+                    acknowledged[response.json()["message_id"]] = hashlib.sha256(packet).hexdigest()
+                else:
+                    other_answers.append(response.status_code)
+
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+            streams = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+            while len(acknowledged) < 200:
+                await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn re-raises the signal once it has shut down, so the exit status says what stopped it.
+            assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*streams), timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    async with db.reader.connect() as conn:
+        stored = {r.id: r.sha256 for r in await conn.execute(select(messages.c.id, messages.c.sha256))}
+    await db.dispose()
+    assert other_answers == []
+    assert stored == acknowledged
+    text = log.read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
