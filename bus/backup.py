@@ -10,9 +10,9 @@ between a write to its WAL and a checkpoint, and a copy without the key cannot i
 2. copies the payload store's files **after** that, so every payload the copied database refers to is there
    (a claim-checked payload is written, fsync'd, before its message's transaction commits); files of messages
    accepted meanwhile come along too and are harmless;
-3. copies the signing key (mode 0600), checks the copy (``PRAGMA integrity_check`` and every claim-check
-   reference resolving to a file of the recorded size), and writes ``BACKUP.json`` last, so a folder without it
-   is not a finished backup.
+3. copies the signing key (mode 0600) and the public keys it replaced, checks the copy (``PRAGMA
+   integrity_check`` and every claim-check reference resolving to a file of the recorded size), and writes
+   ``BACKUP.json`` last, so a folder without it is not a finished backup.
 
 ``DOCBUS_DATA_DIR=DEST docbus serve`` runs on the copy as it is. PostgreSQL deployments back up their database
 with PostgreSQL's own tools (``pg_dump``, base backups); this command refuses them rather than copy half.
@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from docbus.payload_store import DirectoryPayloadStore
 from docbus.settings import Settings
+from docbus.signing_keys import retired_keys_path
 
 DATABASE_FILE = "docbus.sqlite3"
 MANIFEST = "BACKUP.json"
@@ -101,6 +102,9 @@ def _copy(settings: Settings, source: Path, destination: Path) -> BackupReport:
         target.parent.mkdir(mode=0o700)
         shutil.copy2(key, target)
         target.chmod(0o600)
+        retired = retired_keys_path(key)
+        if retired.is_file():  # the public keys of receipts signed before the last rotation
+            shutil.copy2(retired, retired_keys_path(target))
 
     conn = sqlite3.connect(copy)
     try:

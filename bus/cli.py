@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from docbus import cli_receipts
 from docbus.envelope import MessageStatus
 from docbus.settings import Settings
 
@@ -202,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
     p.set_defaults(func=_check)
 
+    cli_receipts.add_commands(sub)
+
     p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
     p.add_argument("file", type=Path)
     p.add_argument("--key", required=True, help="the agency's API key")
@@ -296,6 +299,27 @@ def _share_metrics_between(workers: int) -> None:
     os.environ[MULTIPROCESS_DIR_VARIABLE] = directory
 
 
+def _server_logging(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus docbus' own loggers at ``level`` through the same handler: without them the
+    gateway's messages below WARNING (a signing key changed over, a relay taking over rows) went nowhere."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["docbus"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+    }
+    config["handlers"]["docbus"] = {
+        "formatter": "docbus",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["docbus"] = {"handlers": ["docbus"], "level": level.upper(), "propagate": False}
+    return config
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -311,6 +335,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=args.log_level,
+        log_config=_server_logging(args.log_level),
         access_log=False,
     )
     return 0

@@ -19,7 +19,8 @@ from docbus.errors import FieldError, Forbidden, NotWellFormed, ValidationFailed
 from docbus.ids import new_message_id, new_trace_id
 from docbus.payload_store import PayloadStore
 from docbus.routing import RouteTable
-from docbus.signing import ReceiptSigner, canonical_json
+from docbus.signing import canonical_json
+from docbus.signing_keys import SigningKeys
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
 from docbus.topics import Topics
@@ -41,7 +42,7 @@ class IntakeService:
     def __init__(
         self,
         validator: MessageValidator,
-        signer: ReceiptSigner,
+        signing_keys: SigningKeys,
         writer: IntakeWriter,
         payload_store: PayloadStore,
         *,
@@ -56,7 +57,7 @@ class IntakeService:
         self._local_agencies = local_agencies
         self._originals = originals
         self._validator = validator
-        self._signer = signer
+        self._signing_keys = signing_keys
         self._writer = writer
         self._payload_store = payload_store
         self._claim_check_bytes = claim_check_bytes
@@ -172,7 +173,7 @@ class IntakeService:
             # The bus attests what it found when it checked the packet's own signature.
             fields["xml_signature"] = envelope.xml_signature
         signed = canonical_json(fields)
-        return canonical_json({**fields, "signature": self._signer.sign(signed)})
+        return canonical_json({**fields, "signature": self._signing_keys.signer().sign(signed)})
 
 
 def dedup_key(envelope: Envelope) -> str:

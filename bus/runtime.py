@@ -22,7 +22,7 @@ from docbus.relay import OutboxRelay
 from docbus.routing import RouteTable
 from docbus.schemas.registry import SchemaRegistry
 from docbus.settings import Settings
-from docbus.signing import ReceiptSigner
+from docbus.signing_keys import SigningKeys
 from docbus.store.agencies import Agency, AgencyDirectory, Role
 from docbus.store.database import Database
 from docbus.store.intake_writer import IntakeWriter
@@ -74,7 +74,7 @@ class BusRuntime:
     settings: Settings
     db: Database
     registry: SchemaRegistry
-    signer: ReceiptSigner
+    signing_keys: SigningKeys
     directory: AgencyDirectory
     messages: MessageStore
     payload_store: PayloadStore
@@ -99,7 +99,7 @@ class BusRuntime:
         """``sweep``: also take over stale outbox rows (``serve``); a pure ``gateway`` leaves that to workers."""
         db = Database.from_settings(settings)
         registry = SchemaRegistry()
-        signer = ReceiptSigner.from_file(settings.resolved_signing_key_file())
+        signing_keys = SigningKeys(settings.resolved_signing_key_file())
         owner = instance_name("gateway")
         writer = IntakeWriter(
             db,
@@ -136,14 +136,14 @@ class BusRuntime:
             settings=settings,
             db=db,
             registry=registry,
-            signer=signer,
+            signing_keys=signing_keys,
             directory=directory,
             messages=message_store,
             payload_store=payload_store,
             writer=writer,
             intake=IntakeService(
                 validator,
-                signer,
+                signing_keys,
                 writer,
                 payload_store,
                 claim_check_bytes=settings.claim_check_bytes,

@@ -47,16 +47,21 @@ class ReceiptSigner:
         self._header_b64 = b64url(canonical_json({"alg": "EdDSA", "kid": self.key_id, "typ": RECEIPT_TYP}))
 
     @classmethod
+    def generate(cls) -> ReceiptSigner:
+        return cls(Ed25519PrivateKey.generate())
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    @classmethod
     def from_file(cls, path: Path, *, create: bool = True) -> ReceiptSigner:
         """Load the PEM key at ``path``; create it (mode 0600) when missing and ``create`` is set."""
         if not path.exists():
             if not create:
                 raise FileNotFoundError(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
             # O_EXCL: two gateways starting at once must not each write a different key.
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -64,7 +69,7 @@ class ReceiptSigner:
                 pass
             else:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(pem)
+                    handle.write(cls.generate().private_pem())
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(loaded, Ed25519PrivateKey):
             raise ValueError(f"{path} does not hold an Ed25519 private key")
@@ -99,8 +104,11 @@ def verify_jws(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
         header_b64, payload_b64, signature_b64 = token.split(".")
     except ValueError as exc:
         raise ValueError("not a compact JWS") from exc
-    header = orjson.loads(b64url_decode(header_b64))
-    if header.get("alg") != "EdDSA":
+    try:
+        header = orjson.loads(b64url_decode(header_b64))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError("the JWS header is not base64url JSON") from exc
+    if not isinstance(header, dict) or header.get("alg") != "EdDSA":
         raise ValueError("unexpected JWS algorithm")
     for jwk in jwks.get("keys", []):
         if jwk.get("kid") == header.get("kid") and jwk.get("crv") == "Ed25519":
@@ -112,3 +120,29 @@ def verify_jws(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
             payload: dict[str, Any] = orjson.loads(b64url_decode(payload_b64))
             return payload
     raise ValueError("no key in the set matches the JWS key id")
+
+
+def verify_receipt(
+    receipt: bytes | dict[str, Any], jwks: dict[str, Any], payload: bytes | None = None
+) -> dict[str, Any]:
+    """Check an acceptance receipt and return the facts its signature covers; ``ValueError`` says what is wrong.
+
+    The signature must verify with a key of ``jwks`` (the bus' ``GET /v1/keys``, which keeps every retired key),
+    the fields shown beside it must be exactly the ones signed (anyone can edit the JSON around a signature), and
+    when ``payload`` is given it must be the message the receipt is for (sha256 and size)."""
+    shown = orjson.loads(receipt) if isinstance(receipt, bytes) else dict(receipt)
+    if not isinstance(shown, dict) or not isinstance(shown.get("signature"), str):
+        raise ValueError("not a receipt: no signature field")
+    token = shown.pop("signature")
+    signed = verify_jws(token, jwks)
+    if signed != shown:
+        differing = sorted(k for k in signed.keys() | shown.keys() if signed.get(k) != shown.get(k))
+        raise ValueError(f"the receipt's fields differ from what was signed: {', '.join(differing)}")
+    if payload is not None:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != signed.get("sha256") or len(payload) != signed.get("size"):
+            raise ValueError(
+                f"the payload is not the message this receipt is for (sha256 {digest}, {len(payload)} bytes; "
+                f"the receipt says {signed.get('sha256')}, {signed.get('size')} bytes)"
+            )
+    return signed

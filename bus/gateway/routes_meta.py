@@ -46,8 +46,9 @@ async def download_schema(schema_id: str, version: str, state: State) -> Respons
 
 @router.get("/v1/keys")
 async def signing_keys(state: State) -> Response:
-    """JWKS: the public keys that verify acceptance receipts."""
-    return Response(orjson.dumps(state.signer.jwks()), media_type="application/jwk-set+json")
+    """JWKS: the public keys that verify acceptance receipts: the current one first, then every one it replaced
+    (each with ``retired_at``), so a receipt verifies for as long as it is kept."""
+    return Response(orjson.dumps(state.signing_keys.jwks()), media_type="application/jwk-set+json")
 
 
 @router.get("/healthz", include_in_schema=False)

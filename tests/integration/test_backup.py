@@ -58,6 +58,8 @@ async def test_a_backup_taken_under_load_holds_everything_acknowledged_before_it
     env: dict[str, str], tmp_path: Path
 ) -> None:
     key = docbus(env, "agency", "add", "000.00.00.G22", "--name", "VPCP").stdout.strip().splitlines()[-1]
+    for _ in range(2):  # a key that was rotated: the copy must keep publishing the retired one
+        assert docbus(env, "signing-key", "rotate").returncode == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = spawn_gateway(env, port, tmp_path / "gateway.log")
@@ -67,6 +69,7 @@ async def test_a_backup_taken_under_load_holds_everything_acknowledged_before_it
         await wait_ready(base, proc)
         async with httpx.AsyncClient(base_url=base) as http:
             original_keys = (await http.get("/v1/keys")).json()
+        assert len(original_keys["keys"]) == 2
         stop = asyncio.Event()
         stream = asyncio.create_task(post_stream(base, key, stop, accepted))
         while len(accepted) < 150:
