@@ -209,7 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--key", required=True, help="the agency's API key")
     p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--idempotency-key")
+    p.add_argument("--idempotency-key", help="default: one made for this submission, the same on every attempt")
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=5,
+        help="tries after a broken connection, 429 or 502-504, with the same Idempotency-Key (default 5)",
+    )
     p.add_argument("--validate-only", action="store_true", help="use the conformance sandbox; store nothing")
     p.set_defaults(func=_send)
     return parser
@@ -794,6 +800,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
+    import httpx
+
     from docbus.connectors.client import AgencyClient, SubmissionRefused, content_type_for
 
     path: Path = args.file
@@ -805,9 +813,14 @@ def _send(args: argparse.Namespace) -> int:
                 if args.validate_only:
                     result = await client.validate(payload, content_type_for(path))
                 else:
-                    result = await client.submit(payload, content_type_for(path), idempotency_key=args.idempotency_key)
+                    result = await client.submit(
+                        payload, content_type_for(path), idempotency_key=args.idempotency_key, attempts=args.attempts
+                    )
             except SubmissionRefused as exc:
                 print(orjson.dumps(exc.problem, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
+                return 1
+            except httpx.TransportError as exc:
+                print(f"the bus at {args.url} could not be reached: {exc!r}", file=sys.stderr)
                 return 1
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -4,16 +4,30 @@
         receipt = await bus.submit(Path("cong-van.edxml").read_bytes(), "application/xml")
 
 Refusals raise :class:`SubmissionRefused` with the problem details the bus returned.
+
+A submission that meets a passing trouble is tried again: a connection that failed or broke, 429 (the agency's
+rate), 502/503/504 (a gateway busy, restarting or behind a proxy that lost it). Every attempt carries the same
+``Idempotency-Key`` (one is made when the caller gives none), so when an answer was lost after the bus had stored
+the message, the next attempt gets the original receipt back and nothing is stored twice. It waits what
+``Retry-After`` says, or backs off exponentially with jitter, within ``attempts`` and ``max_wait``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from docbus.connectors.http import HttpClientOwner
+
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+FIRST_BACKOFF_SECONDS = 0.5
+LONGEST_BACKOFF_SECONDS = 10.0
 
 
 class SubmissionRefused(Exception):
@@ -38,12 +52,34 @@ class AgencyClient(HttpClientOwner):
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
         )
 
-    async def submit(self, payload: bytes, content_type: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": content_type}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        response = await self._http.post("/v1/messages", content=payload, headers=headers)
-        return self._json_or_raise(response)
+    async def submit(
+        self,
+        payload: bytes,
+        content_type: str,
+        *,
+        idempotency_key: str | None = None,
+        attempts: int = 5,
+        max_wait: float = 60.0,
+    ) -> dict[str, Any]:
+        """The receipt of ``payload``; retried as the module says. ``attempts=1`` tries once. After the last
+        attempt its refusal is raised (:class:`SubmissionRefused`), or its transport error (``httpx``)."""
+        headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key or f"docbus-{uuid.uuid4()}"}
+        deadline = time.monotonic() + max_wait
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._http.post("/v1/messages", content=payload, headers=headers)
+            except httpx.TransportError:
+                wait = _backoff(attempt)
+                if attempt == attempts or time.monotonic() + wait > deadline:
+                    raise
+            else:
+                if response.status_code not in RETRIED_STATUSES or attempt == attempts:
+                    return self._json_or_raise(response)
+                wait = _retry_after(response) or _backoff(attempt)
+                if time.monotonic() + wait > deadline:
+                    return self._json_or_raise(response)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def validate(self, payload: bytes, content_type: str) -> dict[str, Any]:
         response = await self._http.post("/v1/validate", content=payload, headers={"Content-Type": content_type})
@@ -61,3 +97,22 @@ class AgencyClient(HttpClientOwner):
         if response.status_code >= 400:
             raise SubmissionRefused(response.status_code, body)
         return body
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter (a random wait up to an exponentially growing bound): clients that failed together do not
+    all come back at the same instant."""
+    return random.uniform(0, min(LONGEST_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1)))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The wait the bus asked for: its exact ``retry_after_seconds`` when the problem has one, else the
+    ``Retry-After`` header in seconds (an HTTP date is left to the backoff)."""
+    try:
+        exact = response.json().get("retry_after_seconds")
+    except (ValueError, AttributeError):
+        exact = None
+    if isinstance(exact, int | float) and exact >= 0:
+        return float(exact)
+    header = response.headers.get("retry-after", "")
+    return float(header) if header.isdigit() else None

@@ -99,10 +99,12 @@ class RunningGateway:
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
 
 
-async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+async def start_gateway(
+    settings: Settings, *, port: int | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     from docbus.gateway.app import create_app
 
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="none"
     )
