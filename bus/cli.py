@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from docbus import cli_receipts
+from docbus import cli_config, cli_receipts
 from docbus.envelope import MessageStatus
 from docbus.settings import Settings
 
@@ -51,7 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result: int = args.func(args)
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        result: int = args.func(args)
+    except ValidationError as exc:
+        if not cli_config.is_settings_error(exc):
+            raise
+        for line in cli_config.settings_problems(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a nested setting (DOCBUS_ADAPTERS) that is not JSON; says which, not its value
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 
@@ -204,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_check)
 
     cli_receipts.add_commands(sub)
+    cli_config.add_commands(sub)
 
     p = sub.add_parser("send", help="submit a file as an agency and print the receipt or the errors")
     p.add_argument("file", type=Path)

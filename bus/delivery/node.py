@@ -25,7 +25,7 @@ from docbus.delivery.recorder import EventRecorder
 from docbus.errors import RequestRejected
 from docbus.metrics import COMPONENT_RESTARTS
 from docbus.payload_retention import PayloadRetention
-from docbus.routing import LOCAL
+from docbus.routing import LOCAL, Destination
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
 from docbus.store.agencies import Role
@@ -78,18 +78,12 @@ class DeliveryNode:
         if not settings.forwarding_enabled:
             log.info("forwarding is off in this process (DOCBUS_FORWARDING_ENABLED=false): another worker forwards")
             return
-        from docbus.adapters.registry import build_adapter  # entry points are read only when forwarding
-
         await self.recorder.start()
         await self._create_agency_topics()
         for destination in routes.destinations:
             if destination.name == LOCAL:
                 continue
-            config = _config_for(settings.adapters, destination.name)
-            policy = RetryPolicy.model_validate(config.pop("retry", {}))
-            breaker = CircuitBreaker(**config.pop("breaker", {}))
-            concurrency = _concurrency(destination.name, config.pop("concurrency", DEFAULT_CONCURRENCY))
-            adapter = build_adapter(destination.adapter, config)
+            policy, breaker, concurrency, adapter = configure_destination(settings.adapters, destination)
             await adapter.start()
             self.adapters[destination.name] = adapter
             worker = DestinationWorker(
@@ -248,6 +242,21 @@ class DeliveryNode:
             with contextlib.suppress(Exception):
                 await adapter.aclose()
         await self.recorder.aclose()
+
+
+def configure_destination(
+    adapters: dict[str, dict[str, Any]], destination: Destination
+) -> tuple[RetryPolicy, CircuitBreaker, int, Adapter]:
+    """The retry policy, breaker, concurrency and (unstarted) adapter of ``destination`` from the
+    ``DOCBUS_ADAPTERS__<NAME>__*`` settings; ``ValueError`` (pydantic's included) or ``AdapterConfigError``
+    naming what is wrong. Shared by the worker and ``docbus config check``, so the check judges what would run."""
+    from docbus.adapters.registry import build_adapter  # entry points are read only when forwarding
+
+    config = _config_for(adapters, destination.name)
+    policy = RetryPolicy.model_validate(config.pop("retry", {}))
+    breaker = CircuitBreaker(**config.pop("breaker", {}))
+    concurrency = _concurrency(destination.name, config.pop("concurrency", DEFAULT_CONCURRENCY))
+    return policy, breaker, concurrency, build_adapter(destination.adapter, config)
 
 
 def _config_for(adapters: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""``docbus config check``: everything a gateway or worker needs, judged before it starts.
+
+A rolling deployment across a province's machines goes wrong in dull ways: a password typed wrong, a routes file
+naming an adapter that is not installed, a secret left out, a database already migrated by a newer docbus, a
+Kafka that this machine cannot reach, a signing key that exists on one machine only. Each shows up at start-up, on
+one machine, in one log. This check runs the same code the processes run (settings, routes, adapter settings,
+schemas and policy) and reaches the same services (database, Kafka), and answers with one line per part:
+
+- ``ok``: as it should be;
+- ``warn``: works, but probably not what was meant (no routes: nothing is forwarded; no signing key yet);
+- ``fail``: a process started with this configuration would stop or misbehave.
+
+Nothing is written: no migration, no topic, no key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy.engine import make_url
+
+from docbus.routing import LOCAL, RouteTable
+from docbus.settings import Settings
+
+Verdict = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    part: str
+    verdict: Verdict
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def preflight(settings: Settings, *, timeout: float = 10.0) -> list[Finding]:
+    """Every finding, in a stable order (the ones that reach a service are bounded by ``timeout`` each)."""
+    findings = [_schemas_and_policy(settings), _signing_key(settings), _payload_store(settings)]
+    findings.append(await _database(settings, timeout))
+    findings.append(await _kafka(settings, timeout))
+    findings.extend(await _routes_and_adapters(settings))
+    return findings
+
+
+def masked_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _schemas_and_policy(settings: Settings) -> Finding:
+    from docbus.runtime import validation_policy
+    from docbus.schemas.registry import SchemaRegistry
+    from docbus.validation import MessageValidator
+
+    try:
+        registry = SchemaRegistry()
+        MessageValidator(registry, policy=validation_policy(settings))
+    except (OSError, ValueError) as exc:
+        return Finding("validation", "fail", str(exc))
+    schemas = len(registry.list())
+    return Finding("validation", "ok", f"{schemas} schemas; XML signatures: {settings.xml_signature_policy.value}")
+
+
+def _signing_key(settings: Settings) -> Finding:
+    from docbus.signing_keys import SigningKeys
+
+    path = settings.resolved_signing_key_file()
+    if not path.exists():
+        return Finding(
+            "signing key",
+            "warn",
+            f"{path} does not exist: the first process creates one; gateways on several machines must share one "
+            "file, or their receipts verify only against the keys of the one that answers",
+        )
+    try:
+        keys = SigningKeys(path, create=False)
+    except (OSError, ValueError) as exc:
+        return Finding("signing key", "fail", f"{path}: {exc}")
+    if path.stat().st_mode & 0o077:
+        return Finding("signing key", "warn", f"{path} ({keys.key_id}) can be read by other users than its owner")
+    return Finding("signing key", "ok", f"{keys.key_id} ({len(keys.retired)} retired, still published)")
+
+
+def _payload_store(settings: Settings) -> Finding:
+    """The claim-check directory must take a file and give it back (an object store would be checked by its
+    own implementation)."""
+    root = settings.resolved_payload_dir()
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    target = root if root.exists() else existing
+    if not os.access(target, os.W_OK | os.X_OK):
+        return Finding("payload store", "fail", f"{root}: {target} is not writable by this user")
+    if root.exists():
+        try:
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".docbus-check-"):
+                pass
+        except OSError as exc:
+            return Finding("payload store", "fail", f"{root}: {exc}")
+    return Finding("payload store", "ok", f"{root} (claim check above {settings.claim_check_bytes} bytes)")
+
+
+async def _database(settings: Settings, timeout: float) -> Finding:
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from docbus.store.migrate import alembic_config, current_revision, head_revision
+
+    url = settings.resolved_database_url()
+    shown = masked_url(url)
+    if _sqlite_file_missing(url):
+        return Finding("database", "ok", f"{shown}: not created yet (the first process creates and migrates it)")
+    engine = create_async_engine(url)
+    try:
+        async with asyncio.timeout(timeout):
+            revision = await current_revision(engine)
+    except TimeoutError:
+        return Finding("database", "fail", f"{shown}: no answer in {timeout:g} s")
+    except Exception as exc:  # driver errors have no common base: name what was raised
+        return Finding("database", "fail", f"{shown}: {type(exc).__name__}: {exc}")
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    if revision == head:
+        return Finding("database", "ok", f"{shown} at revision {revision} (the newest)")
+    if revision is None:
+        return Finding("database", "ok", f"{shown}: no docbus schema yet (processes migrate it when they start)")
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config("")).walk_revisions()}
+    if revision not in known:
+        return Finding(
+            "database",
+            "fail",
+            f"{shown} is at revision {revision}, which this docbus does not know: a newer docbus migrated it",
+        )
+    return Finding("database", "ok", f"{shown} at revision {revision}; processes migrate it to {head} when they start")
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """Connecting would create the file: a check must not."""
+    if not url.startswith("sqlite"):
+        return False
+    path = make_url(url).database or ""
+    return bool(path) and path != ":memory:" and not os.path.exists(path)
+
+
+async def _kafka(settings: Settings, timeout: float) -> Finding:
+    if not settings.kafka_bootstrap:
+        return Finding("broker", "ok", "embedded log in the database (DOCBUS_KAFKA_BOOTSTRAP unset)")
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            topics = await admin.list_topics()
+    except Exception as exc:  # aiokafka raises its own errors and asyncio's: all mean "not reachable"
+        reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        return Finding("broker", "fail", f"Kafka at {settings.kafka_bootstrap}: {reason}")
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    ours = [t for t in topics if t.startswith(settings.topic_prefix + ".")]
+    brokers = len(cluster.get("brokers", []))
+    detail = f"Kafka at {settings.kafka_bootstrap}: {brokers} broker(s), {len(ours)} docbus topics"
+    return Finding("broker", "ok", detail)
+
+
+async def _routes_and_adapters(settings: Settings) -> list[Finding]:
+    from docbus.delivery.node import configure_destination
+
+    if settings.routes_file is None:
+        return [Finding("routes", "warn", "no routes file (DOCBUS_ROUTES_FILE): messages are accepted, not forwarded")]
+    try:
+        routes = RouteTable.load(settings.routes_file)
+    except (OSError, ValueError, KeyError) as exc:
+        return [Finding("routes", "fail", f"{settings.routes_file}: {type(exc).__name__}: {exc}")]
+    named = [d for d in routes.destinations if d.name != LOCAL]
+    summary = f"{settings.routes_file}: {len(routes.rules)} rules, {len(named)} destinations"
+    findings = [Finding("routes", "ok", summary)]
+    for destination in named:
+        part = f"destination {destination.name}"
+        try:
+            _, _, concurrency, adapter = configure_destination(settings.adapters, destination)
+        except Exception as exc:  # pydantic, the adapter registry, a plug-in's own checks: report, never crash
+            findings.append(Finding(part, "fail", f"adapter {destination.adapter}: {exc}"))
+            continue
+        with contextlib.suppress(Exception):
+            await adapter.aclose()  # built, never started: nothing was opened, but give back what __init__ took
+        detail = f"adapter {destination.adapter} ({type(adapter).__name__}), {concurrency} deliveries at once"
+        findings.append(Finding(part, "ok", detail))
+    return findings
