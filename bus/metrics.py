@@ -19,6 +19,12 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 INTAKE_ACCEPTED = Counter("docbus_intake_accepted_total", "Messages accepted and made durable")
 INTAKE_REPLAYED = Counter("docbus_intake_replayed_total", "Submissions answered with an earlier receipt")
 INTAKE_REJECTED = Counter("docbus_intake_rejected_total", "Requests refused", ["status", "type"])
+INTAKE_SECONDS = Histogram(
+    "docbus_intake_seconds",
+    "POST /v1/messages from the request's arrival to its answer (receipt or refusal), by HTTP status class",
+    ["status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 BODY_BYTES_HELD = Gauge(
     "docbus_gateway_body_bytes",
     "Bytes of request bodies the gateway holds now: charged as they arrive, given back when their request is done "

@@ -7,6 +7,8 @@ the same function the documented route uses (``accept_submission``), and hands e
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -14,7 +16,7 @@ from docbus.errors import RequestRejected
 from docbus.gateway.deps import bearer_key
 from docbus.gateway.problems import problem_response
 from docbus.gateway.routes_messages import accept_submission
-from docbus.metrics import INTAKE_REJECTED
+from docbus.metrics import INTAKE_REJECTED, INTAKE_SECONDS
 from docbus.runtime import BusRuntime
 
 INTAKE_PATH = "/v1/messages"
@@ -28,6 +30,7 @@ class IntakeFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != INTAKE_PATH:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request = Request(scope, receive)
         state: BusRuntime = scope["app"].state.gateway
         try:
@@ -36,4 +39,5 @@ class IntakeFastPath:
         except RequestRejected as exc:
             INTAKE_REJECTED.labels(status=str(exc.status), type=exc.slug).inc()
             response = problem_response(exc, INTAKE_PATH)
+        INTAKE_SECONDS.labels(status=f"{response.status_code // 100}xx").observe(time.perf_counter() - started)
         await response(scope, receive, send)

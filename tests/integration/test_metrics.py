@@ -86,9 +86,18 @@ async def test_gateway_processes_and_the_worker_count_everything(
                 )
             )
             assert [a.status_code for a in answers] == [202] * count
+            refused = await client.post(
+                "/v1/messages",
+                content=b"<edXML",
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/xml"},
+            )
+            assert refused.status_code == 400
             scrapes = [samples((await client.get("/metrics")).text) for _ in range(8)]
         for scrape in scrapes:  # whichever process answered, it reports both processes' counts
             assert scrape[("docbus_intake_accepted_total", ())] == count
+            assert scrape[("docbus_intake_seconds_count", (("status", "2xx"),))] == count
+            assert scrape[("docbus_intake_seconds_count", (("status", "4xx"),))] == 1
+            assert scrape[("docbus_gateway_body_bytes", ())] == 0  # every body given back, in both processes
 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as scraper:
             delivered = ("docbus_deliveries_total", (("destination", "archive"), ("outcome", "delivered")))
