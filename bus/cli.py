@@ -216,6 +216,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file (JSON lines)")
     p.set_defaults(func=_check)
 
+    p = sub.add_parser(
+        "hot-folder", help="submit the files an agency system drops in a folder (for systems that only export files)"
+    )
+    p.add_argument("folder", type=Path, help="where the system writes .edxml, .xml and .json files")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", help="the agency's API key (visible to other users in the process list)")
+    key.add_argument("--key-file", type=Path, help="a file holding the agency's API key")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the folder (default 1)")
+    p.add_argument("--settle", type=float, default=2.0, help="take a file once unchanged this long (default 2 s)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit: 0 all sent, 1 some refused or waiting")
+    p.set_defaults(func=_hot_folder)
+
     cli_receipts.add_commands(sub)
     cli_config.add_commands(sub)
 
@@ -811,6 +824,33 @@ def _check(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{checked - refused} of {checked} would be accepted", file=sys.stderr)
     return 1 if refused else 0
+
+
+def _hot_folder(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from docbus.connectors.client import AgencyClient
+    from docbus.connectors.hot_folder import HotFolder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = args.key if args.key is not None else args.key_file.read_text().strip()
+
+    async def run() -> int:
+        async with AgencyClient(args.url, key) as client:
+            folder = HotFolder(args.folder, client, settle_seconds=args.settle)
+            if args.once:
+                report = await folder.run_once()
+                print(f"{report.sent} sent, {report.refused} refused, {report.waiting} waiting")
+                return 0 if report.clean else 1
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await folder.run(stop, interval=args.interval)
+            return 0
+
+    return asyncio.run(run())
 
 
 def _send(args: argparse.Namespace) -> int:
