@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from docbus.delivery.node import DeliveryNode
-from docbus.gateway import routes_agencies, routes_messages, routes_meta, routes_operations
+from docbus.gateway import dashboard, routes_agencies, routes_messages, routes_meta, routes_operations
 from docbus.gateway.fast_intake import IntakeFastPath
 from docbus.gateway.problems import install_problem_handlers
 from docbus.heap import settle_heap
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True, settle: 
     app.include_router(routes_operations.router)
     app.include_router(routes_agencies.router)
     app.include_router(routes_meta.router)
+    app.include_router(dashboard.router)
     return app
 
 

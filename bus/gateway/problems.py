@@ -48,6 +48,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def rejected(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestRejected)
+        if request.url.path.startswith("/dashboard"):  # a browser: a page, and 401 asks for the key
+            from docbus.gateway.dashboard import dashboard_problem
+
+            return dashboard_problem(exc)
         return problem_response(exc, request.url.path)
 
     async def http_error(request: Request, exc: Exception) -> Response:
