@@ -1,0 +1,72 @@
+"""The production files in ``deploy/systemd`` stay true to the code: every variable of the example environment
+is a setting docbus reads (and the example validates), the example routes load and their adapters accept the
+example's settings, and every unit's command line is one the ``docbus`` command accepts."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from docbus.cli import _parser
+from docbus.delivery.node import configure_destination
+from docbus.routing import LOCAL, RouteTable
+from docbus.settings import Settings
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+UNITS = sorted(SYSTEMD.glob("*.service"))
+
+
+def example_environment(include_commented: bool) -> dict[str, str]:
+    values = {}
+    for line in (SYSTEMD / "docbus.env.example").read_text().splitlines():
+        text = line.strip()
+        if include_commented and text.startswith("# DOCBUS_"):
+            text = text[2:]
+        if text.startswith("DOCBUS_") and "=" in text:
+            name, _, value = text.partition("=")
+            values[name] = value
+    return values
+
+
+def test_every_example_variable_is_a_setting_and_the_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = {f"DOCBUS_{name.upper()}" for name in Settings.model_fields}
+    for name in example_environment(include_commented=True):
+        top = name.split("__")[0]
+        assert top in fields, f"{name} in docbus.env.example is not a docbus setting"
+    for name in [n for n in os.environ if n.startswith("DOCBUS_")]:
+        monkeypatch.delenv(name)
+    for name, value in example_environment(include_commented=True).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.kafka_replication_factor == 3
+    assert settings.adapters["national"]["secret"] == "CHANGE-ME"
+
+
+def test_the_example_routes_load_and_their_adapters_take_the_example_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    routes = RouteTable.load(SYSTEMD / "routes.toml.example")
+    assert routes.resolve("000.00.00.H41") == "provincial"
+    assert routes.resolve("000.00.00.G22") == "national"
+    for name, value in example_environment(include_commented=False).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    for destination in routes.destinations:
+        if destination.name != LOCAL:
+            configure_destination(settings.adapters, destination)  # raises on a missing or unknown setting
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_each_unit_runs_a_command_docbus_accepts(unit: Path) -> None:
+    parsed = configparser.ConfigParser(interpolation=None, strict=False)
+    parsed.optionxform = str  # type: ignore[assignment,method-assign]
+    parsed.read(unit)
+    assert parsed["Install"]["WantedBy"] == "multi-user.target"
+    service = parsed["Service"]
+    assert service["User"] == "docbus" and service["NoNewPrivileges"] == "yes"
+    command = shlex.split(service["ExecStart"].replace("%i", "1"))
+    assert command[0] == "/opt/docbus/venv/bin/docbus"
+    args = _parser().parse_args(command[1:])  # exits (fails the test) on an option docbus does not have
+    assert callable(args.func)
