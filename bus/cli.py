@@ -831,7 +831,7 @@ def _hot_folder(args: argparse.Namespace) -> int:
     import signal
 
     from docbus.connectors.client import AgencyClient
-    from docbus.connectors.hot_folder import HotFolder
+    from docbus.connectors.hot_folder import FolderBusy, HotFolder
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = args.key if args.key is not None else args.key_file.read_text().strip()
@@ -839,18 +839,23 @@ def _hot_folder(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with AgencyClient(args.url, key) as client:
             folder = HotFolder(args.folder, client, settle_seconds=args.settle)
-            if args.once:
-                report = await folder.run_once()
-                print(f"{report.sent} sent, {report.refused} refused, {report.waiting} waiting")
-                return 0 if report.clean else 1
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await folder.run(stop, interval=args.interval)
-            return 0
+            with folder.served():
+                if args.once:
+                    report = await folder.run_once()
+                    print(f"{report.sent} sent, {report.refused} refused, {report.waiting} waiting")
+                    return 0 if report.clean else 1
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, stop.set)
+                await folder.run(stop, interval=args.interval)
+                return 0
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except FolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -12,6 +12,9 @@ A file is taken once it has not changed for ``settle_seconds`` (a file still bei
 names starting with ``.`` or ending in ``.tmp`` or ``.part`` are never taken, so a system that writes a temporary
 name and renames it is picked up at once. The oldest file goes first.
 
+One connector serves a folder at a time: it holds a lock on ``DIR/.processing/.lock`` while it runs, and a second
+one started on the same folder is refused (:class:`FolderBusy`) instead of submitting files the first is working on.
+
 Nothing is lost or sent twice. A file goes to ``.processing`` by an atomic rename before it is submitted, and leaves
 it only after the answer: a connector that crashes in between finds it there at its next start and submits it
 again. Each file's ``Idempotency-Key`` is made from its name and content, so that second submission gets the
@@ -23,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".edxml", ".xml", ".json")
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, SENT, REFUSED = ".processing", "sent", "refused"
+LOCK = ".lock"
 
 
 @dataclass
@@ -61,6 +67,10 @@ def idempotency_key(name: str, payload: bytes) -> str:
     return "hotfolder-" + hashlib.sha256(name.encode() + b"\0" + payload).hexdigest()
 
 
+class FolderBusy(Exception):
+    """Raised when another connector already serves the folder."""
+
+
 class HotFolder:
     """Submits the files of one folder as one agency."""
 
@@ -71,9 +81,22 @@ class HotFolder:
         for sub in (PROCESSING, SENT, REFUSED):
             (folder / sub).mkdir(parents=True, exist_ok=True)
 
+    @contextlib.contextmanager
+    def served(self) -> Iterator[None]:
+        """Hold the folder's lock for the block; :class:`FolderBusy` if another connector holds it."""
+        with (self.folder / PROCESSING / LOCK).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderBusy(f"another connector is serving {self.folder}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def ready(self) -> list[Path]:
         """Files to take: unfinished submissions first (a crash left them), then settled new files, oldest first."""
-        pending = sorted((self.folder / PROCESSING).iterdir(), key=_mtime)
+        pending = sorted((p for p in (self.folder / PROCESSING).iterdir() if p.name != LOCK), key=_mtime)
         now = time.time()
         new = [
             path

@@ -86,7 +86,7 @@ async def test_a_pass_files_each_document_with_its_receipt_or_its_reason(
     assert problem["status"] == 400 and problem["type"].endswith("/not-well-formed")
     left = sorted(p.name for p in folder.iterdir() if p.is_file())
     assert left == ["dang-ghi.edxml.part", "ghi-chu.txt", "moi.edxml"]
-    assert not list((folder / ".processing").iterdir())
+    assert [p.name for p in (folder / ".processing").iterdir()] == [".lock"]
     assert (await row_counts(gateway.db))["messages"] == 3
 
 
@@ -123,7 +123,8 @@ async def test_while_the_bus_is_away_files_wait_and_nothing_is_lost(
     done = await hot_folder(folder, "dbk_unused", closed, "--once")
     assert done.returncode == 1
     assert done.stdout.strip() == "0 sent, 0 refused, 1 waiting"
-    assert [p.name for p in (folder / ".processing").iterdir()] == ["a.edxml"]  # the oldest; the next waits in line
+    waiting = sorted(p.name for p in (folder / ".processing").iterdir())
+    assert waiting == [".lock", "a.edxml"]  # the oldest; the next waits in line
     assert (folder / "b.edxml").exists()
 
 
@@ -153,6 +154,8 @@ async def test_the_long_running_connector_takes_what_arrives_and_stops_on_sigter
         while len([n for n in filed(folder, "sent") if n.endswith(".receipt.json")]) < 3:
             assert time.monotonic() < deadline, "the connector did not file the documents"
             await asyncio.sleep(0.1)
+        second = await hot_folder(folder, key, gateway.base_url, "--once")  # one connector per folder
+        assert second.returncode == 2 and "another connector is serving" in second.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
