@@ -114,6 +114,7 @@ async def run_demo(*, port: int, samples: Path, data_dir: Path | None, duration:
         print(f"  national axis sim:   {national}/_sim/received")
         print(f"  provincial axis sim: {provincial}/_sim/received")
         print(f"  operator key:        {keys['000.00.99.H41']}")
+        print(f"  dashboard:           {base}/dashboard   (any user name, the operator key as password)")
         sent = await _send_samples(base, packets, keys)
         for message_id, name in sent.items():
             auth = f"Authorization: Bearer {keys['000.00.99.H41']}"

@@ -163,7 +163,7 @@ def test_demo_shows_deliveries_and_receipts(env: dict[str, str], tmp_path: Path)
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
-    assert "/docs" in out
+    assert "/docs" in out and "/dashboard" in out
     assert "DELIVERED" in out
     assert "to provincial_axis" in out
     assert "to national_axis" in out
