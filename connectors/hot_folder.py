@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,13 +103,13 @@ class HotFolder:
         new = [
             path
             for path in self.folder.iterdir()
-            if path.is_file()
+            if _is_file_or_link(path)
             and path.suffix.lower() in SUFFIXES
             and not path.name.startswith(".")
             and not path.name.lower().endswith(IGNORED_SUFFIXES)
             and now - _mtime(path) >= self.settle_seconds
         ]
-        return [p for p in pending if p.is_file()] + sorted(new, key=_mtime)
+        return [p for p in pending if _is_file_or_link(p)] + sorted(new, key=_mtime)
 
     async def run_once(self) -> RoundReport:
         report = RoundReport()
@@ -146,7 +148,13 @@ class HotFolder:
         return target
 
     async def _submit(self, path: Path) -> str:
-        payload = await asyncio.to_thread(path.read_bytes)  # up to the bus' 64 MB: off the event loop
+        try:
+            payload = await asyncio.to_thread(_read_regular_file, path)  # up to the bus' 64 MB: off the event loop
+        except NotRegularFile as exc:
+            problem: dict[str, object] = {"title": "Not submitted: not a regular file", "detail": str(exc)}
+            self._file_away(path, REFUSED, ".problem.json", problem)
+            log.warning("hot folder: %s", exc)
+            return "refused"
         try:
             receipt = await self.client.submit(
                 payload, content_type_for(path), idempotency_key=idempotency_key(path.name, payload)
@@ -185,8 +193,36 @@ def _free_name(target: Path, suffix: str) -> Path:
     return candidate
 
 
+class NotRegularFile(Exception):
+    """Raised for a symbolic link (or anything but a plain file) in the folder."""
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes, never through a symbolic link: the connector may read files (its own settings, other
+    agencies' keys) that the system writing to the folder may not, and a link must not make it submit them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(f"{path.name} is a symbolic link: only files written in the folder are sent") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotRegularFile(f"{path.name} is not a regular file")
+        return handle.read()
+
+
+def _is_file_or_link(path: Path) -> bool:
+    """Regular files are taken; links are taken too, to be refused and filed away rather than left to pile up."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
 def _mtime(path: Path) -> float:
     try:
-        return path.stat().st_mtime
+        return path.lstat().st_mtime
     except FileNotFoundError:
         return 0.0

@@ -162,3 +162,27 @@ async def test_the_long_running_connector_takes_what_arrives_and_stops_on_sigter
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert (await row_counts(gateway.db))["messages"] == 3
+
+
+async def test_a_link_to_a_file_outside_is_never_read_or_sent(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The system writing to the folder may plant a link to something only the connector can read (its settings,
+    another agency's key, even a valid packet of another agency): it is filed as refused, unread."""
+    packet = with_unique_document_id(sample_bytes[SAMPLE])
+    key = await gateway.register(sender_of(packet))
+    secret = tmp_path / "private" / "other-agency.edxml"
+    secret.parent.mkdir()
+    secret.write_bytes(packet)  # valid, and would be accepted if it were read
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    (folder / "link.edxml").symlink_to(secret)
+    os.utime(folder / "link.edxml", (time.time() - 60, time.time() - 60), follow_symlinks=False)
+
+    done = await hot_folder(folder, key, gateway.base_url, "--once")
+    assert done.returncode == 1
+    assert done.stdout.strip() == "0 sent, 1 refused, 0 waiting"
+    refused = filed(folder, "refused")
+    assert refused["link.edxml"].is_symlink()
+    assert "symbolic link" in orjson.loads(refused["link.edxml.problem.json"].read_bytes())["detail"]
+    assert (await row_counts(gateway.db))["messages"] == 0
