@@ -110,8 +110,15 @@ def verify_jws(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("the JWS header is not base64url JSON") from exc
     if not isinstance(header, dict) or header.get("alg") != "EdDSA":
         raise ValueError("unexpected JWS algorithm")
-    for jwk in jwks.get("keys", []):
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list):
+        raise ValueError("the key set has no list of keys")
+    for jwk in keys:
+        if not isinstance(jwk, dict):
+            raise ValueError("the key set holds something that is not a key")
         if jwk.get("kid") == header.get("kid") and jwk.get("crv") == "Ed25519":
+            if not isinstance(jwk.get("x"), str):
+                raise ValueError(f"key {jwk.get('kid')} of the set has no public key (x)")
             public = Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
             try:
                 public.verify(b64url_decode(signature_b64), f"{header_b64}.{payload_b64}".encode("ascii"))

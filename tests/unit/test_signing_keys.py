@@ -112,3 +112,28 @@ def test_a_receipt_is_refused_for_another_payload_and_by_another_bus(tmp_path: P
     stranger = {"keys": [ReceiptSigner.generate().jwk()]}
     with pytest.raises(ValueError, match="no key in the set matches"):
         verify_receipt(receipt, stranger)
+
+
+@pytest.mark.parametrize(
+    ("key_set", "complaint"),
+    [
+        ({}, "no list of keys"),
+        ({"keys": "x"}, "no list of keys"),
+        ({"keys": ["x"]}, "not a key"),
+        ("not an object", "no list of keys"),
+    ],
+)
+def test_a_malformed_key_set_is_a_clear_refusal(tmp_path: Path, key_set: object, complaint: str) -> None:
+    receipt = receipt_from(SigningKeys(tmp_path / "k.pem"))
+    with pytest.raises(ValueError, match=complaint):
+        verify_receipt(receipt, key_set)  # type: ignore[arg-type]
+
+
+def test_a_key_without_its_public_half_is_a_clear_refusal(tmp_path: Path) -> None:
+    keys = SigningKeys(tmp_path / "k.pem")
+    jwk = {k: v for k, v in keys.jwks()["keys"][0].items() if k != "x"}
+    with pytest.raises(ValueError, match="has no public key"):
+        verify_receipt(receipt_from(keys), {"keys": [jwk]})
+    broken = {**jwk, "x": "AAAA"}  # not 32 bytes
+    with pytest.raises(ValueError, match="32 bytes"):
+        verify_receipt(receipt_from(keys), {"keys": [broken]})
