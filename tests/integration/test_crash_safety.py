@@ -48,6 +48,26 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("gateway did not become ready")
 
 
+async def post_until_refused(
+    client: httpx.AsyncClient,
+    template: bytes,
+    acknowledged: dict[str, str],
+    other_answers: list[int] | None = None,
+) -> None:
+    """POST fresh documents until the connection is refused; note each 202 (message id -> sha256 of what was
+    sent) and, when asked, every other status."""
+    while True:
+        packet = with_unique_document_id(template)
+        try:
+            response = await client.post("/v1/messages", content=packet, headers={"Content-Type": "application/xml"})
+        except httpx.TransportError:
+            return
+        if response.status_code == 202:
+            acknowledged[response.json()["message_id"]] = hashlib.sha256(packet).hexdigest()
+        elif other_answers is not None:
+            other_answers.append(response.status_code)
+
+
 async def test_kill_9_during_a_stream_of_posts(
     tmp_path: Path, database_url: str, sample_bytes: dict[str, bytes]
 ) -> None:
@@ -64,20 +84,8 @@ async def test_kill_9_during_a_stream_of_posts(
     try:
         await wait_ready(base, proc)
 
-        async def client_loop(client: httpx.AsyncClient) -> None:
-            while True:
-                packet = with_unique_document_id(template)
-                try:
-                    response = await client.post(
-                        "/v1/messages", content=packet, headers={"Content-Type": "application/xml"}
-                    )
-                except httpx.TransportError:
-                    return
-                if response.status_code == 202:
-                    acknowledged[response.json()["message_id"]] = hashlib.sha256(packet).hexdigest()
-
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
-            streams = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+            streams = [asyncio.create_task(post_until_refused(client, template, acknowledged)) for _ in range(16)]
             while len(acknowledged) < 300:
                 await asyncio.sleep(0.02)
             os.kill(proc.pid, signal.SIGKILL)
@@ -139,22 +147,11 @@ async def test_sigterm_during_a_stream_of_posts_answers_every_message_it_stored(
     try:
         await wait_ready(base, proc)
 
-        async def client_loop(client: httpx.AsyncClient) -> None:
-            while True:
-                packet = with_unique_document_id(template)
-                try:
-                    response = await client.post(
-                        "/v1/messages", content=packet, headers={"Content-Type": "application/xml"}
-                    )
-                except httpx.TransportError:
-                    return
-                if response.status_code == 202:
-                    acknowledged[response.json()["message_id"]] = hashlib.sha256(packet).hexdigest()
-                else:
-                    other_answers.append(response.status_code)
-
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
-            streams = [asyncio.create_task(client_loop(client)) for _ in range(16)]
+            streams = [
+                asyncio.create_task(post_until_refused(client, template, acknowledged, other_answers))
+                for _ in range(16)
+            ]
             while len(acknowledged) < 200:
                 await asyncio.sleep(0.02)
             proc.send_signal(signal.SIGTERM)

@@ -5,33 +5,23 @@ from outside (an axis' refusal, a search) is never markup, and that the resend f
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import httpx
-import pytest
 
 from docbus.broker.base import OutgoingRecord
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.delivery.dead_letters import DeadLetterStore
-from docbus.settings import Settings
 from docbus.store.agencies import Role
 from docbus.store.messages import MessageStore
 from docbus.topics import Topics
 
 from ..conftest import RunningGateway
-from .test_dead_letter_resend import ROUTES_TOML, messages_with_payloads
+from .test_dead_letter_resend import gateway_settings as gateway_settings  # routes to two file drops
+from .test_dead_letter_resend import messages_with_payloads
 from .test_payload_retention import NATIONAL
 
 OPERATOR, AGENCY = "H41.01", "000.00.00.G22"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture
-def gateway_settings(tmp_path: Path, database_url: str) -> Settings:
-    routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES_TOML)
-    drops = {name: {"directory": str(tmp_path / name)} for name in ("national", "provincial")}
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, routes_file=routes, adapters=drops)
 
 
 def browser(gateway: RunningGateway, organ_id: str | None = None) -> httpx.AsyncClient:
