@@ -48,6 +48,16 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("gateway did not become ready")
 
 
+async def deployment(tmp_path: Path, database_url: str) -> tuple[Database, str, dict[str, str], int]:
+    """A migrated database with one agency; its key, the gateway's environment and a free port for it."""
+    await upgrade_async(database_url)
+    db = Database(database_url)
+    _, key = await AgencyDirectory(db).add("000.00.00.G22", name="Văn phòng Chính phủ")
+    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_DATABASE_URL": database_url}
+    env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
+    return db, key, env, free_port()
+
+
 async def post_until_refused(
     client: httpx.AsyncClient,
     template: bytes,
@@ -71,12 +81,7 @@ async def post_until_refused(
 async def test_kill_9_during_a_stream_of_posts(
     tmp_path: Path, database_url: str, sample_bytes: dict[str, bytes]
 ) -> None:
-    await upgrade_async(database_url)
-    db = Database(database_url)
-    _, key = await AgencyDirectory(db).add("000.00.00.G22", name="Văn phòng Chính phủ")
-    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_DATABASE_URL": database_url}
-    env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
-    port = free_port()
+    db, key, env, port = await deployment(tmp_path, database_url)
     base = f"http://127.0.0.1:{port}"
     proc = spawn_gateway(env, port, tmp_path / "gateway.log")
     acknowledged: dict[str, str] = {}  # message id -> sha256 of what we sent
@@ -132,12 +137,7 @@ async def test_sigterm_during_a_stream_of_posts_answers_every_message_it_stored(
     """A rolling restart stops gateways with SIGTERM under load. The requests in flight are finished and answered,
     new ones are refused at the socket (the client retries elsewhere), the process ends with nothing in its log
     worse than a warning, and every message stored is one a client was told about: none to re-send blind."""
-    await upgrade_async(database_url)
-    db = Database(database_url)
-    _, key = await AgencyDirectory(db).add("000.00.00.G22", name="Văn phòng Chính phủ")
-    env = {**os.environ, "DOCBUS_DATA_DIR": str(tmp_path / "data"), "DOCBUS_DATABASE_URL": database_url}
-    env.pop("DOCBUS_KAFKA_BOOTSTRAP", None)
-    port = free_port()
+    db, key, env, port = await deployment(tmp_path, database_url)
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
     proc = spawn_gateway(env, port, log)
