@@ -269,9 +269,15 @@ async def resend_from_dashboard(dead_id: int, request: Request, state: State, ca
 
 
 def _same_origin(request: Request) -> None:
+    """The form came from a page of this site: its Origin (or Referer) names the host the browser asked for, as
+    this gateway sees it or as a reverse proxy in front of it reports it (``X-Forwarded-Host``; a page of
+    another site cannot make a browser send that header)."""
     origin = request.headers.get("origin") or request.headers.get("referer")
-    host = request.headers.get("host", "")
-    if not origin or urlsplit(origin).netloc != host:
+    hosts = {request.headers.get("host", "")}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
+    if not origin or urlsplit(origin).netloc not in hosts - {""}:
         raise Forbidden("this form may only be sent from the dashboard's own pages")
 
 

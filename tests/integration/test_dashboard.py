@@ -119,6 +119,12 @@ async def test_a_resend_must_come_from_the_dashboard_itself(gateway: RunningGate
         }
         for why, answer in attempts.items():
             assert answer.status_code == 403, why
+        proxied = await operator.post(  # the token checked behind a proxy that reports the host the browser used
+            action,
+            data={"token": "0" * 64},
+            headers={"Origin": "https://bus.example.gov.vn", "X-Forwarded-Host": "bus.example.gov.vn"},
+        )
+        assert proxied.status_code == 403 and "token" in proxied.text
         assert (await DeadLetterStore(gateway.db, EmbeddedBroker(gateway.db), Topics()).get(letter)).resent_at is None
 
         done = await operator.post(action, data=form, headers=own)
