@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from docbus.routing import LOCAL, RouteTable
 from docbus.settings import Settings
@@ -50,7 +51,11 @@ async def preflight(settings: Settings, *, timeout: float = 10.0) -> list[Findin
 
 
 def masked_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """``url`` with its password hidden; one that cannot be read is hidden whole (it may hold a password)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
 
 
 def _schemas_and_policy(settings: Settings) -> Finding:
@@ -114,9 +119,14 @@ async def _database(settings: Settings, timeout: float) -> Finding:
 
     url = settings.resolved_database_url()
     shown = masked_url(url)
+    try:
+        engine = create_async_engine(url)
+    except Exception as exc:  # not a URL, or a driver that is not async (postgresql:// without +asyncpg)
+        hint = "; docbus speaks to PostgreSQL through asyncpg: postgresql+asyncpg://…" if "postgres" in url else ""
+        return Finding("database", "fail", f"{shown}: {type(exc).__name__}: {exc}{hint}")
     if _sqlite_file_missing(url):
+        await engine.dispose()
         return Finding("database", "ok", f"{shown}: not created yet (the first process creates and migrates it)")
-    engine = create_async_engine(url)
     try:
         async with asyncio.timeout(timeout):
             revision = await current_revision(engine)

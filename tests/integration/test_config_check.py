@@ -130,3 +130,15 @@ def test_an_empty_folder_is_ready_to_start(base_env: dict[str, str]) -> None:
     assert answer.returncode == 0, answer.stdout + answer.stderr
     assert "warn  signing key" in answer.stdout and "warn  routes" in answer.stdout
     assert not Path(base_env["DOCBUS_DATA_DIR"]).exists()
+
+
+def test_a_database_url_docbus_cannot_use_is_named(base_env: dict[str, str]) -> None:
+    for url, complaint in (
+        ("postgresql://docbus:pa55word@127.0.0.1:1/docbus", "postgresql+asyncpg://"),
+        ("no url at all pa55word", "not a database URL"),
+    ):
+        answer = docbus({**base_env, "DOCBUS_DATABASE_URL": url}, "config", "check", "--json")
+        assert answer.returncode == 1
+        database = findings(answer.stdout)["database"]
+        assert database["verdict"] == "fail" and complaint in database["detail"]
+        assert "pa55word" not in answer.stdout + answer.stderr
