@@ -41,7 +41,15 @@ def add_commands(sub: Any) -> None:
 def _show(args: argparse.Namespace) -> int:
     from docbus.signing_keys import SigningKeys
 
-    keys = SigningKeys(Settings().resolved_signing_key_file(), create=False)
+    path = Settings().resolved_signing_key_file()
+    try:
+        keys = SigningKeys(path, create=False)
+    except FileNotFoundError:
+        print(f"error: no signing key at {path} yet (the first gateway creates one)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(orjson.dumps(keys.jwks(), option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -54,7 +62,11 @@ def _show(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     from docbus.signing_keys import rotate_signing_key
 
-    retired, new = rotate_signing_key(Settings().resolved_signing_key_file())
+    try:
+        retired, new = rotate_signing_key(Settings().resolved_signing_key_file())
+    except (OSError, ValueError) as exc:  # nothing was changed: the retired keys are written first
+        print(f"error: the signing key was not rotated: {exc}", file=sys.stderr)
+        return 1
     if retired is not None:
         print(f"retired {retired} (still published at /v1/keys: its receipts keep verifying)")
     print(new)

@@ -142,3 +142,15 @@ def test_a_database_url_docbus_cannot_use_is_named(base_env: dict[str, str]) -> 
         database = findings(answer.stdout)["database"]
         assert database["verdict"] == "fail" and complaint in database["detail"]
         assert "pa55word" not in answer.stdout + answer.stderr
+
+
+def test_damaged_retired_keys_fail_the_check(base_env: dict[str, str]) -> None:
+    """A gateway still starts (receipts verify with the current key); the check must say what is missing."""
+    for _ in range(2):
+        assert docbus(base_env, "signing-key", "rotate").returncode == 0
+    retired = Path(base_env["DOCBUS_DATA_DIR"]) / "keys" / "receipt-signing.pem.retired.json"
+    retired.write_text('{"keys": "damaged"}')
+    answer = docbus(base_env, "config", "check", "--json")
+    assert answer.returncode == 1
+    finding = findings(answer.stdout)["signing key"]
+    assert finding["verdict"] == "fail" and "not a key set" in finding["detail"]

@@ -137,3 +137,13 @@ def test_a_key_without_its_public_half_is_a_clear_refusal(tmp_path: Path) -> Non
     broken = {**jwk, "x": "AAAA"}  # not 32 bytes
     with pytest.raises(ValueError, match="32 bytes"):
         verify_receipt(receipt_from(keys), {"keys": [broken]})
+
+
+def test_a_rotation_over_a_damaged_retired_file_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "receipt-signing.pem"
+    keys = SigningKeys(path)
+    retired_keys_path(path).write_bytes(b'{"keys": "damaged"}')
+    with pytest.raises(ValueError, match="not a key set"):
+        rotate_signing_key(path)
+    survivor = SigningKeys(path, create=False)  # a gateway starting now: signs, publishes the current key only
+    assert survivor.key_id == keys.key_id and survivor.retired == []
