@@ -117,9 +117,10 @@ async def overview(request: Request, state: State, caller: Operator, since: str 
             empty="nothing received in this window",
         ),
         _table(
-            ["destination", "messages", "by state", "oldest in flight since", "delivery ms p50 / p99"],
+            ["sender", "destination", "messages", "by state", "oldest in flight since", "delivery ms p50 / p99"],
             [
                 [
+                    d["sender"],
                     d["destination"],
                     _num(d["messages"]),
                     _counts(d["by_state"]),
@@ -135,7 +136,7 @@ async def overview(request: Request, state: State, caller: Operator, since: str 
             ["destination", "waiting", "oldest"],
             [
                 [
-                    f'<a href="/dashboard/dead-letters?destination={escape(w["destination"])}">'
+                    f'<a href="/dashboard/dead-letters?{escape(urlencode({"destination": w["destination"]}))}">'
                     f"{escape(w['destination'])}</a>",
                     _num(w["waiting"]),
                     w["oldest_created_at"],
