@@ -332,6 +332,13 @@ def _share_metrics_between(workers: int) -> None:
     os.environ[MULTIPROCESS_DIR_VARIABLE] = directory
 
 
+def _log_to_stderr(level: str) -> None:
+    """Logging of a command that is not a uvicorn server (worker, hot folder): time, level, logger, message."""
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _server_logging(level: str) -> dict[str, Any]:
     """uvicorn's logging, plus docbus' own loggers at ``level`` through the same handler: without them the
     gateway's messages below WARNING (a signing key changed over, a relay taking over rows) went nowhere."""
@@ -375,11 +382,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import logging
 
     from docbus.worker import run_worker
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr(args.log_level)
     settings = Settings()
     _migrate_settings(settings)
     if args.metrics_port is not None:
@@ -827,13 +833,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _hot_folder(args: argparse.Namespace) -> int:
-    import logging
     import signal
 
     from docbus.connectors.client import AgencyClient
     from docbus.connectors.hot_folder import FolderBusy, HotFolder
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr("info")
     key = args.key if args.key is not None else args.key_file.read_text().strip()
 
     async def run() -> int:

@@ -33,8 +33,8 @@ from docbus.envelope import MessageStatus
 from docbus.errors import Forbidden, NotFound, RequestRejected, Unauthenticated
 from docbus.flows import BadWindow, arrival_bounds, flow_report, parse_window
 from docbus.gateway.body import read_capped_body
-from docbus.gateway.deps import State
-from docbus.runtime import BusRuntime
+from docbus.gateway.deps import State, bearer_key
+from docbus.gateway.routes_meta import readiness
 from docbus.store.agencies import Agency, Role
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -60,10 +60,10 @@ text-align:left;vertical-align:top}th{background:#eef1f4}.num{text-align:right}.
 
 def _key_from(request: Request) -> str | None:
     """The API key from ``Authorization``: Basic (the password; what a browser sends) or Bearer."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip() or None
+    bearer = bearer_key(request)
+    if bearer is not None:
+        return bearer
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
@@ -100,9 +100,9 @@ async def overview(request: Request, state: State, caller: Operator, since: str 
     try:
         window = parse_window(since, None)
     except BadWindow as exc:
-        raise _bad(str(exc)) from None
+        raise RequestRejected(str(exc)) from None
     report = await flow_report(state.db, window)
-    ready = await _readiness(state)
+    ready = {**await readiness(state), "outbox backlog": str(await state.relay.backlog())}
     newest = await state.messages.search(visible_to=None, limit=20)
     windows = " ".join(
         f'<a href="?since={w}">{w}</a>' if w != since else f"<b>{w}</b>" for w in ("15m", "1h", "6h", "1d", "7d")
@@ -169,11 +169,13 @@ async def messages_page(
     fields = {k: (v.strip() or None) if v else None for k, v in fields.items()}
     try:
         start, end = arrival_bounds(fields["since"], None)
-        wanted = MessageStatus(fields["status"].upper()) if fields["status"] else None
+        wanted = MessageStatus(fields["status"]) if fields["status"] else None  # any letter case
     except BadWindow as exc:
-        raise _bad(str(exc)) from None
+        raise RequestRejected(str(exc)) from None
     except ValueError:
-        raise _bad(f"no status {fields['status']!r}; one of {', '.join(s.value for s in MessageStatus)}") from None
+        raise RequestRejected(
+            f"no status {fields['status']!r}; one of {', '.join(s.value for s in MessageStatus)}"
+        ) from None
     limit = 50
     found = await state.messages.search(
         visible_to=None,
@@ -282,22 +284,6 @@ def _same_origin(request: Request) -> None:
         raise Forbidden("this form may only be sent from the dashboard's own pages")
 
 
-def _bad(message: str) -> RequestRejected:
-    return RequestRejected(message)
-
-
-async def _readiness(state: BusRuntime) -> dict[str, str]:
-    checks: dict[str, str] = {}
-    for name, probe in (("database", state.db.ping), ("broker", state.broker.ping)):
-        try:
-            await probe()
-            checks[name] = "ok"
-        except Exception as exc:  # any failure is the answer here
-            checks[name] = f"down: {type(exc).__name__}: {exc}"
-    checks["outbox backlog"] = str(await state.relay.backlog())
-    return checks
-
-
 def _messages_table(records: Iterable[Any]) -> str:
     rows = [
         [
@@ -353,7 +339,7 @@ def _latency(delivery: dict[str, Any] | None) -> str:
 
 def _state(value: str) -> _Safe:
     good = value in ("ok", "DELIVERED", "ACKNOWLEDGED", "COMPLETED", "PUBLISHED", "ACCEPTED") or value.isdigit()
-    bad = value.startswith("down") or value in ("FAILED", "DEAD")
+    bad = value.startswith(("down", "degraded")) or value in ("FAILED", "DEAD")
     css = "ok" if good else "bad" if bad else ""
     return _Safe(f'<span class="{css}">{escape(value)}</span>')
 

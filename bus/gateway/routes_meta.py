@@ -10,6 +10,7 @@ from starlette.responses import Response
 from docbus.errors import NotFound
 from docbus.gateway.deps import State
 from docbus.metrics import exposition
+from docbus.runtime import BusRuntime
 
 router = APIRouter(tags=["meta"])
 
@@ -56,22 +57,28 @@ async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@router.get("/readyz")
-async def readyz(state: State) -> Response:
-    """Ready when the database answers; reports the broker (``degraded`` while it is away) and the backlog."""
+async def readiness(state: BusRuntime) -> dict[str, str]:
+    """The database's and the broker's state: ``ok``, ``down: …`` or (the broker) ``degraded: …``. Intake keeps
+    accepting while the broker is away (messages wait in the outbox), so a broker outage degrades the gateway;
+    only the database makes it unready. ``/readyz`` and the dashboard both show this."""
     checks: dict[str, str] = {}
     try:
         await state.db.ping()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
-    # Intake keeps accepting while the broker is away (messages wait in the outbox), so a broker outage makes
-    # the gateway degraded, not unready.
     try:
         await state.broker.ping()
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"degraded: {exc}"
+    return checks
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    """Ready when the database answers; reports the broker (``degraded`` while it is away) and the backlog."""
+    checks = await readiness(state)
     ready = checks["database"] == "ok"
     status = "not-ready" if not ready else ("ready" if checks["broker"] == "ok" else "degraded")
     body = {"status": status, "checks": checks, "outbox_backlog": await state.relay.backlog()}
