@@ -5,7 +5,9 @@
 For each worker count it starts a no-op FastAPI app and the docbus gateway (full validation, durable
 group-committed write, signed receipt; publishing left to workers) under uvicorn, drives them in turn with wrk
 (10 KB edXML documents, a fresh DocumentId and Idempotency-Key per request) over interleaved rounds, and prints
-msgs/s, p50 and p99 of both and their ratio; then ``docbus serve`` (every role in one process) for comparison.
+msgs/s, p50 and p99 of both and their ratio. A third contender takes its turns beside them: intake's essential
+work alone (``essentials_app.py``: parse, XSD, hash, signed receipt, group commit, nothing else), the ceiling no
+version of docbus can pass on the same machine. Then ``docbus serve`` (every role in one process) for comparison.
 With ``--kafka`` it goes on to intake-only vs intake-to-Kafka (the gateway plus one ``docbus worker`` that
 publishes), again in interleaved rounds, vs Kafka's own producer, and forwarding to the national axis simulator
 at half the intake-to-Kafka rate (one worker publishing and another forwarding; ``--one-worker`` for one doing
@@ -81,19 +83,20 @@ def make_template(size: int, path: Path) -> None:
 def running(cmd: list[str], env: dict[str, str], log: Path, settle: float = 2.0) -> Iterator[subprocess.Popen[bytes]]:
     """A background process (its own process group), stopped with SIGTERM (then SIGKILL) at the end; ``settle``
     seconds to check it did not exit at once (``docbus worker`` has no port to probe)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        time.sleep(settle)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[1]} exited: see {log}")
-        yield proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    with log.open("ab") as output:
+        proc = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            time.sleep(settle)
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[1]} exited: see {log}")
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @contextlib.contextmanager
@@ -174,6 +177,36 @@ def noop_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
         "warning",
     ]
     with serving(cmd, env, port, "/docs", work / "noop.log"):
+        yield port
+
+
+@contextlib.contextmanager
+def essentials_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
+    """Intake's essential work alone (``essentials_app.py``) on the same stack; yields its port."""
+    port = free_port()
+    database = work / f"essentials-{workers}.sqlite3"
+    for leftover in work.glob(f"{database.name}*"):
+        leftover.unlink()
+    cmd = [
+        str(BIN / "uvicorn"),
+        "--factory",
+        "essentials_app:create_app",
+        "--app-dir",
+        str(HERE),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    server_env = {**env, "DOCBUS_BENCH_ESSENTIALS_DB": str(database)}
+    with serving(cmd, server_env, port, "/healthz", work / "essentials.log"):
         yield port
 
 
@@ -630,9 +663,12 @@ def main() -> int:
     for workers in [int(w) for w in args.workers.split(",")]:
         with (
             noop_server(workers, env, work) as noop,
+            essentials_server(workers, env, work) as essentials,
             docbus_server(workers, env, work, label="gateway") as gateway,
         ):
-            rounds = interleaved({"docbus": (gateway.port, gateway.env), "noop": (noop, env)}, args)
+            rounds = interleaved(
+                {"docbus": (gateway.port, gateway.env), "noop": (noop, env), "essentials": (essentials, env)}, args
+            )
             stored = gateway.stored()
         failed = sum(r.failed for r in rounds.results["docbus"])
         print(
@@ -642,6 +678,15 @@ def main() -> int:
             f" {rounds.median_rate('noop'):8.0f} msg/s p50 {rounds.median_p('noop', 'p50_ms'):6.2f} ms"
             f" p99 {rounds.median_p('noop', 'p99_ms'):6.2f} ms (rounds {rounds.spread('noop')})"
             f"  |  ratio {rounds.ratio('docbus', 'noop'):.2f} (median of the rounds)",
+            flush=True,
+        )
+        essentials_failed = sum(r.failed for r in rounds.results["essentials"])
+        print(
+            f"workers={workers}  essential work alone {rounds.median_rate('essentials'):8.0f} msg/s"
+            f" p50 {rounds.median_p('essentials', 'p50_ms'):6.2f} ms"
+            f" p99 {rounds.median_p('essentials', 'p99_ms'):6.2f} ms (rounds {rounds.spread('essentials')};"
+            f" failed {essentials_failed})  |  essentials/no-op {rounds.ratio('essentials', 'noop'):.2f}"
+            f"  |  docbus/essentials {rounds.ratio('docbus', 'essentials'):.2f} (medians of the rounds)",
             flush=True,
         )
         if best is None or rounds.median_rate("docbus") > best[1].median_rate("docbus"):
