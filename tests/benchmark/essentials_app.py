@@ -1,14 +1,14 @@
 """The third contender of the intake benchmark: intake's essential work alone, on the same uvicorn + httptools +
 uvloop stack, with none of what surrounds it in docbus.
 
-Per request it does only what no implementation of the issue's promise can skip, with docbus' own parts: reads
-the body, parses it with docbus' safe parser (``SafeXmlParser``), validates it against docbus' compiled edXML
-XSD, hashes it, signs a receipt of the same fields with docbus' Ed25519 signer, and answers 202 once a group
-commit (WAL, ``synchronous=FULL``, one transaction per burst, the same cross-process ``flock``) has written a
-message row, the payload, an event and an outbox row. It leaves out the rest: FastAPI, authentication,
+Per request it does only what no implementation of intake's promise (validated, durable, signed) can skip, with
+docbus' own parts: reads the body, parses it with docbus' safe parser (``SafeXmlParser``), validates it against
+docbus' compiled edXML XSD, hashes it, signs a receipt of the same fields with docbus' Ed25519 signer, and answers
+202 once a group commit (WAL, ``synchronous=FULL``, one transaction per burst, docbus' cross-process write lock) has
+written a message row, the payload, an event and an outbox row. It leaves out the rest: FastAPI, authentication,
 idempotency, the edXML rules beyond the XSD, XML-DSig checks, routing, the audit chain, metrics, timeouts and
-budgets. Its rate is therefore a ceiling no version of docbus on this machine can pass, and docbus' rate over
-this one says what everything else costs.
+budgets. Its rate is therefore a ceiling no version of docbus on this machine can pass, and docbus' rate over this
+one says what everything else costs.
 
 Served by ``uvicorn --factory essentials_app:create_app``; ``DOCBUS_BENCH_ESSENTIALS_DB`` names the SQLite file
 (created when missing).
@@ -17,7 +17,6 @@ Served by ``uvicorn --factory essentials_app:create_app``; ``DOCBUS_BENCH_ESSENT
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
 import sqlite3
@@ -31,6 +30,7 @@ from docbus.errors import NotWellFormed
 from docbus.ids import new_message_id
 from docbus.schemas.registry import SchemaRegistry
 from docbus.signing import ReceiptSigner, canonical_json
+from docbus.store.database import _WriteFileLock
 from docbus.validation.safe_xml import SafeXmlParser, XmlLimits
 
 NS = "{http://www.mic.gov.vn/TBT/QCVN_102_2016}"
@@ -52,27 +52,14 @@ class GroupCommit:
 
     def __init__(self, path: str) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._lock = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
-        with self._locked():
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            for ddl in SCHEMA_DDL:
-                self._conn.execute(ddl)
+        self._conn.execute("PRAGMA busy_timeout=10000")  # every worker process sets the file up at start
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        for ddl in SCHEMA_DDL:
+            self._conn.execute(ddl)
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._lock = _WriteFileLock(path + ".lock")  # docbus' own: writers of all processes take turns
         self._pending: list[Row] = []
         self._running = False
-
-    def _locked(self) -> Any:
-        lock = self._lock
-
-        class Held:
-            def __enter__(self) -> None:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-
-            def __exit__(self, *exc: object) -> None:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-        return Held()
 
     async def submit(self, row: Row) -> None:
         self._pending.append(row)
@@ -87,7 +74,7 @@ class GroupCommit:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    with self._locked():
+                    async with self._lock.held():
                         self._conn.execute("BEGIN IMMEDIATE")
                         self._conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?)", [r[0] for r in batch])
                         self._conn.executemany("INSERT INTO payloads VALUES (?,?)", [r[1] for r in batch])
