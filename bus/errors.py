@@ -203,6 +203,21 @@ class ServiceUnavailable(RequestRejected):
 
 
 @dataclass(eq=False)
+class StoreUnavailable(ServiceUnavailable):
+    """Raised when a submission could not be made durable: the database or the payload store refused the write
+    (full, or failing). Nothing was acknowledged, so the sender must retry, and ``retry_after`` says when it is
+    worth it. ``nothing_stored`` is set when the failure is known to have stored nothing (SQLite rolls back what
+    it could not commit; a lost connection to PostgreSQL leaves the commit's fate open), so what was written
+    beside the rows (a claim-checked payload) can be removed."""
+
+    retry_after: float = 5.0  # seconds
+    nothing_stored: bool = False
+
+    slug = "store-unavailable"
+    title = "The message could not be stored"
+
+
+@dataclass(eq=False)
 class GatewayBusy(ServiceUnavailable):
     """Raised when the request bodies a gateway process holds would pass its memory budget: fifty agencies
     uploading 50 MB packets at once must slow down, not take the process (and every other agency) down with them."""

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from docbus.envelope import Envelope, MessageKind, ValidatedMessage
-from docbus.errors import FieldError, Forbidden, NotWellFormed, ValidationFailed
+from docbus.errors import (
+    FieldError,
+    Forbidden,
+    IdempotencyConflict,
+    NotWellFormed,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from docbus.ids import new_message_id, new_trace_id
 from docbus.payload_store import PayloadStore
 from docbus.routing import RouteTable
@@ -23,8 +31,11 @@ from docbus.signing import canonical_json
 from docbus.signing_keys import SigningKeys
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
+from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, describe, storage_full
 from docbus.topics import Topics
 from docbus.validation import MessageValidator
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -145,7 +156,7 @@ class IntakeService:
         payload_ref = None
         if envelope.size > self._claim_check_bytes:
             # Durable before the database commit, so the 202 that follows still means "nothing can be lost".
-            payload_ref = await self._payload_store.put(envelope.message_id, body)
+            payload_ref = await self._put_payload(envelope.message_id, body)
         submission = Submission(
             envelope=envelope,
             payload=body,
@@ -154,7 +165,38 @@ class IntakeService:
             topic=self._topics.agency(envelope.sender),
             payload_ref=payload_ref,
         )
-        return await self._writer.submit(submission)
+        if payload_ref is None:
+            return await self._writer.submit(submission)
+        try:
+            outcome = await self._writer.submit(submission)
+        except (IdempotencyConflict, StoreUnavailable) as exc:
+            if isinstance(exc, IdempotencyConflict) or exc.nothing_stored:
+                await self._forget_payload(payload_ref)
+            raise
+        if outcome.replayed:  # the stored message keeps its own copy; this one belongs to nothing
+            await self._forget_payload(payload_ref)
+        return outcome
+
+    async def _put_payload(self, message_id: str, body: bytes) -> str:
+        try:
+            return await self._payload_store.put(message_id, body)
+        except OSError as exc:
+            full = storage_full(exc)
+            log.error("payload store write failed for %s: %s", message_id, exc)
+            reason = describe(exc) if full else "the payload store failed"
+            raise StoreUnavailable(
+                f"{reason}: the message was not stored; retry later",
+                retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OTHER,
+                nothing_stored=True,
+            ) from exc
+
+    async def _forget_payload(self, ref: str) -> None:
+        """Removes a claim-checked payload no stored message refers to (a replay's, a refused submission's): each
+        retry of a 50 MB packet would otherwise leave 50 MB behind for good."""
+        try:
+            await self._payload_store.delete(ref)
+        except Exception:
+            log.exception("could not remove the unreferenced payload %s", ref)
 
     def receipt(self, envelope: Envelope) -> bytes:
         """The acceptance receipt: the envelope's facts plus an Ed25519 JWS over exactly those facts."""

@@ -19,6 +19,11 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 INTAKE_ACCEPTED = Counter("docbus_intake_accepted_total", "Messages accepted and made durable")
 INTAKE_REPLAYED = Counter("docbus_intake_replayed_total", "Submissions answered with an earlier receipt")
 INTAKE_REJECTED = Counter("docbus_intake_rejected_total", "Requests refused", ["status", "type"])
+INTAKE_WRITE_FAILURES = Counter(
+    "docbus_intake_write_failures_total",
+    "Group commits that failed, their messages refused with 503 (reason: full storage or another error)",
+    ["reason"],
+)
 INTAKE_SECONDS = Histogram(
     "docbus_intake_seconds",
     "POST /v1/messages from the request's arrival to its answer (receipt or refusal), by HTTP status class",

@@ -63,11 +63,15 @@ class DirectoryPayloadStore(PayloadStore):
         target = self.path_of(ref)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with temp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
+        try:
+            with temp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a full disk must not keep the part that did fit
+            raise
         # The rename itself must survive a crash too.
         directory = os.open(target.parent, os.O_RDONLY)
         try:

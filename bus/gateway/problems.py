@@ -17,6 +17,7 @@ from docbus.errors import (
     RateLimited,
     RequestRejected,
     RequestTimeout,
+    StoreUnavailable,
     problem_body,
 )
 
@@ -30,7 +31,7 @@ CLOSES_CONNECTION = (RequestTimeout, ClientClosedRequest)
 def problem_response(exc: RequestRejected, instance: str | None = None) -> Response:
     headers: dict[str, str] = {"WWW-Authenticate": 'Bearer realm="docbus"'} if exc.status == 401 else {}
     body = problem_body(exc, instance)
-    if isinstance(exc, RateLimited | GatewayBusy):
+    if isinstance(exc, RateLimited | GatewayBusy | StoreUnavailable):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))  # whole seconds (RFC 9110)
         body["retry_after_seconds"] = round(exc.retry_after, 3)
     if isinstance(exc, CLOSES_CONNECTION):

@@ -58,13 +58,16 @@ async def healthz() -> Response:
 
 
 async def readiness(state: BusRuntime) -> dict[str, str]:
-    """The database's and the broker's state: ``ok``, ``down: …`` or (the broker) ``degraded: …``. Intake keeps
-    accepting while the broker is away (messages wait in the outbox), so a broker outage degrades the gateway;
-    only the database makes it unready. ``/readyz`` and the dashboard both show this."""
+    """The database's and the broker's state: ``ok``, ``down: …`` or ``degraded: …``. Intake keeps accepting
+    while the broker is away (messages wait in the outbox), so a broker outage degrades the gateway; only a
+    database that does not answer makes it unready. One that answers while intake's writes fail (a full disk)
+    degrades it: every gateway shares that database, so taking this one out of service would help no one, and
+    its refusals tell senders when to retry. ``/readyz`` and the dashboard both show this."""
     checks: dict[str, str] = {}
     try:
         await state.db.ping()
-        checks["database"] = "ok"
+        failure = state.writer.failure
+        checks["database"] = "ok" if failure is None else f"degraded: {failure.summary()}"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
     try:
@@ -79,8 +82,8 @@ async def readiness(state: BusRuntime) -> dict[str, str]:
 async def readyz(state: State) -> Response:
     """Ready when the database answers; reports the broker (``degraded`` while it is away) and the backlog."""
     checks = await readiness(state)
-    ready = checks["database"] == "ok"
-    status = "not-ready" if not ready else ("ready" if checks["broker"] == "ok" else "degraded")
+    ready = not checks["database"].startswith("down")
+    status = "not-ready" if not ready else ("ready" if set(checks.values()) == {"ok"} else "degraded")
     body = {"status": status, "checks": checks, "outbox_backlog": await state.relay.backlog()}
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 

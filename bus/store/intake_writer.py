@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -33,11 +34,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.envelope import Envelope, MessageStatus
-from docbus.errors import IdempotencyConflict, ServiceUnavailable
+from docbus.errors import IdempotencyConflict, ServiceUnavailable, StoreUnavailable
+from docbus.metrics import INTAKE_WRITE_FAILURES
 from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
+from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, WriteFailure, describe, storage_full
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ _INSERT_OUTBOX = insert(outbox)
 GATEWAY_ACTOR = "gateway"
 # The writer waits for company only if it last committed within this many multiples of ``max_wait``.
 IDLE_AFTER = 10
+# While writes keep failing, the log says so at most this often (the first failure comes with its traceback).
+FAILURE_LOG_INTERVAL = 10.0
 
 
 @dataclass(slots=True)
@@ -104,6 +109,8 @@ class IntakeWriter:
         self._task: asyncio.Task[None] | None = None
         self.committed_batches = 0
         self.committed_messages = 0
+        self._failure: WriteFailure | None = None  # the run of failed writes going on, if any
+        self._failure_logged = 0.0  # monotonic time of the last log line about it
         # Listeners told about every newly committed batch (the outbox relay publishes them at once).
         self._on_commit: list[Any] = []
 
@@ -179,9 +186,9 @@ class IntakeWriter:
             self._fail(batch, IdempotencyConflict("a concurrent submission with the same identity is in progress"))
             return
         except Exception as exc:
-            log.exception("database write failed for a batch of %d", len(batch))
-            self._fail(batch, ServiceUnavailable(f"the message store is unavailable: {type(exc).__name__}"))
+            self._fail(batch, self._failed(exc, len(batch)))
             return
+        self._succeeded()
         self.committed_batches += 1
         self.committed_messages += len(fresh)
         for pending, outcome in zip(batch, outcomes, strict=True):
@@ -196,6 +203,42 @@ class IntakeWriter:
                     callback(fresh)
                 except Exception:
                     log.exception("commit listener failed")
+
+    @property
+    def failure(self) -> WriteFailure | None:
+        """The unbroken run of failed writes going on now, or ``None`` when the last write succeeded."""
+        return self._failure
+
+    def _failed(self, exc: Exception, size: int) -> StoreUnavailable:
+        """Notes a failed batch (metric, log without flooding it) and makes the refusal its senders get."""
+        full = storage_full(exc)
+        reason = describe(exc)
+        INTAKE_WRITE_FAILURES.labels(reason="full" if full else "error").inc()
+        now = time.monotonic()
+        previous = self._failure
+        self._failure = WriteFailure(
+            since=time.time() if previous is None else previous.since,
+            batches=1 if previous is None else previous.batches + 1,
+            reason=reason,
+            full=full,
+        )
+        if previous is None:
+            log.error("database write failed for a batch of %d: %s", size, reason, exc_info=exc)
+            self._failure_logged = now
+        elif now - self._failure_logged >= FAILURE_LOG_INTERVAL:
+            log.error("database writes still failing: %s", self._failure.summary())
+            self._failure_logged = now
+        return StoreUnavailable(
+            f"{reason}: the message was not stored; retry later",
+            retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OTHER,
+            # A plain SQLite transaction that raised was not committed; a PostgreSQL commit may have been.
+            nothing_stored=self._db.on_sqlite_file,
+        )
+
+    def _succeeded(self) -> None:
+        if self._failure is not None:
+            log.warning("database writes succeed again after %s", self._failure.summary())
+            self._failure = None
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: Exception) -> None:

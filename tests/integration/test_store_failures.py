@@ -1,0 +1,200 @@
+"""When storing fails, nothing is acknowledged and nothing is left behind; when it is full, everyone is told.
+
+- A claim-checked payload written for a submission that turns out to be a replay, or a conflict, is removed:
+  each retry of a 50 MB packet with the same Idempotency-Key used to leave another 50 MB on disk for good.
+- A full disk (a real one: a small tmpfs) gets 503 ``store-unavailable`` with ``Retry-After``, never 500; every
+  202 before it is stored; ``/readyz`` and the metrics say the writes fail and why; the log says so once with a
+  traceback, not once per batch; a claim-checked packet leaves no partial file; and once there is room again
+  intake goes on by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from docbus.settings import Settings
+from docbus.store.agencies import AgencyDirectory
+from docbus.store.database import Database
+from docbus.store.migrate import upgrade_async
+
+from ..conftest import RunningGateway, start_gateway
+from .helpers import with_unique_document_id
+
+SENDER = "000.00.00.G22"
+DOC = "edoc_with_attachment_dc0bdef0.edxml"  # sent by SENDER
+XML = {"Content-Type": "application/xml"}
+
+
+@pytest.fixture
+def gateway_settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", database_url=database_url, max_body_bytes=2 * 1024 * 1024, claim_check_bytes=1024
+    )
+
+
+def payload_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+async def test_a_replay_or_a_conflict_of_a_claim_checked_packet_leaves_no_payload_behind(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    await gateway.register(SENDER)
+    packet = with_unique_document_id(sample_bytes[DOC])
+    other = with_unique_document_id(sample_bytes[DOC])
+    assert len(packet) > gateway.settings.claim_check_bytes
+    async with gateway.client(SENDER) as client:
+        first = await client.post("/v1/messages", content=packet, headers={**XML, "Idempotency-Key": "k-1"})
+        replays = [
+            await client.post("/v1/messages", content=packet, headers={**XML, "Idempotency-Key": "k-1"})
+            for _ in range(3)
+        ]
+        conflict = await client.post("/v1/messages", content=other, headers={**XML, "Idempotency-Key": "k-1"})
+        # Without a key, sender + business id + sha256 identify a submission.
+        unkeyed = [await client.post("/v1/messages", content=other, headers=XML) for _ in range(2)]
+        message_id = first.json()["message_id"]
+        stored = await client.get(f"/v1/messages/{message_id}/payload")
+
+    assert first.status_code == 202
+    assert [r.status_code for r in replays] == [202, 202, 202]
+    assert all(r.content == first.content for r in replays)
+    assert conflict.status_code == 409
+    assert [r.status_code for r in unkeyed] == [202, 202]
+    assert unkeyed[1].content == unkeyed[0].content
+    other_id = unkeyed[0].json()["message_id"]
+    files = {path.name: path.read_bytes() for path in payload_files(gateway.settings.resolved_payload_dir())}
+    assert files == {message_id: packet, other_id: other}
+    assert stored.status_code == 200 and stored.content == packet
+
+
+# ------------------------------------------------------------------------------------------------ a full disk
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``where``: a disk that really fills up. Needs the right to mount (root here)."""
+    where.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def grow(disk: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(data_dir: Path) -> AsyncIterator[RunningGateway]:
+    """A gateway on the embedded default (SQLite, payload directory) under ``data_dir``, which must exist."""
+    settings = Settings(data_dir=data_dir, max_body_bytes=4 * 1024 * 1024, claim_check_bytes=512 * 1024)
+    url = settings.resolved_database_url()
+    await upgrade_async(url)
+    server, task, base = await start_gateway(settings)
+    database = Database(url)
+    try:
+        yield RunningGateway(base, settings, database, AgencyDirectory(database, cache_seconds=0))
+    finally:
+        server.should_exit = True
+        await task
+        await database.dispose()
+
+
+def big_packet(template: bytes, size: int) -> bytes:
+    """The sample document with its attachment padded past the claim-check threshold (still valid base64)."""
+    head, _, tail = template.partition(b"</edXML:ContentTransferEncoded>")
+    padding = b"QUJD" * (size // 4)
+    return with_unique_document_id(head + padding + b"</edXML:ContentTransferEncoded>" + tail)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resumes_when_there_is_room(
+    tmp_path: Path, sample_bytes: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    template = sample_bytes[DOC]
+    assert b"</edXML:ContentTransferEncoded>" in template
+    caplog.set_level(logging.INFO, logger="docbus")
+    with small_disk(tmp_path / "disk", "3M") as disk:
+        (disk / "data").mkdir()
+        async with gateway_on(disk / "data") as gateway:
+            await gateway.register(SENDER)
+            accepted: dict[str, bytes] = {}
+            statuses: list[int] = []
+            async with gateway.client(SENDER) as client:
+                refusal = None
+                for _ in range(2000):
+                    packet = with_unique_document_id(template)
+                    answer = await client.post("/v1/messages", content=packet, headers=XML)
+                    statuses.append(answer.status_code)
+                    if answer.status_code == 202:
+                        accepted[answer.json()["message_id"]] = packet
+                    else:
+                        refusal = answer
+                        break
+                assert refusal is not None, "the disk never filled up"
+                more = [
+                    await client.post("/v1/messages", content=with_unique_document_id(template), headers=XML)
+                    for _ in range(20)
+                ]
+                big = await client.post("/v1/messages", content=big_packet(template, 1024 * 1024), headers=XML)
+                ready = await client.get("/readyz")
+                metrics = (await client.get("/metrics")).text
+
+                assert set(statuses[:-1]) == {202} and accepted
+                for answer in [refusal, *more, big]:
+                    assert answer.status_code == 503, answer.text
+                    problem = answer.json()
+                    assert problem["type"].endswith("/store-unavailable")
+                    assert "full" in problem["detail"]
+                    assert answer.headers["Retry-After"] == "30"
+                    assert problem["retry_after_seconds"] == 30
+                assert ready.status_code == 200
+                assert ready.json()["status"] == "degraded"
+                database_state = ready.json()["checks"]["database"]
+                assert database_state.startswith("degraded: writes failing since"), database_state
+                assert "full" in database_state
+                assert 'docbus_intake_write_failures_total{reason="full"}' in metrics
+                payload_dir = gateway.settings.resolved_payload_dir()
+                assert not [p for p in payload_files(payload_dir) if p.name.endswith(".tmp")]
+
+                failures = [r for r in caplog.records if r.name.startswith("docbus") and r.levelno >= logging.ERROR]
+                assert sum(1 for r in failures if r.exc_info) == 1  # the first failure, with its traceback
+                assert len(failures) <= 4  # then a line every 10 s at most (plus the payload store's one)
+
+                grow(disk, "64M")
+                after = [
+                    await client.post("/v1/messages", content=with_unique_document_id(template), headers=XML)
+                    for _ in range(3)
+                ]
+                big_after = big_packet(template, 1024 * 1024)
+                big_answer = await client.post("/v1/messages", content=big_after, headers=XML)
+                recovered = await client.get("/readyz")
+
+                assert [a.status_code for a in after] == [202, 202, 202]
+                assert big_answer.status_code == 202, big_answer.text
+                assert recovered.json()["checks"]["database"] == "ok"
+                assert any("succeed again" in r.getMessage() for r in caplog.records)
+                for answer in after:
+                    accepted[answer.json()["message_id"]] = b""
+                # Every message acknowledged before the disk filled is stored whole.
+                for message_id, packet in accepted.items():
+                    if not packet:
+                        continue
+                    stored = await client.get(f"/v1/messages/{message_id}/payload")
+                    assert stored.status_code == 200
+                    assert hashlib.sha256(stored.content).digest() == hashlib.sha256(packet).digest()
+                big_id = big_answer.json()["message_id"]
+                assert (await client.get(f"/v1/messages/{big_id}/payload")).content == big_after
