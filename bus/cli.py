@@ -191,11 +191,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list what would change")
     p.set_defaults(func=_topics_sync)
 
-    payloads = sub.add_parser("payloads", help="payload retention").add_subparsers(metavar="ACTION")
+    payloads_help = "payload retention and orphaned payload files"
+    payloads = sub.add_parser("payloads", help=payloads_help).add_subparsers(metavar="ACTION")
     p = payloads.add_parser("purge", help="one payload retention pass now, with DOCBUS_PAYLOAD_RETENTION_DAYS")
     p.add_argument("--days", type=float, help="the retention for this pass (default: DOCBUS_PAYLOAD_RETENTION_DAYS)")
     p.add_argument("--dry-run", action="store_true", help="count the payloads that would go; delete nothing")
     p.set_defaults(func=_payloads_purge)
+    p = payloads.add_parser("orphans", help="payload files no message refers to (left by crashes); --delete them")
+    p.add_argument("--delete", action="store_true", help="remove them (default: list them)")
+    p.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=60.0,
+        help="leave files younger than this alone: their submissions may still be committing (default 60)",
+    )
+    p.set_defaults(func=_payloads_orphans)
 
     p = sub.add_parser("backup", help="a consistent copy of the embedded data directory, while docbus runs")
     p.add_argument("destination", type=Path, help="a folder that does not exist yet (or is empty)")
@@ -762,6 +772,32 @@ def _payloads_purge(args: argparse.Namespace) -> int:
         verb = "would be deleted" if args.dry_run else "deleted"
         print(f"{report.purged} payloads {verb}; {report.kept} older than {days:g} days not settled, kept")
         return 0
+
+    return _on_existing_database(settings, work)
+
+
+def _payloads_orphans(args: argparse.Namespace) -> int:
+    """Exit 0 when there are none (or all were removed), 3 when orphans were listed and left, 1 when the
+    database stands in the way, 2 for a negative grace."""
+    from docbus.payload_orphans import remove_orphans
+    from docbus.payload_store import DirectoryPayloadStore
+
+    if args.grace_minutes < 0:
+        print("error: --grace-minutes must not be negative", file=sys.stderr)
+        return 2
+    settings = Settings()
+
+    async def work(db: Database) -> int:
+        store = DirectoryPayloadStore(settings.resolved_payload_dir())
+        report = await remove_orphans(db, store, grace_seconds=args.grace_minutes * 60, delete=args.delete)
+        for orphan in report.orphans:
+            print(f"{orphan.path}\t{orphan.size}")
+        size = f"{report.bytes / 1_000_000:.1f} MB"
+        if args.delete:
+            print(f"{report.removed} payload files no message refers to removed ({size})")
+            return 0
+        print(f"{len(report.orphans)} payload files no message refers to ({size}); --delete removes them")
+        return 3 if report.orphans else 0
 
     return _on_existing_database(settings, work)
 
