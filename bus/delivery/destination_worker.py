@@ -32,7 +32,7 @@ from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope, MessageStatus
 from docbus.metrics import DELIVERIES, DELIVERY_LATENCY
 from docbus.payload_store import PayloadStore
-from docbus.records import envelope_from_record
+from docbus.records import NotADocbusRecord, envelope_from_record, message_id_of
 from docbus.routing import RouteTable
 from docbus.store.database import Database, InlineConnection
 from docbus.store.messages import NewEvent
@@ -161,9 +161,8 @@ class DestinationWorker:
         mark = self._recorder.mark()
         for record in records:
             entry = tracker.add(record, mark)
-            headers = dict(record.headers)
-            message_id = headers.get("message-id", b"").decode()
-            resend = "resend-of" in headers
+            message_id = message_id_of(record)
+            resend = any(key == "resend-of" for key, _ in record.headers)
             # The relay may have published a message twice (at-least-once); deliver it once.
             if not resend and (message_id in self._recently_delivered or message_id in self._in_flight_ids):
                 self.duplicates_skipped += 1
@@ -280,7 +279,7 @@ class DestinationWorker:
         A record re-read after a crash, or published twice by the relay, is not sent twice; a record whose
         message is not in this bus' database (another bus sharing the topic prefix) is skipped, not guessed at.
         """
-        ids = {v.decode() for r in records for k, v in r.headers if k == "message-id"}
+        ids = {message_id_of(r) for r in records} - {""}
         if not ids:
             return set(), set()
         async with self._db.reading() as conn:
@@ -312,14 +311,19 @@ class DestinationWorker:
 
     @staticmethod
     def _resent_ids(records: list[ConsumedRecord]) -> set[str]:
-        return {dict(r.headers)["message-id"].decode() for r in records if any(k == "resend-of" for k, _ in r.headers)}
+        return {message_id_of(r) for r in records if any(k == "resend-of" for k, _ in r.headers)}
 
     def receivers_for(self, envelope: Envelope) -> tuple[str, ...]:
         plan, _ = self._routes.plan(envelope.receivers, self._local_agencies())
         return plan.get(self.name, ())
 
     async def handle(self, record: ConsumedRecord, already_delivered: set[str], known: set[str]) -> None:
-        envelope, payload_ref = envelope_from_record(record)
+        try:
+            envelope, payload_ref = envelope_from_record(record)
+        except NotADocbusRecord as exc:
+            DELIVERIES.labels(self.name, "unreadable").inc()
+            log.error("destination %s: %s is not a docbus record; skipped", self.name, exc)
+            return
         if envelope.message_id not in known:
             log.warning("destination %s: message %s is not in this bus; skipped", self.name, envelope.message_id)
             return

@@ -24,7 +24,7 @@ from docbus.delivery.recorder import EventRecorder, EventsNotStored
 from docbus.envelope import Envelope, MessageKind, MessageStatus
 from docbus.metrics import RECEIPTS
 from docbus.payload_store import PayloadStore
-from docbus.records import envelope_from_record
+from docbus.records import NotADocbusRecord, envelope_from_record
 from docbus.store.database import Database
 from docbus.store.messages import NewEvent
 from docbus.store.tables import events, messages
@@ -102,7 +102,11 @@ class ReceiptMatcher:
     async def handle(self, record: ConsumedRecord) -> MatchedReceipt | None:
         if dict(record.headers).get("kind") != MessageKind.STATUS.value.encode():
             return None
-        envelope, payload_ref = envelope_from_record(record)
+        try:
+            envelope, payload_ref = envelope_from_record(record)
+        except NotADocbusRecord as exc:
+            log.error("receipt matcher: %s is not a docbus record; skipped", exc)
+            return None
         payload = await self._payload_store.get(payload_ref) if payload_ref else record.value
         return await self.match(envelope, payload)
 
