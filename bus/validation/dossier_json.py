@@ -8,6 +8,7 @@ Schema (every error, not just the first), then the agency ids and duplicate rece
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,7 @@ class DossierValidator:
             raise ValidationFailed(error.message_en, [error])
         if body.count(b"{") + body.count(b"[") > self._limits.max_depth:
             self._check_depth(document)
+        _refuse_duplicate_members(body)
         return document
 
     def _check_depth(self, document: dict[str, Any]) -> None:
@@ -216,6 +218,61 @@ def _decode_error(body: bytes, exc: orjson.JSONDecodeError) -> NotWellFormed:
         exc.lineno,
         exc.colno,
     )
+
+
+class _DuplicateMember(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> None:
+    names = {name for name, _ in pairs}
+    if len(names) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateMember(name)
+            seen.add(name)
+
+
+def _refuse_duplicate_members(body: bytes) -> None:
+    """Refuses an object that names a member twice (RFC 8259 leaves its meaning open; I-JSON, RFC 7493, forbids
+    it). orjson keeps the last value, and so does this bus when it routes and checks the sender; a system
+    downstream that keeps the first would read another sender, receiver or dossier than the one this bus
+    checked, from the very bytes it forwards. The standard parser's hook sees each object's members in order;
+    only objects are built, as ``None``, so the second pass costs little memory. Runs after orjson accepted the
+    body, so the two parsers never disagree on what is JSON."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_members)
+    except _DuplicateMember as exc:
+        line, column = _second_occurrence(body, exc.name)
+        error = FieldError(
+            path="",
+            rule="duplicate-member",
+            message_en=f"The member name {exc.name!r} appears twice in one object",
+            message_vi=f"Tên thuộc tính {exc.name!r} xuất hiện hai lần trong cùng một đối tượng",
+            line=line,
+            column=column,
+            expected="each member name once per object",
+        )
+        where = f" (line {line}, column {column})" if line is not None else ""
+        raise NotWellFormed(error.message_en + where, [error]) from None
+    except (RecursionError, ValueError) as exc:  # what orjson accepted and this parser cannot follow
+        raise _not_well_formed(
+            "not-well-formed",
+            f"The body could not be checked for repeated member names: {exc}",
+            f"Không kiểm tra được tên thuộc tính lặp lại trong nội dung: {exc}",
+            None,
+            None,
+        ) from None
+
+
+def _second_occurrence(body: bytes, name: str) -> tuple[int | None, int | None]:
+    """Where the name is written a second time (a hint: the same name in another object may come first)."""
+    written = json.dumps(name, ensure_ascii=False).encode()
+    first = body.find(written)
+    second = body.find(written, first + 1) if first >= 0 else -1
+    return position(body, second) if second >= 0 else (None, None)
 
 
 def _facts(kind: MessageKind, record: dict[str, Any]) -> dict[str, str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from ..conftest import RunningGateway
+from ..unit.test_validation_dossier import DOSSIER
 from .helpers import row_counts
 
 XML = {"Content-Type": "application/xml"}
@@ -143,4 +145,22 @@ async def test_a_document_for_too_many_receivers_is_422_and_stores_nothing(
     assert isinstance(errors, list) and [e["rule"] for e in errors] == ["too-many-receivers"]
     assert errors[0]["path"].endswith("/To[1001]/OrganId")
     assert errors[0]["expected"] == "at most 1000 receivers"
+    assert (await row_counts(gateway.db))["messages"] == 0
+
+
+async def test_a_dossier_naming_its_sender_twice_is_refused(gateway: RunningGateway) -> None:
+    """A valid dossier from H41 whose body also names G22 as ``from`` before it: a reader that keeps the first of
+    two equal names would take it for G22's. Refused with the place, and nothing stored."""
+    await gateway.register("000.00.00.H41")
+    body = orjson.dumps(DOSSIER)
+    assert body.startswith(b'{"schema"')
+    smuggled = b'{"from":"000.00.00.G22",' + body[1:]
+    async with gateway.client("000.00.00.H41") as client:
+        plain = await client.post("/v1/validate", content=body, headers={"Content-Type": "application/json"})
+        answer = await client.post("/v1/messages", content=smuggled, headers={"Content-Type": "application/json"})
+    assert plain.status_code == 200, plain.text  # the same dossier without the second name is fine
+    assert answer.status_code == 400
+    problem = answer.json()
+    second = smuggled.index(b'"from"', 2) + 1  # columns count from 1
+    assert [(e["rule"], e["line"], e["column"]) for e in problem["errors"]] == [("duplicate-member", 1, second)]
     assert (await row_counts(gateway.db))["messages"] == 0

@@ -284,3 +284,28 @@ def test_a_dossier_for_more_receivers_than_the_cap_is_refused(refused: Refusal, 
     assert len(capped.validate(_changed(DOSSIER, lambda d: d.update(to=receivers[:2])), JSON).receivers) == 2
     errors = refused(ValidationFailed, _changed(DOSSIER, lambda d: d.update(to=receivers)), JSON, using=capped)
     assert _rules(errors) == [("/to/2", "too-many-receivers")]
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "line", "column"),
+    [
+        # The sender named twice: the bus would check the last, a first-wins reader downstream would see the first.
+        (b'{"kind": "dossier",\n "from": "000.00.00.G22",\n "from": "000.00.00.H41"}', "from", 3, 2),
+        (b'{"kind": "dossier", "dossier": {"MaHoSo": "A", "ChuHoSo": "x", "MaHoSo": "B"}}', "MaHoSo", 1, 64),
+        (b'{"kind": "dossier", "to": [{"a": 1, "a": 2}]}', "a", 1, 37),
+    ],
+)
+def test_a_member_named_twice_in_one_object_is_refused(
+    refused: Refusal, body: bytes, name: str, line: int, column: int
+) -> None:
+    errors = refused(NotWellFormed, body, JSON)
+    assert [(e.rule, e.line, e.column) for e in errors] == [("duplicate-member", line, column)]
+    assert errors[0].message_en == f"The member name {name!r} appears twice in one object"
+    assert errors[0].message_vi.startswith("Tên thuộc tính")
+
+
+def test_the_same_name_in_different_objects_is_fine(validator: MessageValidator) -> None:
+    # "MaHoSo" in the record and "TenTepDinhKem" in each of two attachments: no object names a member twice.
+    document = copy.deepcopy(DOSSIER)
+    document["dossier"]["TaiLieuNop"].append({"TenTepDinhKem": "ban-ve.pdf", "MaThanhPhanHoSo": "TP02"})
+    assert validator.validate(_body(document), JSON).business_id == "000.00.00.H41-240315-0001"
