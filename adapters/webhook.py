@@ -11,6 +11,10 @@ The request body is the payload as accepted, with its content type, and these he
     X-Docbus-Sender       the sending organ id
     X-Docbus-Timestamp    Unix time in seconds when this attempt was signed
     X-Docbus-Signature    sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+    X-Docbus-Signature-V2 v2=<hex HMAC-SHA256 over the timestamp, message id, kind, sender, content type and body>
+
+V2 also covers the headers a receiver acts on; ``docbus.connectors.webhooks.verify_webhook`` checks it and the
+timestamp's age. The first signature stays for receivers written against it.
 
 A 2xx answer means delivered; a JSON answer may say ``{"id": ..., "duplicate": true}`` (remote id, already
 had it). 408, 429, 5xx and transport failures are retriable; any other answer (other 4xx, 3xx) is permanent.
@@ -37,6 +41,7 @@ from docbus.adapters.base import (
     RetriableDeliveryError,
 )
 from docbus.connectors.transport import MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
+from docbus.connectors.webhooks import V2_HEADER, signature_v2
 
 SIGNATURE_PREFIX = "sha256="
 
@@ -104,6 +109,15 @@ class WebhookAdapter(Adapter):
             "X-Docbus-Sender": envelope.sender,
             "X-Docbus-Timestamp": timestamp,
             "X-Docbus-Signature": webhook_signature(self._secret, timestamp, outbound.payload),
+            V2_HEADER: signature_v2(
+                self._secret,
+                timestamp=timestamp,
+                message_id=envelope.message_id,
+                kind=envelope.kind.value,
+                sender=envelope.sender,
+                content_type=envelope.content_type,
+                body=outbound.payload,
+            ),
         }
         try:
             response = await self._http.post(self._url, content=outbound.payload, headers=headers)
