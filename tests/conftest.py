@@ -7,6 +7,7 @@ is missing the PostgreSQL tests fail under CI and are skipped on a developer's m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -125,18 +126,25 @@ def gateway_settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=database_url, max_body_bytes=2 * 1024 * 1024)
 
 
-@pytest.fixture
-async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningGateway]:
-    url = gateway_settings.resolved_database_url()
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    """A gateway on ``settings``' database, brought to the newest schema first; stopped at the end."""
+    url = settings.resolved_database_url()
     await upgrade_async(url)
-    server, task, base = await start_gateway(gateway_settings)
+    server, task, base = await start_gateway(settings)
     database = Database(url)
     try:
-        yield RunningGateway(base, gateway_settings, database, AgencyDirectory(database, cache_seconds=0))
+        yield RunningGateway(base, settings, database, AgencyDirectory(database, cache_seconds=0))
     finally:
         server.should_exit = True
         await task
         await database.dispose()
+
+
+@pytest.fixture
+async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(gateway_settings) as running:
+        yield running
 
 
 @pytest.fixture

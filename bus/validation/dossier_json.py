@@ -182,8 +182,10 @@ def _document_order(error: FieldError) -> tuple[tuple[int, int, str], ...]:
     return tuple((1, int(part), "") if part.isdigit() else (0, 0, part) for part in error.path.split("/"))
 
 
-def _not_well_formed(rule: str, en: str, vi: str, line: int | None, column: int | None) -> NotWellFormed:
-    error = FieldError(path="", rule=rule, message_en=en, message_vi=vi, line=line, column=column)
+def _not_well_formed(
+    rule: str, en: str, vi: str, line: int | None, column: int | None, *, expected: str | None = None
+) -> NotWellFormed:
+    error = FieldError(path="", rule=rule, message_en=en, message_vi=vi, line=line, column=column, expected=expected)
     where = f" (line {line}, column {column})" if line is not None else ""
     return NotWellFormed(en + where, [error])
 
@@ -245,18 +247,13 @@ def _refuse_duplicate_members(body: bytes) -> None:
     try:
         json.loads(body, object_pairs_hook=_unique_members)
     except _DuplicateMember as exc:
-        line, column = _second_occurrence(body, exc.name)
-        error = FieldError(
-            path="",
-            rule="duplicate-member",
-            message_en=f"The member name {exc.name!r} appears twice in one object",
-            message_vi=f"Tên thuộc tính {exc.name!r} xuất hiện hai lần trong cùng một đối tượng",
-            line=line,
-            column=column,
+        raise _not_well_formed(
+            "duplicate-member",
+            f"The member name {exc.name!r} appears twice in one object",
+            f"Tên thuộc tính {exc.name!r} xuất hiện hai lần trong cùng một đối tượng",
+            *_second_occurrence(body, exc.name),
             expected="each member name once per object",
-        )
-        where = f" (line {line}, column {column})" if line is not None else ""
-        raise NotWellFormed(error.message_en + where, [error]) from None
+        ) from None
     except (RecursionError, ValueError) as exc:  # what orjson accepted and this parser cannot follow
         raise _not_well_formed(
             "not-well-formed",

@@ -155,13 +155,12 @@ def register(env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1]
 
 
-@contextlib.contextmanager
-def noop_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
-    """The no-op FastAPI endpoint on the same uvicorn + httptools + uvloop stack; yields its port."""
-    port = free_port()
-    cmd = [
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """``app`` (``module:attribute``, or ``--factory module:function``) from this folder, served by uvicorn with
+    httptools and uvloop: the stack every contender of the intake comparison shares."""
+    return [
         str(BIN / "uvicorn"),
-        "noop_app:app",
+        *app.split(),
         "--app-dir",
         str(HERE),
         "--port",
@@ -176,7 +175,13 @@ def noop_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
         "--log-level",
         "warning",
     ]
-    with serving(cmd, env, port, "/docs", work / "noop.log"):
+
+
+@contextlib.contextmanager
+def noop_server(workers: int, env: dict[str, str], work: Path) -> Iterator[int]:
+    """The no-op FastAPI endpoint on the same uvicorn + httptools + uvloop stack; yields its port."""
+    port = free_port()
+    with serving(uvicorn_command("noop_app:app", port, workers), env, port, "/docs", work / "noop.log"):
         yield port
 
 
@@ -187,24 +192,7 @@ def essentials_server(workers: int, env: dict[str, str], work: Path) -> Iterator
     database = work / f"essentials-{workers}.sqlite3"
     for leftover in work.glob(f"{database.name}*"):
         leftover.unlink()
-    cmd = [
-        str(BIN / "uvicorn"),
-        "--factory",
-        "essentials_app:create_app",
-        "--app-dir",
-        str(HERE),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    cmd = uvicorn_command("--factory essentials_app:create_app", port, workers)
     server_env = {**env, "DOCBUS_BENCH_ESSENTIALS_DB": str(database)}
     with serving(cmd, server_env, port, "/healthz", work / "essentials.log"):
         yield port

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
+from aiohttp import web
 from lxml import etree
 from sqlalchemy import func, select
 
@@ -11,6 +14,20 @@ from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
 
 NS = {"e": "http://www.mic.gov.vn/TBT/QCVN_102_2016"}
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served over real HTTP on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def header_text(packet: bytes, path: str) -> str:

@@ -18,6 +18,7 @@ from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import SAMPLES, start_gateway
+from .helpers import serving_app
 from .test_forwarding import SENDER, document
 
 ROUTES = '[[destination]]\nname = "hook"\nadapter = "webhook"\n\n[[rule]]\nany = true\ndestination = "hook"\n'
@@ -41,35 +42,33 @@ class SlowReceiver:
         return web.Response(status=200, text="ok")
 
 
+def webhook_settings(tmp_path: Path, url: str, **adapter: object) -> Settings:
+    """SQLite under ``tmp_path``, every receiver routed to the webhook destination "hook" at ``url``."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(ROUTES)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'docbus.sqlite3'}",
+        routes_file=routes,
+        adapters={"hook": {"url": url, "secret": "webhook-shared-secret", **adapter}},
+    )
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[SlowReceiver, str]]:
     slow = SlowReceiver()
     app = web.Application()
     app.router.add_post("/hook", slow.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield slow, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as base:
+        yield slow, f"{base}/hook"
 
 
 async def test_a_destination_never_holds_more_deliveries_than_its_concurrency(
     tmp_path: Path, receiver: tuple[SlowReceiver, str]
 ) -> None:
     slow, url = receiver
-    routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES)
-    url_db = f"sqlite+aiosqlite:///{tmp_path / 'docbus.sqlite3'}"
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=url_db,
-        routes_file=routes,
-        adapters={"hook": {"url": url, "secret": "webhook-shared-secret", "concurrency": 3}},
-    )
+    settings = webhook_settings(tmp_path, url, concurrency=3)
+    url_db = settings.resolved_database_url()
     await upgrade_async(url_db)
     db = Database(url_db)
     _, key = await AgencyDirectory(db).add(SENDER, name="Văn phòng Chính phủ")

@@ -19,17 +19,15 @@ from lxml import etree
 from docbus.broker.base import OutgoingRecord
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.broker.embedded_groups import group_positions
-from docbus.settings import Settings
 from docbus.store.agencies import AgencyDirectory
 from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 from docbus.topics import Topics
 
 from ..conftest import SAMPLES, start_gateway
-from .helpers import NS
+from .helpers import NS, serving_app
+from .test_delivery_concurrency import webhook_settings
 from .test_forwarding import SENDER, document
-
-ROUTES = '[[destination]]\nname = "hook"\nadapter = "webhook"\n\n[[rule]]\nany = true\ndestination = "hook"\n'
 
 
 @pytest.fixture
@@ -42,15 +40,8 @@ async def receiver() -> AsyncIterator[tuple[list[bytes], str]]:
 
     app = web.Application()
     app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield received, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as base:
+        yield received, f"{base}/hook"
 
 
 def business_id(packet: bytes) -> bytes:
@@ -75,15 +66,8 @@ async def test_a_record_docbus_did_not_write_is_skipped_and_delivery_goes_on(
 ) -> None:
     received, url = receiver
     caplog.set_level(logging.INFO, logger="docbus")
-    routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES)
-    url_db = f"sqlite+aiosqlite:///{tmp_path / 'docbus.sqlite3'}"
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=url_db,
-        routes_file=routes,
-        adapters={"hook": {"url": url, "secret": "webhook-shared-secret"}},
-    )
+    settings = webhook_settings(tmp_path, url)
+    url_db = settings.resolved_database_url()
     await upgrade_async(url_db)
     db = Database(url_db)
     _, key = await AgencyDirectory(db).add(SENDER, name="Văn phòng Chính phủ")

@@ -15,17 +15,14 @@ import hashlib
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from docbus.settings import Settings
-from docbus.store.agencies import AgencyDirectory
-from docbus.store.database import Database
-from docbus.store.migrate import upgrade_async
 
-from ..conftest import RunningGateway, start_gateway
+from ..conftest import RunningGateway, running_gateway
 from .helpers import with_unique_document_id
 
 SENDER = "000.00.00.G22"
@@ -97,20 +94,9 @@ def grow(disk: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
 
 
-@contextlib.asynccontextmanager
-async def gateway_on(data_dir: Path) -> AsyncIterator[RunningGateway]:
-    """A gateway on the embedded default (SQLite, payload directory) under ``data_dir``, which must exist."""
-    settings = Settings(data_dir=data_dir, max_body_bytes=4 * 1024 * 1024, claim_check_bytes=512 * 1024)
-    url = settings.resolved_database_url()
-    await upgrade_async(url)
-    server, task, base = await start_gateway(settings)
-    database = Database(url)
-    try:
-        yield RunningGateway(base, settings, database, AgencyDirectory(database, cache_seconds=0))
-    finally:
-        server.should_exit = True
-        await task
-        await database.dispose()
+def settings_on(data_dir: Path) -> Settings:
+    """The embedded default (SQLite, payload directory) under ``data_dir``, which must exist."""
+    return Settings(data_dir=data_dir, max_body_bytes=4 * 1024 * 1024, claim_check_bytes=512 * 1024)
 
 
 def big_packet(template: bytes, size: int) -> bytes:
@@ -129,7 +115,7 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
     caplog.set_level(logging.INFO, logger="docbus")
     with small_disk(tmp_path / "disk", "3M") as disk:
         (disk / "data").mkdir()
-        async with gateway_on(disk / "data") as gateway:
+        async with running_gateway(settings_on(disk / "data")) as gateway:
             await gateway.register(SENDER)
             accepted: dict[str, bytes] = {}
             statuses: list[int] = []
