@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from docbus.settings import Settings
@@ -99,6 +102,16 @@ def settings_on(data_dir: Path) -> Settings:
     return Settings(data_dir=data_dir, max_body_bytes=4 * 1024 * 1024, claim_check_bytes=512 * 1024)
 
 
+async def free_space_verdict(data_dir: Path) -> tuple[str, str]:
+    """``docbus config check``'s verdict on the room left under ``data_dir`` (size cap 1 MiB: fails below 2 MiB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
+    env |= {"DOCBUS_DATA_DIR": str(data_dir), "DOCBUS_MAX_BODY_BYTES": str(1024 * 1024)}
+    command = [sys.executable, "-m", "docbus.cli", "config", "check", "--json"]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=120)
+    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "free space"]
+    return finding["verdict"], finding["detail"]
+
+
 def big_packet(template: bytes, size: int) -> bytes:
     """The sample document with its attachment padded past the claim-check threshold (still valid base64)."""
     head, _, tail = template.partition(b"</edXML:ContentTransferEncoded>")
@@ -115,6 +128,7 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
     caplog.set_level(logging.INFO, logger="docbus")
     with small_disk(tmp_path / "disk", "3M") as disk:
         (disk / "data").mkdir()
+        assert (await free_space_verdict(disk / "data"))[0] == "warn"  # room, but less than 1 GiB
         async with running_gateway(settings_on(disk / "data")) as gateway:
             await gateway.register(SENDER)
             accepted: dict[str, bytes] = {}
@@ -153,6 +167,8 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
                 assert database_state.startswith("degraded: writes failing since"), database_state
                 assert "full" in database_state
                 assert 'docbus_intake_write_failures_total{reason="full"}' in metrics
+                verdict, detail = await free_space_verdict(disk / "data")
+                assert verdict == "fail" and "intake would refuse with 503" in detail, detail
                 payload_dir = gateway.settings.resolved_payload_dir()
                 assert not [p for p in payload_files(payload_dir) if p.name.endswith(".tmp")]
 
