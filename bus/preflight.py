@@ -123,10 +123,14 @@ def _free_space(settings: Settings) -> list[Finding]:
     until an operator makes room; the check says so before it happens. Fails below two bodies of the size cap (one
     packet and its copy in SQLite's WAL would not fit), warns below 1 GiB."""
     places: dict[Path, list[str]] = {}
-    database = make_url(settings.resolved_database_url())
     wanted = [("data directory", settings.data_dir), ("payload store", settings.resolved_payload_dir())]
-    if database.get_backend_name() == "sqlite" and database.database:
-        wanted.append(("database", Path(database.database).parent))
+    try:
+        database = make_url(settings.resolved_database_url())
+    except ArgumentError:
+        pass  # the database's own finding says what is wrong with the URL
+    else:
+        if database.get_backend_name() == "sqlite" and database.database:
+            wanted.append(("database", Path(database.database).parent))
     by_device: dict[int, Path] = {}
     for name, path in wanted:
         existing = _nearest_existing(path)
