@@ -163,8 +163,13 @@ class DestinationWorker:
             entry = tracker.add(record, mark)
             message_id = message_id_of(record)
             resend = any(key == "resend-of" for key, _ in record.headers)
-            # The relay may have published a message twice (at-least-once); deliver it once.
-            if not resend and (message_id in self._recently_delivered or message_id in self._in_flight_ids):
+            # The relay may have published a message twice (at-least-once); deliver it once. A record without a
+            # message id is not docbus' and is no one's duplicate: ``handle`` reports each such record.
+            if (
+                message_id
+                and not resend
+                and (message_id in self._recently_delivered or message_id in self._in_flight_ids)
+            ):
                 self.duplicates_skipped += 1
                 entry.done = True
                 continue

@@ -84,12 +84,13 @@ async def test_a_record_docbus_did_not_write_is_skipped_and_delivery_goes_on(
 
             await post(packets[0])
             await until(lambda: len(received) == 1)
-            # Two foreign records ahead of the next document, on its key: no headers at all, and headers that
-            # are not even UTF-8.
+            # Three foreign records ahead of the next document, on its key: two without headers (each is
+            # reported, neither taken for the other's duplicate), and one whose headers are not even UTF-8.
             foreign = EmbeddedBroker(db)
             await foreign.publish(
                 [
                     OutgoingRecord(topic, business_id(packets[1]), b"<not-docbus/>"),
+                    OutgoingRecord(topic, business_id(packets[1]), b"<not-docbus-either/>"),
                     OutgoingRecord(
                         topic, business_id(packets[1]), b"\x00\xff", (("message-id", b"\xff\xfe"), ("kind", b"\xc3"))
                     ),
@@ -106,11 +107,11 @@ async def test_a_record_docbus_did_not_write_is_skipped_and_delivery_goes_on(
             await until(caught_up)
         assert sorted(received) == sorted(packets)
         skipped = [r for r in caplog.records if "is not a docbus record" in r.getMessage()]
-        assert len(skipped) == 2
+        assert len(skipped) == 3
         assert all(topic in r.getMessage() for r in skipped)
         async with httpx.AsyncClient(base_url=base) as plain:
             metrics = (await plain.get("/metrics")).text
-        assert 'docbus_deliveries_total{destination="hook",outcome="unreadable"} 2.0' in metrics
+        assert 'docbus_deliveries_total{destination="hook",outcome="unreadable"} 3.0' in metrics
     finally:
         server.should_exit = True
         await task
