@@ -31,6 +31,7 @@ from docbus.adapters.base import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
+from docbus.durable import fsync_directory
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 # Errors of file systems that cannot hard-link (some network shares): fall back to check-then-rename.
@@ -76,9 +77,9 @@ class FileAdapter(Adapter):
             self._place(folder / f"{message_id}.meta.json", _sidecar(outbound), replace=True)
             created = self._place(target, outbound.payload, replace=False)
             if self.fsync:
-                _fsync_directory(folder)
+                fsync_directory(folder)
                 if new_folder:
-                    _fsync_directory(self.directory)
+                    fsync_directory(self.directory)
         except OSError as exc:
             raise RetriableDeliveryError(f"could not write {relative}: {exc}") from exc
         return DeliveryResult(remote_id=relative, duplicate=not created, detail={"path": str(target)})
@@ -140,11 +141,3 @@ def _sidecar(outbound: Outbound) -> bytes:
         "written_at": datetime.now(UTC).isoformat(),
     }
     return orjson.dumps(meta, option=orjson.OPT_INDENT_2)
-
-
-def _fsync_directory(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

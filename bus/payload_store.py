@@ -15,6 +15,8 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from docbus.durable import fsync_directory
+
 _REF = re.compile(r"^dir:(?P<rel>[0-9]{4}/[0-9]{2}/[0-9]{2}/[0-9A-Z]{26})$")
 
 
@@ -72,10 +74,5 @@ class DirectoryPayloadStore(PayloadStore):
         except BaseException:
             temp.unlink(missing_ok=True)  # a full disk must not keep the part that did fit
             raise
-        # The rename itself must survive a crash too.
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(target.parent)  # the rename itself must survive a crash too
         return ref

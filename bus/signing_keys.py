@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from docbus.durable import fsync_directory
 from docbus.signing import ReceiptSigner
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,4 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(path.parent)
