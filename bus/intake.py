@@ -25,13 +25,14 @@ from docbus.errors import (
     ValidationFailed,
 )
 from docbus.ids import new_message_id, new_trace_id
+from docbus.metrics import PAYLOAD_WRITE_FAILURES
 from docbus.payload_store import PayloadStore
 from docbus.routing import RouteTable
 from docbus.signing import canonical_json
 from docbus.signing_keys import SigningKeys
 from docbus.store.agencies import Agency, Role
 from docbus.store.intake_writer import IntakeOutcome, IntakeWriter, Submission
-from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, describe, storage_full
+from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, FailureStreak, WriteFailure
 from docbus.topics import Topics
 from docbus.validation import MessageValidator
 
@@ -72,6 +73,7 @@ class IntakeService:
         self._writer = writer
         self._payload_store = payload_store
         self._claim_check_bytes = claim_check_bytes
+        self._payload_failures = FailureStreak("payload store", log, unit="writes")
 
     async def validate(self, body: bytes, content_type: str) -> ValidatedMessage:
         if len(body) > OFFLOAD_BYTES:
@@ -177,18 +179,25 @@ class IntakeService:
             await self._forget_payload(payload_ref)
         return outcome
 
+    @property
+    def payload_failure(self) -> WriteFailure | None:
+        """The unbroken run of failed payload-store writes going on now (``/readyz``), or ``None``."""
+        return self._payload_failures.current
+
     async def _put_payload(self, message_id: str, body: bytes) -> str:
         try:
-            return await self._payload_store.put(message_id, body)
+            ref = await self._payload_store.put(message_id, body)
         except OSError as exc:
-            full = storage_full(exc)
-            log.error("payload store write failed for %s: %s", message_id, exc)
-            reason = describe(exc) if full else "the payload store failed"
+            failure = self._payload_failures.failed(exc, message_id)
+            PAYLOAD_WRITE_FAILURES.labels(reason="full" if failure.full else "error").inc()
             raise StoreUnavailable(
-                f"{reason}: the message was not stored; retry later",
-                retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OTHER,
+                f"{failure.reason if failure.full else 'the payload store failed'}: the message was not stored; "
+                "retry later",
+                retry_after=RETRY_AFTER_FULL if failure.full else RETRY_AFTER_OTHER,
                 nothing_stored=True,
             ) from exc
+        self._payload_failures.succeeded()
+        return ref
 
     async def _forget_payload(self, ref: str) -> None:
         """Removes a claim-checked payload no stored message refers to (a replay's, a refused submission's): each

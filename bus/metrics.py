@@ -24,6 +24,12 @@ INTAKE_WRITE_FAILURES = Counter(
     "Group commits that failed, their messages refused with 503 (reason: full storage or another error)",
     ["reason"],
 )
+PAYLOAD_WRITE_FAILURES = Counter(
+    "docbus_payload_write_failures_total",
+    "Claim-checked payloads the payload store failed to write, their messages refused with 503 (reason: full "
+    "storage or another error)",
+    ["reason"],
+)
 INTAKE_SECONDS = Histogram(
     "docbus_intake_seconds",
     "POST /v1/messages from the request's arrival to its answer (receipt or refusal), by HTTP status class",

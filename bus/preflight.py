@@ -18,19 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from docbus.free_space import Verdict, free_space
 from docbus.routing import LOCAL, RouteTable
 from docbus.settings import Settings
-
-Verdict = Literal["ok", "warn", "fail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,49 +112,8 @@ def _payload_store(settings: Settings) -> Finding:
     return Finding("payload store", "ok", f"{root} (claim check above {settings.claim_check_bytes} bytes)")
 
 
-LOW_SPACE_BYTES = 1 << 30
-
-
 def _free_space(settings: Settings) -> list[Finding]:
-    """Room left where docbus writes (one finding per filesystem). A full disk refuses every submission with 503
-    until an operator makes room; the check says so before it happens. Fails below two bodies of the size cap (one
-    packet and its copy in SQLite's WAL would not fit), warns below 1 GiB."""
-    places: dict[Path, list[str]] = {}
-    wanted = [("data directory", settings.data_dir), ("payload store", settings.resolved_payload_dir())]
-    try:
-        database = make_url(settings.resolved_database_url())
-    except ArgumentError:
-        pass  # the database's own finding says what is wrong with the URL
-    else:
-        if database.get_backend_name() == "sqlite" and database.database:
-            wanted.append(("database", Path(database.database).parent))
-    by_device: dict[int, Path] = {}
-    for name, path in wanted:
-        existing = _nearest_existing(path)
-        device = existing.stat().st_dev
-        places.setdefault(by_device.setdefault(device, existing), []).append(name)
-    findings = []
-    floor = 2 * settings.max_body_bytes
-    for path, names in places.items():
-        usage = shutil.disk_usage(path)
-        detail = f"{usage.free / 1e9:.1f} GB free of {usage.total / 1e9:.1f} GB at {path} ({', '.join(names)})"
-        if usage.free < floor:
-            verdict: Verdict = "fail"
-            detail += f": less than two bodies of the size cap ({floor} bytes); intake would refuse with 503"
-        elif usage.free < LOW_SPACE_BYTES:
-            verdict = "warn"
-            detail += ": less than 1 GiB"
-        else:
-            verdict = "ok"
-        findings.append(Finding("free space", verdict, detail))
-    return findings
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = path.resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+    return [Finding("free space", space.verdict, space.describe()) for space in free_space(settings)]
 
 
 async def _database(settings: Settings, timeout: float) -> Finding:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from docbus.errors import NotFound
+from docbus.free_space import free_space
 from docbus.gateway.deps import State
 from docbus.metrics import exposition
 from docbus.runtime import BusRuntime
+from docbus.settings import Settings
 
 router = APIRouter(tags=["meta"])
 
@@ -58,11 +62,14 @@ async def healthz() -> Response:
 
 
 async def readiness(state: BusRuntime) -> dict[str, str]:
-    """The database's and the broker's state: ``ok``, ``down: …`` or ``degraded: …``. Intake keeps accepting
-    while the broker is away (messages wait in the outbox), so a broker outage degrades the gateway; only a
-    database that does not answer makes it unready. One that answers while intake's writes fail (a full disk)
-    degrades it: every gateway shares that database, so taking this one out of service would help no one, and
-    its refusals tell senders when to retry. ``/readyz`` and the dashboard both show this."""
+    """The database's, the payload store's, the disks' and the broker's state: ``ok``, ``down: …`` or
+    ``degraded: …``. Intake keeps accepting while the broker is away (messages wait in the outbox), so a broker
+    outage degrades the gateway; only a database that does not answer makes it unready. One that answers while
+    intake's writes fail (a full disk) degrades it: every gateway shares that database, so taking this one out of
+    service would help no one, and its refusals tell senders when to retry. A payload store whose last write
+    failed degrades it too (large packets are refused until a write succeeds), and so does a filesystem with less
+    room than two bodies of the size cap, before writes start failing. ``/readyz`` and the dashboard both show
+    this; neither names a path."""
     checks: dict[str, str] = {}
     try:
         await state.db.ping()
@@ -70,12 +77,23 @@ async def readiness(state: BusRuntime) -> dict[str, str]:
         checks["database"] = "ok" if failure is None else f"degraded: {failure.summary()}"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
+    payload_failure = state.intake.payload_failure
+    checks["payload_store"] = "ok" if payload_failure is None else f"degraded: {payload_failure.summary()}"
+    checks["free_space"] = await asyncio.to_thread(_free_space_check, state.settings)
     try:
         await state.broker.ping()
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"degraded: {exc}"
     return checks
+
+
+def _free_space_check(settings: Settings) -> str:
+    try:
+        short = [space for space in free_space(settings) if space.verdict == "fail"]
+    except OSError as exc:
+        return f"unknown: {type(exc).__name__}"
+    return "ok" if not short else "degraded: " + "; ".join(space.describe(with_path=False) for space in short)
 
 
 @router.get("/readyz")

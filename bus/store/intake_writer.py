@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -40,7 +39,7 @@ from docbus.store import sqlite_intake
 from docbus.store.audit import GENESIS, event_hash
 from docbus.store.database import Database
 from docbus.store.tables import events, messages, outbox, payloads
-from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, WriteFailure, describe, storage_full
+from docbus.store.write_failures import RETRY_AFTER_FULL, RETRY_AFTER_OTHER, FailureStreak, WriteFailure
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,6 @@ _INSERT_OUTBOX = insert(outbox)
 GATEWAY_ACTOR = "gateway"
 # The writer waits for company only if it last committed within this many multiples of ``max_wait``.
 IDLE_AFTER = 10
-# While writes keep failing, the log says so at most this often (the first failure comes with its traceback).
-FAILURE_LOG_INTERVAL = 10.0
 
 
 @dataclass(slots=True)
@@ -109,8 +106,7 @@ class IntakeWriter:
         self._task: asyncio.Task[None] | None = None
         self.committed_batches = 0
         self.committed_messages = 0
-        self._failure: WriteFailure | None = None  # the run of failed writes going on, if any
-        self._failure_logged = 0.0  # monotonic time of the last log line about it
+        self._failures = FailureStreak("database", log)  # the run of failed writes going on, if any
         # Listeners told about every newly committed batch (the outbox relay publishes them at once).
         self._on_commit: list[Any] = []
 
@@ -207,38 +203,21 @@ class IntakeWriter:
     @property
     def failure(self) -> WriteFailure | None:
         """The unbroken run of failed writes going on now, or ``None`` when the last write succeeded."""
-        return self._failure
+        return self._failures.current
 
     def _failed(self, exc: Exception, size: int) -> StoreUnavailable:
         """Notes a failed batch (metric, log without flooding it) and makes the refusal its senders get."""
-        full = storage_full(exc)
-        reason = describe(exc)
-        INTAKE_WRITE_FAILURES.labels(reason="full" if full else "error").inc()
-        now = time.monotonic()
-        previous = self._failure
-        self._failure = WriteFailure(
-            since=time.time() if previous is None else previous.since,
-            batches=1 if previous is None else previous.batches + 1,
-            reason=reason,
-            full=full,
-        )
-        if previous is None:
-            log.error("database write failed for a batch of %d: %s", size, reason, exc_info=exc)
-            self._failure_logged = now
-        elif now - self._failure_logged >= FAILURE_LOG_INTERVAL:
-            log.error("database writes still failing: %s", self._failure.summary())
-            self._failure_logged = now
+        failure = self._failures.failed(exc, f"a batch of {size}")
+        INTAKE_WRITE_FAILURES.labels(reason="full" if failure.full else "error").inc()
         return StoreUnavailable(
-            f"{reason}: the message was not stored; retry later",
-            retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OTHER,
+            f"{failure.reason}: the message was not stored; retry later",
+            retry_after=RETRY_AFTER_FULL if failure.full else RETRY_AFTER_OTHER,
             # A plain SQLite transaction that raised was not committed; a PostgreSQL commit may have been.
             nothing_stored=self._db.on_sqlite_file,
         )
 
     def _succeeded(self) -> None:
-        if self._failure is not None:
-            log.warning("database writes succeed again after %s", self._failure.summary())
-            self._failure = None
+        self._failures.succeeded()
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: Exception) -> None:

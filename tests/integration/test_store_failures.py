@@ -167,14 +167,25 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
                 assert database_state.startswith("degraded: writes failing since"), database_state
                 assert "full" in database_state
                 assert 'docbus_intake_write_failures_total{reason="full"}' in metrics
+                # The large packet's claim-checked payload met the full disk first, in the payload store.
+                payload_state = ready.json()["checks"]["payload_store"]
+                assert payload_state.startswith("degraded: writes failing since") and "full" in payload_state
+                assert 'docbus_payload_write_failures_total{reason="full"}' in metrics
+                room = ready.json()["checks"]["free_space"]
+                assert room.startswith("degraded: ") and "intake would refuse with 503" in room, room
+                assert str(disk) not in ready.text  # readiness is public: it names no path
                 verdict, detail = await free_space_verdict(disk / "data")
                 assert verdict == "fail" and "intake would refuse with 503" in detail, detail
                 payload_dir = gateway.settings.resolved_payload_dir()
                 assert not [p for p in payload_files(payload_dir) if p.name.endswith(".tmp")]
 
                 failures = [r for r in caplog.records if r.name.startswith("docbus") and r.levelno >= logging.ERROR]
-                assert sum(1 for r in failures if r.exc_info) == 1  # the first failure, with its traceback
-                assert len(failures) <= 4  # then a line every 10 s at most (plus the payload store's one)
+                # The first failure of each store comes with its traceback, then a line every 10 s at most.
+                assert sorted(r.getMessage().split(" write failed")[0] for r in failures if r.exc_info) == [
+                    "database",
+                    "payload store",
+                ]
+                assert len(failures) <= 5
 
                 grow(disk, "64M")
                 after = [
@@ -187,8 +198,11 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
 
                 assert [a.status_code for a in after] == [202, 202, 202]
                 assert big_answer.status_code == 202, big_answer.text
-                assert recovered.json()["checks"]["database"] == "ok"
-                assert any("succeed again" in r.getMessage() for r in caplog.records)
+                assert recovered.json()["status"] == "ready", recovered.text
+                assert set(recovered.json()["checks"].values()) == {"ok"}
+                messages = [r.getMessage() for r in caplog.records]
+                assert any(m.startswith("database writes succeed again") for m in messages)
+                assert any(m.startswith("payload store writes succeed again") for m in messages)
                 for answer in after:
                     accepted[answer.json()["message_id"]] = b""
                 # Every message acknowledged before the disk filled is stored whole.
@@ -200,3 +214,58 @@ async def test_a_full_disk_is_refused_with_503_and_retry_after_and_intake_resume
                     assert hashlib.sha256(stored.content).digest() == hashlib.sha256(packet).digest()
                 big_id = big_answer.json()["message_id"]
                 assert (await client.get(f"/v1/messages/{big_id}/payload")).content == big_after
+
+
+# ---------------------------------------------------------------------------------- a broken payload store
+
+
+async def test_a_payload_store_that_cannot_write_refuses_large_packets_with_503_and_says_so_until_it_can(
+    tmp_path: Path, sample_bytes: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a full disk: the payload folder's place is taken by a file. Large packets get 503 (retry in 5 s) and
+    nothing is stored; small ones still go through; ``/readyz`` says the payload store fails, without its path;
+    once the folder can be made, the next large packet is accepted and readiness is whole again."""
+    caplog.set_level(logging.INFO, logger="docbus")
+    blocker = tmp_path / "payloads"
+    blocker.write_bytes(b"not a folder")
+    (tmp_path / "data").mkdir()
+    settings = Settings(
+        data_dir=tmp_path / "data", payload_dir=blocker, max_body_bytes=4 * 1024 * 1024, claim_check_bytes=64 * 1024
+    )
+    template = sample_bytes[DOC]
+    async with running_gateway(settings) as gateway:
+        await gateway.register(SENDER)
+        async with gateway.client(SENDER) as client:
+            refused = [
+                await client.post("/v1/messages", content=big_packet(template, 256 * 1024), headers=XML)
+                for _ in range(3)
+            ]
+            small = await client.post("/v1/messages", content=with_unique_document_id(template), headers=XML)
+            ready = await client.get("/readyz")
+            metrics = (await client.get("/metrics")).text
+            listed = await client.get("/v1/messages")
+
+            for answer in refused:
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["type"].endswith("/store-unavailable")
+                assert "payload store failed" in answer.json()["detail"]
+                assert answer.headers["Retry-After"] == "5"
+            assert small.status_code == 202
+            assert [m["message_id"] for m in listed.json()["items"]] == [small.json()["message_id"]]
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            state = ready.json()["checks"]["payload_store"]
+            assert state.startswith("degraded: writes failing since") and "(3 writes)" in state, state
+            assert str(tmp_path) not in ready.text
+            assert 'docbus_payload_write_failures_total{reason="error"}' in metrics
+            tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("docbus")]
+            assert len(tracebacks) == 1 and tracebacks[0].getMessage().startswith("payload store write failed")
+
+            blocker.unlink()
+            big = big_packet(template, 256 * 1024)
+            accepted = await client.post("/v1/messages", content=big, headers=XML)
+            recovered = await client.get("/readyz")
+
+            assert accepted.status_code == 202, accepted.text
+            assert (await client.get(f"/v1/messages/{accepted.json()['message_id']}/payload")).content == big
+            assert recovered.json()["checks"]["payload_store"] == "ok"
+            assert any(r.getMessage().startswith("payload store writes succeed again") for r in caplog.records)
