@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     payload_retention_check_seconds: float = Field(
         default=300.0, gt=0, description="How often workers look for payloads to delete."
     )
+    payload_orphan_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Workers remove payload-store files that no message refers to (left by a crash between a "
+        "payload's write and its commit) once they are this old; 0 = never (`docbus payloads orphans` still "
+        "lists and removes them).",
+    )
+    payload_orphan_check_seconds: float = Field(
+        default=3600.0, gt=0, description="How often workers look for payload files no message refers to."
+    )
     relay_lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a relay owns an outbox row before a sweeper may take it over."
     )

@@ -24,7 +24,9 @@ from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
 from docbus.errors import RequestRejected
 from docbus.metrics import COMPONENT_RESTARTS
+from docbus.payload_orphans import OrphanSweep
 from docbus.payload_retention import PayloadRetention
+from docbus.payload_store import DirectoryPayloadStore
 from docbus.routing import LOCAL, Destination
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
@@ -69,6 +71,9 @@ class DeliveryNode:
         payload_retention = self._payload_retention()
         if payload_retention is not None:
             self._spawn("docbus-payload-retention", partial(payload_retention.run, self._stop))
+        orphan_sweep = self._orphan_sweep()
+        if orphan_sweep is not None:
+            self._spawn("docbus-payload-orphans", partial(orphan_sweep.run, self._stop))
         if settings.kafka_bootstrap and settings.kafka_retention_hours is not None:
             self._spawn("docbus-topic-settings", self._align_topic_settings)
         routes = self.runtime.routes
@@ -131,6 +136,19 @@ class DeliveryNode:
             self.runtime.local_agencies.current,
             retention_seconds=settings.payload_retention_days * 86400,
             interval_seconds=settings.payload_retention_check_seconds,
+        )
+
+    def _orphan_sweep(self) -> OrphanSweep | None:
+        """Removing payload files no message refers to, when it is on and the payloads are in a folder."""
+        settings = self.runtime.settings
+        store = self.runtime.payload_store
+        if settings.payload_orphan_grace_hours <= 0 or not isinstance(store, DirectoryPayloadStore):
+            return None
+        return OrphanSweep(
+            self.runtime.db,
+            store,
+            grace_seconds=settings.payload_orphan_grace_hours * 3600,
+            interval_seconds=settings.payload_orphan_check_seconds,
         )
 
     async def _create_agency_topics(self) -> None:

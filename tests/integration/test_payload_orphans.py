@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import update
 
 from docbus.ids import new_message_id
-from docbus.payload_orphans import find_orphans
+from docbus.payload_orphans import OrphanSweep, find_orphans
 from docbus.payload_store import DirectoryPayloadStore
 from docbus.settings import Settings
 from docbus.store.tables import messages
 
-from ..conftest import RunningGateway
+from ..conftest import RunningGateway, running_gateway
 from .helpers import with_unique_document_id
 
 SENDER = "000.00.00.G22"
@@ -112,3 +112,68 @@ def test_a_negative_grace_is_refused(tmp_path: Path) -> None:
     result = docbus(Settings(data_dir=tmp_path), "payloads", "orphans", "--grace-minutes", "-1")
     assert result.returncode == 2
     assert "must not be negative" in result.stderr
+
+
+async def test_a_running_bus_removes_orphans_by_itself_after_their_grace(
+    tmp_path: Path, database_url: str, sample_bytes: dict[str, bytes]
+) -> None:
+    """``docbus serve`` (and every worker) sweeps on its own: an old orphan goes within a pass or two, while a
+    referenced payload, a young file and anything not the store's stay."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        claim_check_bytes=1024,
+        payload_orphan_grace_hours=1,
+        payload_orphan_check_seconds=0.2,
+    )
+    settings.data_dir.mkdir()
+    async with running_gateway(settings) as gateway:
+        await gateway.register(SENDER)
+        async with gateway.client(SENDER) as client:
+            answer = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        assert answer.status_code == 202
+        root = settings.resolved_payload_dir()
+        (referenced,) = root.glob("*/*/*/*")
+        os.utime(referenced, (TWO_HOURS_AGO, TWO_HOURS_AGO))
+        day = referenced.parent
+        orphan = plant(day / new_message_id(), old=True)
+        interrupted = plant(day / f".{new_message_id()}.{uuid.uuid4().hex}.tmp", old=True)
+        young = plant(day / new_message_id(), old=False)
+        foreign = plant(day / "notes.txt", old=True)
+        for _ in range(100):
+            if not orphan.exists() and not interrupted.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not orphan.exists() and not interrupted.exists(), "the bus never removed the orphans"
+        assert referenced.exists() and young.exists() and foreign.exists()
+        async with gateway.client(SENDER) as client:
+            payload = await client.get(f"/v1/messages/{answer.json()['message_id']}/payload")
+        assert payload.status_code == 200
+
+
+async def test_a_sweep_looks_at_every_day_first_then_only_at_the_days_that_can_hold_new_orphans(
+    gateway: RunningGateway,
+) -> None:
+    store = DirectoryPayloadStore(gateway.settings.resolved_payload_dir())
+    today = time.strftime("%Y/%m/%d", time.gmtime())
+    old_day = store.root / "2020" / "01" / "01"
+    sweep = OrphanSweep(gateway.db, store, grace_seconds=3600, interval_seconds=3600)
+
+    first = [plant(old_day / new_message_id(), old=True), plant(store.root / today / new_message_id(), old=True)]
+    assert await sweep.sweep() == "removed 2 payload files no message refers to (22 bytes)"
+    assert not any(path.exists() for path in first)
+
+    late_in_old_day = plant(old_day / new_message_id(), old=True)  # e.g. copied back from a backup
+    recent = plant(store.root / today / new_message_id(), old=True)
+    assert await sweep.sweep() == "removed 1 payload file no message refers to (11 bytes)"
+    assert late_in_old_day.exists() and not recent.exists()
+    assert await sweep.sweep() is None
+    # A process that starts afresh looks at every day again; `docbus payloads orphans` always does.
+    fresh = OrphanSweep(gateway.db, store, grace_seconds=3600, interval_seconds=3600)
+    assert await fresh.sweep() == "removed 1 payload file no message refers to (11 bytes)"
+    assert not late_in_old_day.exists()
+
+
+def test_the_sweep_needs_a_positive_grace(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        OrphanSweep(None, DirectoryPayloadStore(tmp_path), grace_seconds=0, interval_seconds=1)  # type: ignore[arg-type]
