@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from docbus.free_space import Verdict, free_space
+from docbus.kafka_security import connection_problem
 from docbus.routing import LOCAL, RouteTable
 from docbus.settings import Settings
 
@@ -169,7 +170,15 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
         return Finding("broker", "ok", "embedded log in the database (DOCBUS_KAFKA_BOOTSTRAP unset)")
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000))
+    where = f"Kafka at {settings.kafka_bootstrap}"
+    security = settings.kafka_security()
+    try:
+        options = security.client_options()
+    except ValueError as exc:
+        return Finding("broker", "fail", f"{where}: {exc}")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000), **options
+    )
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
@@ -177,13 +186,15 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
             topics = await admin.list_topics()
     except Exception as exc:  # aiokafka raises its own errors and asyncio's: all mean "not reachable"
         reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-        return Finding("broker", "fail", f"Kafka at {settings.kafka_bootstrap}: {reason}")
+        # aiokafka says only "Unable to bootstrap"; one connection made the same way tells why.
+        problem = await connection_problem(settings.kafka_bootstrap, security, timeout=timeout)
+        return Finding("broker", "fail", f"{where} ({security.describe()}): {problem or reason}")
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
     ours = [t for t in topics if t.startswith(settings.topic_prefix + ".")]
     brokers = len(cluster.get("brokers", []))
-    detail = f"Kafka at {settings.kafka_bootstrap}: {brokers} broker(s), {len(ours)} docbus topics"
+    detail = f"{where} ({security.describe()}): {brokers} broker(s), {len(ours)} docbus topics"
     return Finding("broker", "ok", detail)
 
 

@@ -9,22 +9,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docbus.kafka_security import DEFAULT_MECHANISM, KafkaSecurity, Mechanism, Protocol
 from docbus.validation.xml_signature import SignaturePolicy
 
 
 class Settings(BaseSettings):
     """Runtime configuration; every field maps to ``DOCBUS_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="DOCBUS_", env_nested_delimiter="__", extra="ignore")
+    # Errors never echo the input: it holds passwords and secrets. A variable set to nothing counts as unset
+    # (``DOCBUS_KAFKA_SSL_CA_FILE=`` in an env file must not mean the current folder).
+    model_config = SettingsConfigDict(
+        env_prefix="DOCBUS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
+    )
 
     data_dir: Path = Field(default=Path("./docbus-data"), description="Embedded database, keys, payloads.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
+    kafka_security_protocol: Protocol = Field(
+        default="PLAINTEXT", description="How clients connect to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: Mechanism = Field(default=DEFAULT_MECHANISM, description="SCRAM-SHA-512, -256 or PLAIN.")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user (with a SASL_* protocol).")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) the brokers' certificates must chain to; unset = system CAs."
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM), for brokers that ask for one (mutual TLS)."
+    )
+    kafka_ssl_key_file: Path | None = Field(default=None, description="Its private key, if not in the cert file.")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="The private key's password.")
     signing_key_file: Path | None = Field(
         default=None, description="Ed25519 private key (PEM); unset = data_dir/keys/receipt-signing.pem."
     )
@@ -191,6 +214,26 @@ class Settings(BaseSettings):
         if self.inflight_body_bytes < self.max_body_bytes:
             raise ValueError("inflight_body_bytes must be at least max_body_bytes")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        self.kafka_security()  # a SASL protocol without a password, TLS files for a plain connection, ...
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        """How this process' Kafka clients connect."""
+        password = self.kafka_sasl_password
+        key_password = self.kafka_ssl_key_password
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file,
+            key_password=key_password.get_secret_value() if key_password is not None else None,
+        )
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

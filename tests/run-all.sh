@@ -21,7 +21,9 @@ echo "   $DOCBUS_TEST_POSTGRES_URL"
 echo "== starting Apache Kafka (KRaft, one broker; tests that break clusters start their own)"
 DOCBUS_TEST_KAFKA_BOOTSTRAP="$(bash deploy/kafka/kafka.sh start | tail -n 1)"
 export DOCBUS_TEST_KAFKA_BOOTSTRAP
-echo "   $DOCBUS_TEST_KAFKA_BOOTSTRAP"
+# The same broker's SASL_SSL listener (SCRAM-SHA-512 over TLS): its client settings, written by kafka.sh.
+export DOCBUS_TEST_KAFKA_SECURE_ENV="$DOCBUS_KAFKA_DIR/secure-client.env"
+echo "   $DOCBUS_TEST_KAFKA_BOOTSTRAP (SASL_SSL: $(sed -n 's/^DOCBUS_KAFKA_BOOTSTRAP=//p' "$DOCBUS_TEST_KAFKA_SECURE_ENV"))"
 
 echo "== lint and types"
 "$BIN/ruff" check bus adapters connectors schemas tests

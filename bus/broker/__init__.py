@@ -70,4 +70,5 @@ def kafka_from_settings(settings: Settings, bootstrap: str) -> KafkaBroker:
         topic_refresh_interval=settings.kafka_topic_refresh_seconds,
         max_poll_interval=settings.broker_max_poll_interval_seconds,
         topic_configs=kafka_topic_configs(settings),
+        security=settings.kafka_security(),
     )

@@ -44,6 +44,7 @@ from docbus.broker.kafka_consumer import KafkaConsumer
 from docbus.broker.kafka_errors import kafka_bound, translate
 from docbus.broker.kafka_topic_configs import align_topic_configs
 from docbus.broker.partitioner import default_partition
+from docbus.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,11 @@ class KafkaBroker(Broker):
         topic_refresh_interval: float = 10.0,
         max_poll_interval: float = 300.0,
         topic_configs: Mapping[str, str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        # TLS and SASL, the same for the producer, the admin client and every consumer (one TLS context).
+        self._client_options = (security or KafkaSecurity()).client_options()
         self._topic_configs = dict(topic_configs or {})
         self._partitions = partitions
         self._replication_factor = replication_factor
@@ -87,6 +91,7 @@ class KafkaBroker(Broker):
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_bytes,
             "max_request_size": max(max_batch_bytes, MIB),
+            **self._client_options,
         }
         self._topic_refresh_interval = topic_refresh_interval
         self._max_poll_interval = max_poll_interval
@@ -172,6 +177,7 @@ class KafkaBroker(Broker):
             topic_refresh_interval=self._topic_refresh_interval,
             max_poll_interval=self._max_poll_interval,
             timeout=self._publish_timeout,
+            client_options=self._client_options,
         )
 
     async def _connected_producer(self) -> AIOKafkaProducer:
@@ -194,7 +200,9 @@ class KafkaBroker(Broker):
     async def _connected_admin(self) -> AIOKafkaAdminClient:
         async with self._connect_lock:
             while self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self._client_id)
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.bootstrap, client_id=self._client_id, **self._client_options
+                )
                 try:
                     await admin.start()
                     if self._replication_factor is None:

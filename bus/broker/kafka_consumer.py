@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -42,6 +42,7 @@ class KafkaConsumer(BrokerConsumer):
         max_poll_interval: float,
         timeout: float,
         patience: float = 0.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not topics and pattern is None:
             raise ValueError("a consumer needs topics, a pattern, or both")
@@ -60,6 +61,7 @@ class KafkaConsumer(BrokerConsumer):
             "metadata_max_age_ms": int(topic_refresh_interval * 1000),
             # A member that does not poll for this long leaves the group; its partitions go to the others.
             "max_poll_interval_ms": int(max_poll_interval * 1000),
+            **(client_options or {}),  # TLS and SASL (see docbus.kafka_security)
         }
         if patience > 0:
             # The broker answers a fetch once it has this much or the wait is over: under load a handful of

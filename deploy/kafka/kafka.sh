@@ -15,6 +15,11 @@
 #
 # start, start-broker and status print the bootstrap servers as the last
 # line of stdout; progress and errors go to stderr.
+#
+# Each broker also listens for clients that must authenticate, as in
+# production: SASL_SSL (SCRAM-SHA-512 over TLS) on BASE+200+K-1, with a CA made
+# for the cluster. DIR/secure-client.env holds the DOCBUS_KAFKA_* settings of
+# a client of that listener (user docbus, its password, the CA file).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,6 +35,8 @@ MARKER="$CACHE/complete"
 DEFAULT_DIR="${DOCBUS_KAFKA_DIR:-/tmp/docbus-kafka}"
 DEFAULT_PORT=19092
 CONTROLLER_PORT_OFFSET=100
+SECURE_PORT_OFFSET=200
+SCRAM_USER=docbus
 START_TIMEOUT="${DOCBUS_KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 # Per-broker JVM options; three brokers have to fit on a 2-core machine.
@@ -117,6 +124,7 @@ broker_dir() { printf '%s/broker%s' "$DIR" "$1"; }
 pid_file() { printf '%s/broker%s.pid' "$DIR" "$1"; }
 broker_port() { echo $((PORT + $1 - 1)); }
 controller_port() { echo $((PORT + CONTROLLER_PORT_OFFSET + $1 - 1)); }
+secure_port() { echo $((PORT + SECURE_PORT_OFFSET + $1 - 1)); }
 
 bootstrap_servers() {
   local k out=""
@@ -181,12 +189,19 @@ write_properties() { # K
 process.roles=broker,controller
 node.id=$k
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(broker_port "$k"),CONTROLLER://127.0.0.1:$(controller_port "$k")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$k"),CONTROLLER://127.0.0.1:$(controller_port "$k")
+listeners=PLAINTEXT://127.0.0.1:$(broker_port "$k"),CONTROLLER://127.0.0.1:$(controller_port "$k"),SASL_SSL://127.0.0.1:$(secure_port "$k")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$k"),CONTROLLER://127.0.0.1:$(controller_port "$k"),SASL_SSL://127.0.0.1:$(secure_port "$k")
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$bdir/data
+
+# Clients that authenticate: SCRAM-SHA-512 over TLS (the user is made when the
+# storage is formatted; the key and certificate chain are in one PEM file).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$DIR/tls/broker.pem
 
 num.partitions=1
 default.replication.factor=$rf
@@ -209,6 +224,38 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+}
+
+make_tls() { # a CA for the cluster and one broker certificate for 127.0.0.1 and localhost, in DIR/tls
+  local tls="$DIR/tls"
+  command -v openssl >/dev/null || die "openssl is needed for the SASL_SSL listener (apt-get install -y openssl)"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=docbus development Kafka CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "extendedKeyUsage=serverAuth" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.crt -days 3650 \
+      -extfile broker.ext 2>/dev/null
+    cat broker.key broker.crt ca.pem >broker.pem
+    rm -f broker.csr broker.ext ca.srl
+    chmod 600 ca.key broker.key broker.pem
+  ) || die "making the TLS certificates in $tls failed"
+}
+
+write_secure_client_env() { # PASSWORD: the settings of a docbus that talks to the SASL_SSL listener
+  local k servers=""
+  for ((k = 1; k <= BROKERS; k++)); do
+    servers+="${servers:+,}127.0.0.1:$(secure_port "$k")"
+  done
+  (
+    umask 077
+    printf '%s\n' "DOCBUS_KAFKA_BOOTSTRAP=$servers" "DOCBUS_KAFKA_SECURITY_PROTOCOL=SASL_SSL" \
+      "DOCBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512" "DOCBUS_KAFKA_SASL_USERNAME=$SCRAM_USER" \
+      "DOCBUS_KAFKA_SASL_PASSWORD=$1" "DOCBUS_KAFKA_SSL_CA_FILE=$DIR/tls/ca.pem" >"$DIR/secure-client.env"
+  )
 }
 
 launch_broker() { # K: start the JVM in the background, in its own session
@@ -386,7 +433,7 @@ cmd_start() {
 
   BROKERS=${OPT_BROKERS:-1}
   PORT=${OPT_PORT:-$DEFAULT_PORT}
-  ((PORT + CONTROLLER_PORT_OFFSET + BROKERS - 1 <= 65535)) || die "--port $PORT is too high"
+  ((PORT + SECURE_PORT_OFFSET + BROKERS - 1 <= 65535)) || die "--port $PORT is too high"
 
   if [[ -e "$DIR" ]]; then
     if is_our_dir; then
@@ -403,7 +450,7 @@ cmd_start() {
   fi
   local k
   for ((k = 1; k <= BROKERS; k++)); do
-    for p in "$(broker_port "$k")" "$(controller_port "$k")"; do
+    for p in "$(broker_port "$k")" "$(controller_port "$k")" "$(secure_port "$k")"; do
       ! port_in_use "$p" || die "port 127.0.0.1:$p is already in use"
     done
   done
@@ -413,14 +460,18 @@ cmd_start() {
   mkdir -p "$DIR"
   touch "$DIR/.docbus-kafka"
 
-  local cluster_id
+  local cluster_id scram_password
   cluster_id=$(run_tool kafka.tools.StorageTool random-uuid | tail -n 1)
   [[ -n "$cluster_id" ]] || die "StorageTool random-uuid printed nothing"
+  make_tls
+  scram_password=$(openssl rand -hex 16)
+  write_secure_client_env "$scram_password"
   log "formatting $BROKERS broker(s) in $DIR, cluster id $cluster_id"
   local format_pids=()
   for ((k = 1; k <= BROKERS; k++)); do
     write_properties "$k"
     run_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$(broker_dir "$k")/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$scram_password]" \
       >"$(broker_dir "$k")/format.log" 2>&1 &
     format_pids+=("$!")
   done

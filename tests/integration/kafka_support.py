@@ -8,22 +8,28 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from docbus.settings import Settings
+
+from ..conftest import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` client ports and ``size`` controller ports (base+100..) all free.
+    """A base port with ``size`` client ports, ``size`` controller ports (base+100..) and ``size`` SASL_SSL client
+    ports (base+200..) all free.
 
     Drawn below the kernel's ephemeral range (32768+ here and on most Linux machines), so an outgoing connection
     cannot take one of them between this probe and the broker's bind."""
-    low, high = 20_000, 32_000 - 100 - size
+    low, high = 20_000, 32_000 - 200 - size
     for _ in range(200):
         base = random.randrange(low, high)
-        ports = [base + i for i in range(size)] + [base + 100 + i for i in range(size)]
+        ports = [base + offset + i for offset in (0, 100, 200) for i in range(size)]
         try:
             for port in ports:
                 with socket.socket() as probe:
@@ -70,9 +76,32 @@ class KafkaCluster:
         self._run("stop")
 
 
-async def read_topic(bootstrap: str, topic: str, *, timeout: float = 60.0, expect: int | None = None) -> list[dict]:
+def secure_kafka_env() -> dict[str, str]:
+    """The ``DOCBUS_KAFKA_*`` settings of a client of the test Kafka's SASL_SSL listener (SCRAM-SHA-512 over TLS,
+    the cluster's own CA), as ``kafka.sh start`` wrote them; the test command names the file."""
+    path = Path(require_service("DOCBUS_TEST_KAFKA_SECURE_ENV", "Apache Kafka's SASL_SSL listener"))
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def secure_kafka_settings(**overrides: Any) -> Settings:
+    """Settings for that listener (environment names as keys, as in an env file), with ``overrides`` on top."""
+    env = {**secure_kafka_env(), **overrides}
+    fields = {name.removeprefix("DOCBUS_").lower(): value for name, value in env.items()}
+    return Settings(**fields)
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    expect: int | None = None,
+    client_options: dict[str, Any] | None = None,
+) -> list[dict]:
     """Every record of ``topic`` from the beginning to its current end (no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {})
+    )
     await consumer.start()
     records: list[dict] = []
     try:

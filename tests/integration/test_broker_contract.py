@@ -1,5 +1,6 @@
 """The broker contract, run on every implementation: the embedded broker on SQLite and on a real PostgreSQL,
-and a real Apache Kafka (``DOCBUS_TEST_KAFKA_BOOTSTRAP``). Every test uses its own topics and groups."""
+and a real Apache Kafka (``DOCBUS_TEST_KAFKA_BOOTSTRAP``), also through its SASL_SSL listener (SCRAM-SHA-512
+over TLS, as a production cluster asks of its clients). Every test uses its own topics and groups."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import fresh_postgres_database, require_service
-from .kafka_support import KafkaCluster
+from .kafka_support import KafkaCluster, secure_kafka_settings
 
 
 def kafka_bootstrap() -> str:
@@ -43,6 +44,7 @@ def kafka_bootstrap() -> str:
         "embedded-sqlite",
         pytest.param("embedded-postgres", marks=pytest.mark.postgres),
         pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param("kafka-sasl-ssl", marks=pytest.mark.kafka),
     ]
 )
 async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
@@ -50,6 +52,12 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     implementation: Broker
     if request.param == "kafka":
         implementation = KafkaBroker(kafka_bootstrap(), partitions=3, topic_refresh_interval=1.0)
+    elif request.param == "kafka-sasl-ssl":
+        settings = secure_kafka_settings()
+        assert settings.kafka_bootstrap is not None
+        implementation = KafkaBroker(
+            settings.kafka_bootstrap, partitions=3, topic_refresh_interval=1.0, security=settings.kafka_security()
+        )
     else:
         if request.param == "embedded-sqlite":
             url = f"sqlite+aiosqlite:///{tmp_path / 'broker.sqlite3'}"
