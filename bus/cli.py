@@ -234,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--key", help="the agency's API key (visible to other users in the process list)")
     key.add_argument("--key-file", type=Path, help="a file holding the agency's API key")
     p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--ca-file", type=Path, help="CA certificates (PEM) of an https:// bus not signed by a public CA")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the folder (default 1)")
     p.add_argument("--settle", type=float, default=2.0, help="take a file once unchanged this long (default 2 s)")
     p.add_argument("--once", action="store_true", help="one pass, then exit: 0 all sent, 1 some refused or waiting")
@@ -246,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--key", required=True, help="the agency's API key")
     p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--ca-file", type=Path, help="CA certificates (PEM) of an https:// bus not signed by a public CA")
     p.add_argument("--idempotency-key", help="default: one made for this submission, the same on every attempt")
     p.add_argument(
         "--attempts",
@@ -375,6 +377,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     _share_metrics_between(args.workers)
     settings = Settings()
+    tls = settings.gateway_tls()
+    https: dict[str, Any] = {}
+    if tls is not None:
+        from docbus.gateway_tls import certificate_report
+
+        try:
+            report = certificate_report(tls)
+        except (OSError, ValueError) as exc:
+            print(f"error: HTTPS: {tls.cert_file}, {tls.key_file}: {exc}", file=sys.stderr)
+            return 2
+        if report.problem:
+            print(f"error: HTTPS: {tls.cert_file}: {report.problem}", file=sys.stderr)
+            return 2
+        if report.warning:
+            print(f"warning: HTTPS: {tls.cert_file}: {report.warning}", file=sys.stderr)
+        https = {
+            "ssl_certfile": str(tls.cert_file),
+            "ssl_keyfile": str(tls.key_file),
+            "ssl_keyfile_password": tls.key_password,
+        }
     _migrate_settings(settings)
     uvicorn.run(
         args.factory,
@@ -387,6 +409,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=_server_logging(args.log_level),
         access_log=False,
+        **https,
     )
     return 0
 
@@ -870,6 +893,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _hot_folder(args: argparse.Namespace) -> int:
     import signal
+    import ssl
 
     from docbus.connectors.client import AgencyClient
     from docbus.connectors.hot_folder import FolderBusy, HotFolder
@@ -878,7 +902,12 @@ def _hot_folder(args: argparse.Namespace) -> int:
     key = args.key if args.key is not None else args.key_file.read_text().strip()
 
     async def run() -> int:
-        async with AgencyClient(args.url, key) as client:
+        try:
+            bus = AgencyClient(args.url, key, ca_file=args.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot use the CA file {args.ca_file}: {exc}", file=sys.stderr)
+            return 2
+        async with bus as client:
             folder = HotFolder(args.folder, client, settle_seconds=args.settle)
             with folder.served():
                 if args.once:
@@ -900,15 +929,22 @@ def _hot_folder(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
+    import ssl
+
     import httpx
 
-    from docbus.connectors.client import AgencyClient, SubmissionRefused, content_type_for
+    from docbus.connectors.client import AgencyClient, SubmissionRefused, certificate_refused, content_type_for
 
     path: Path = args.file
     payload = path.read_bytes()
 
     async def run() -> int:
-        async with AgencyClient(args.url, args.key) as client:
+        try:
+            bus = AgencyClient(args.url, args.key, ca_file=args.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot use the CA file {args.ca_file}: {exc}", file=sys.stderr)
+            return 2
+        async with bus as client:
             try:
                 if args.validate_only:
                     result = await client.validate(payload, content_type_for(path))
@@ -920,7 +956,11 @@ def _send(args: argparse.Namespace) -> int:
                 print(orjson.dumps(exc.problem, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
                 return 1
             except httpx.TransportError as exc:
-                print(f"the bus at {args.url} could not be reached: {exc!r}", file=sys.stderr)
+                if certificate_refused(exc):
+                    print(f"the bus at {args.url} has a TLS certificate that is not trusted: {exc}", file=sys.stderr)
+                    print("(a bus with a certificate from its own CA: --ca-file CA.pem)", file=sys.stderr)
+                else:
+                    print(f"the bus at {args.url} could not be reached: {exc!r}", file=sys.stderr)
                 return 1
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from docbus.free_space import Verdict, free_space
+from docbus.gateway_tls import certificate_report
 from docbus.kafka_security import connection_problem
 from docbus.routing import LOCAL, RouteTable
 from docbus.settings import Settings
@@ -43,12 +44,28 @@ class Finding:
 
 async def preflight(settings: Settings, *, timeout: float = 10.0) -> list[Finding]:
     """Every finding, in a stable order (the ones that reach a service are bounded by ``timeout`` each)."""
-    findings = [_schemas_and_policy(settings), _signing_key(settings), _payload_store(settings)]
+    findings = [_schemas_and_policy(settings), _signing_key(settings), _https(settings), _payload_store(settings)]
     findings.extend(_free_space(settings))
     findings.append(await _database(settings, timeout))
     findings.append(await _kafka(settings, timeout))
     findings.extend(await _routes_and_adapters(settings))
     return findings
+
+
+def _https(settings: Settings) -> Finding:
+    """The gateway's certificate and key, loaded as the server will load them (see ``docbus.gateway_tls``)."""
+    tls = settings.gateway_tls()
+    if tls is None:
+        return Finding("https", "ok", "off: plain HTTP (terminate TLS in a proxy in front, or set DOCBUS_TLS_*)")
+    try:
+        report = certificate_report(tls)
+    except (OSError, ValueError) as exc:
+        return Finding("https", "fail", f"{tls.cert_file}, {tls.key_file}: {exc}")
+    if report.problem:
+        return Finding("https", "fail", f"{tls.cert_file}: {report.summary()}: {report.problem}")
+    if report.warning:
+        return Finding("https", "warn", f"{tls.cert_file}: {report.summary()}: {report.warning}")
+    return Finding("https", "ok", f"{tls.cert_file}: {report.summary()}")
 
 
 def masked_url(url: str) -> str:

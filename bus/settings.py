@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docbus.gateway_tls import GatewayTls
 from docbus.kafka_security import DEFAULT_MECHANISM, KafkaSecurity, Mechanism, Protocol
 from docbus.validation.xml_signature import SignaturePolicy
 
@@ -30,6 +31,11 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default=Path("./docbus-data"), description="Embedded database, keys, payloads.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="The gateway serves HTTPS with this certificate chain (PEM); unset = plain HTTP."
+    )
+    tls_key_file: Path | None = Field(default=None, description="The private key of tls_cert_file (PEM).")
+    tls_key_password: SecretStr | None = Field(default=None, description="The private key's password.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )
@@ -214,6 +220,19 @@ class Settings(BaseSettings):
         if self.inflight_body_bytes < self.max_body_bytes:
             raise ValueError("inflight_body_bytes must be at least max_body_bytes")
         return self
+
+    @model_validator(mode="after")
+    def _tls_is_whole(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither")
+        return self
+
+    def gateway_tls(self) -> GatewayTls | None:
+        """The gateway's HTTPS certificate and key, or ``None`` for plain HTTP."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        password = self.tls_key_password
+        return GatewayTls(self.tls_cert_file, self.tls_key_file, password.get_secret_value() if password else None)
 
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> Settings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import uuid
 from pathlib import Path
@@ -47,9 +48,14 @@ def content_type_for(path: Path) -> str:
 class AgencyClient(HttpClientOwner):
     """Submits messages and reads their timelines as one agency."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:
+        """``ca_file``: the CA certificates (PEM) an ``https://`` bus's certificate must chain to, when it is
+        not one the system trusts (a province's own CA); the host name is checked either way."""
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(ca_file))
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
+            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout, verify=verify
         )
 
     async def submit(
@@ -68,9 +74,9 @@ class AgencyClient(HttpClientOwner):
         for attempt in range(1, attempts + 1):
             try:
                 response = await self._http.post("/v1/messages", content=payload, headers=headers)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 wait = _backoff(attempt)
-                if attempt == attempts or time.monotonic() + wait > deadline:
+                if attempt == attempts or time.monotonic() + wait > deadline or certificate_refused(exc):
                     raise
             else:
                 if response.status_code not in RETRIED_STATUSES or attempt == attempts:
@@ -97,6 +103,18 @@ class AgencyClient(HttpClientOwner):
         if response.status_code >= 400:
             raise SubmissionRefused(response.status_code, body)
         return body
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """Whether a transport error is the bus' TLS certificate failing its check: trying again would fail again."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _backoff(attempt: int) -> float:

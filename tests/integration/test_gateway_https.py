@@ -1,0 +1,184 @@
+"""The gateway over HTTPS: ``docbus serve`` with its own certificate (from a CA made here, as a province's own CA
+would sign it), ``docbus send --ca-file`` to it, and what happens when the certificate cannot be trusted or used."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from docbus.gateway_tls import GatewayTls, certificate_report
+
+from ..conftest import SAMPLES, free_port
+
+DOC = SAMPLES / "edoc_with_attachment_dc0bdef0.edxml"
+SENDER = "000.00.00.G22"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_pki(folder: Path, *, valid_days: float = 365, expired: bool = False) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signed for 127.0.0.1 and localhost; (ca.pem, cert.pem, key.pem)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Test provincial CA"))
+        .issuer_name(_name("Test provincial CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )  # digital signature, certificate and CRL signing
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = now - dt.timedelta(days=300) if expired else now - dt.timedelta(minutes=5)
+    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=valid_days)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("docbus.example.gov.vn"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_file, cert_file, key_file
+
+
+def docbus(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "docbus.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    values = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
+    return {**values, "DOCBUS_DATA_DIR": str(tmp_path / "data")}
+
+
+def https_finding(env: dict[str, str]) -> dict[str, str]:
+    done = docbus(env, "config", "check", "--json")
+    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "https"]
+    return dict(finding)
+
+
+def wait_for_https(url: str, ca_file: Path, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        assert proc.poll() is None, "the gateway exited during start-up"
+        try:
+            trusted = ssl.create_default_context(cafile=str(ca_file))
+            if httpx.get(f"{url}/healthz", verify=trusted, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("the gateway did not answer over HTTPS")
+
+
+def test_agencies_send_over_https_to_a_gateway_with_a_certificate_of_the_provinces_ca(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    ca_file, cert_file, key_file = make_pki(tmp_path / "pki")
+    env |= {"DOCBUS_TLS_CERT_FILE": str(cert_file), "DOCBUS_TLS_KEY_FILE": str(key_file)}
+    key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
+    finding = https_finding(env)
+    assert finding["verdict"] == "ok" and "CN=docbus.example.gov.vn, valid until" in finding["detail"], finding
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    with (tmp_path / "gateway.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_https(url, ca_file, proc)
+        sent = docbus(env, "send", str(DOC), "--key", key, "--url", url, "--ca-file", str(ca_file))
+        assert sent.returncode == 0, sent.stderr
+        assert orjson.loads(sent.stdout)["sender"] == SENDER
+
+        started = time.monotonic()
+        untrusted = docbus(env, "send", str(DOC), "--key", key, "--url", url)
+        assert untrusted.returncode == 1
+        assert "TLS certificate that is not trusted" in untrusted.stderr and "--ca-file" in untrusted.stderr
+        assert time.monotonic() - started < 20  # refused at once, not retried like a broken connection
+
+        with pytest.raises(httpx.TransportError):  # plain HTTP gets no answer from the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        missing_ca = docbus(env, "send", str(DOC), "--key", key, "--url", url, "--ca-file", str(tmp_path / "no.pem"))
+        assert missing_ca.returncode == 2 and "cannot use the CA file" in missing_ca.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_a_certificate_that_cannot_serve_stops_the_gateway_before_it_starts(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    _, expired_cert, expired_key = make_pki(tmp_path / "expired", expired=True)
+    _, other_cert, _ = make_pki(tmp_path / "other")
+    cases = {
+        "expired": ({"DOCBUS_TLS_CERT_FILE": str(expired_cert), "DOCBUS_TLS_KEY_FILE": str(expired_key)}, "expired"),
+        "another key": (
+            {"DOCBUS_TLS_CERT_FILE": str(other_cert), "DOCBUS_TLS_KEY_FILE": str(expired_key)},
+            "cannot serve TLS",
+        ),
+        "missing": (
+            {"DOCBUS_TLS_CERT_FILE": str(tmp_path / "none.pem"), "DOCBUS_TLS_KEY_FILE": str(expired_key)},
+            "No such file",
+        ),
+    }
+    for name, (tls, complaint) in cases.items():
+        served = docbus({**env, **tls}, "serve", "--port", str(free_port()), timeout=60)
+        assert served.returncode == 2, (name, served.stderr)
+        assert complaint in served.stderr and "Traceback" not in served.stderr, (name, served.stderr)
+        finding = https_finding({**env, **tls})
+        assert finding["verdict"] == "fail" and complaint in finding["detail"], (name, finding)
+    half = docbus({**env, "DOCBUS_TLS_CERT_FILE": str(other_cert)}, "serve", "--port", str(free_port()))
+    assert half.returncode == 2 and "tls_cert_file and tls_key_file go together" in half.stderr
+    plain = https_finding(env)
+    assert plain["verdict"] == "ok" and "plain HTTP" in plain["detail"]
+
+
+def test_a_certificate_about_to_expire_is_a_warning(tmp_path: Path) -> None:
+    _, cert_file, key_file = make_pki(tmp_path / "soon", valid_days=10)
+    report = certificate_report(GatewayTls(cert_file, key_file))
+    assert report.problem is None
+    assert report.warning is not None and "in 9 days" in report.warning
+    later = certificate_report(GatewayTls(cert_file, key_file), now=dt.datetime.now(dt.UTC) - dt.timedelta(days=90))
+    assert later.problem is not None and later.problem.startswith("the certificate is valid only from ")
