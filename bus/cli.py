@@ -265,7 +265,7 @@ def _migrate_settings(settings: Settings) -> None:
     from docbus.store.migrate import upgrade
 
     db = Database.from_settings(settings)  # creates the data dir for the embedded default
-    upgrade(db.url)
+    upgrade(db.url, ssl_ca_file=settings.database_ssl_ca_file)
 
 
 def _status(value: str) -> MessageStatus:

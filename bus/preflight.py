@@ -138,12 +138,15 @@ async def _database(settings: Settings, timeout: float) -> Finding:
     from alembic.script import ScriptDirectory
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    from docbus.store.database_tls import postgres_connect_args
     from docbus.store.migrate import alembic_config, current_revision, head_revision
 
     url = settings.resolved_database_url()
     shown = masked_url(url)
+    if settings.database_ssl_ca_file is not None:
+        shown += f" (TLS, CA {settings.database_ssl_ca_file})"
     try:
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, connect_args=postgres_connect_args(url, settings.database_ssl_ca_file))
     except Exception as exc:  # not a URL, or a driver that is not async (postgresql:// without +asyncpg)
         hint = "; docbus speaks to PostgreSQL through asyncpg: postgresql+asyncpg://…" if "postgres" in url else ""
         return Finding("database", "fail", f"{shown}: {type(exc).__name__}: {exc}{hint}")

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )
+    database_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PostgreSQL over TLS: the server's certificate must chain to these CAs (PEM) and name its host; "
+        "unset = as the URL says (asyncpg alone encrypts when it can and checks nothing).",
+    )
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
     kafka_security_protocol: Protocol = Field(
         default="PLAINTEXT", description="How clients connect to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
@@ -219,6 +224,12 @@ class Settings(BaseSettings):
         # Otherwise a body under the size cap could never be accepted, whatever the load.
         if self.inflight_body_bytes < self.max_body_bytes:
             raise ValueError("inflight_body_bytes must be at least max_body_bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _database_tls_is_for_postgresql(self) -> Settings:
+        if self.database_ssl_ca_file is not None and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError("database_ssl_ca_file is for a PostgreSQL database_url (SQLite is a local file)")
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ trap cleanup EXIT
 echo "== starting PostgreSQL"
 DOCBUS_TEST_POSTGRES_URL="$(bash deploy/postgres/postgres.sh start | tail -n 1)"
 export DOCBUS_TEST_POSTGRES_URL
+export DOCBUS_TEST_POSTGRES_CA_FILE="$DOCBUS_PG_DIR/tls/ca.pem"  # the same server over TLS (postgres.sh makes it)
 echo "   $DOCBUS_TEST_POSTGRES_URL"
 
 echo "== starting Apache Kafka (KRaft, one broker; tests that break clusters start their own)"

@@ -9,6 +9,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from docbus.store.database_tls import postgres_connect_args
 from docbus.store.tables import metadata
 
 # Any 64-bit number unique to docbus: PostgreSQL advisory lock that serialises gateways migrating at once.
@@ -24,7 +25,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    ssl_ca_file = context.config.attributes.get("ssl_ca_file")
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=postgres_connect_args(url, ssl_ca_file))
     try:
         async with engine.connect() as connection:
             if connection.dialect.name == "sqlite":

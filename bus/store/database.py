@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import create_engine, event, make_url, text
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docbus.settings import Settings
+from docbus.store.database_tls import postgres_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,11 @@ log = logging.getLogger(__name__)
 class Database:
     """The async engines one process uses: ``writer`` for transactions that write, ``reader`` for queries."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, ssl_ca_file: Path | None = None) -> None:
+        """``ssl_ca_file``: PostgreSQL over TLS, the server's certificate checked against it (see
+        ``docbus.store.database_tls``)."""
         self.url = url
+        self.ssl_ca_file = ssl_ca_file
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             # A SQLite file is written through ``_inline_writer`` (see ``transaction``); this engine serves only a
@@ -55,7 +60,13 @@ class Database:
                 self._inline_writer = _inline_engine(url, connections=1, immediate=True)
                 self._inline_reader = _inline_engine(url, connections=10, immediate=False)
         else:
-            self.writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self.writer = create_async_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args=postgres_connect_args(url, ssl_ca_file),
+            )
             self.reader = self.writer
             self._file_lock = None
             self._inline_writer = None
@@ -137,7 +148,9 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings.resolved_database_url(), pool_size=settings.db_pool_size)
+        return cls(
+            settings.resolved_database_url(), pool_size=settings.db_pool_size, ssl_ca_file=settings.database_ssl_ca_file
+        )
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""

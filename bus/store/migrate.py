@@ -14,21 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, *, ssl_ca_file: Path | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url)
+    config.attributes["ssl_ca_file"] = ssl_ca_file  # PostgreSQL over TLS (docbus.store.database_tls)
     return config
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, *, ssl_ca_file: Path | None = None) -> None:
     """Migrate synchronously; the env script runs its own event loop, so call this outside of one."""
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url, ssl_ca_file=ssl_ca_file), "head")
 
 
-async def upgrade_async(url: str) -> None:
+async def upgrade_async(url: str, *, ssl_ca_file: Path | None = None) -> None:
     """Migrate from inside a running event loop (tests, app start-up) on a worker thread."""
-    await asyncio.to_thread(upgrade, url)
+    await asyncio.to_thread(lambda: upgrade(url, ssl_ca_file=ssl_ca_file))
 
 
 def head_revision() -> str | None:

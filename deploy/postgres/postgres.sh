@@ -10,6 +10,8 @@
 #   postgresql+asyncpg://docbus:docbus@127.0.0.1:25432/docbus_test
 # stop shuts the server down (fast mode; --immediate for a crash-like stop)
 # and removes DIR unless --keep is given; a later start reuses kept data.
+# The server also speaks TLS, with a certificate for 127.0.0.1 and localhost
+# from a CA made for it: DIR/tls/ca.pem (DOCBUS_DATABASE_SSL_CA_FILE).
 # Progress and errors go to stderr.
 set -euo pipefail
 
@@ -173,6 +175,7 @@ cmd_start() {
   touch "$DIR/.docbus-pg"
   echo "$PORT" >"$DIR/port"
   mkdir -p "$(SOCK)"
+  make_tls
   if [[ $EUID -eq 0 ]]; then
     chown -R postgres:postgres "$DIR"
     runuser -u postgres -- test -w "$DIR" ||
@@ -201,12 +204,35 @@ logging_collector = off
 log_min_messages = warning
 log_connections = off
 log_disconnections = off
+# TLS for clients that ask for it (docbus with DOCBUS_DATABASE_SSL_CA_FILE).
+ssl = on
+ssl_cert_file = '$DIR/tls/server.crt'
+ssl_key_file = '$DIR/tls/server.key'
 EOF
   start_server
   wait_ready
   ensure_role_and_db
   log "PostgreSQL is up on 127.0.0.1:$PORT, data in $DIR"
   url
+}
+
+make_tls() { # a CA and a server certificate for 127.0.0.1 and localhost, in DIR/tls
+  local tls="$DIR/tls"
+  command -v openssl >/dev/null || die "openssl is needed for the server's TLS certificate (apt-get install -y openssl)"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=docbus development PostgreSQL CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 3650 \
+      -extfile server.ext 2>/dev/null
+    rm -f server.csr server.ext ca.srl
+    chmod 600 ca.key server.key
+    chmod 644 ca.pem server.crt
+  ) || die "making the TLS certificate in $tls failed"
 }
 
 cmd_stop() {

@@ -1,0 +1,108 @@
+"""PostgreSQL over TLS with the server's certificate checked (``DOCBUS_DATABASE_SSL_CA_FILE``): the migrations,
+every engine of a running gateway and ``docbus config check`` connect that way; a server whose certificate the CA
+did not sign is refused, and the check says so. The test server speaks TLS with a CA of its own (postgres.sh)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pydantic
+import pytest
+from sqlalchemy import text
+
+from docbus.settings import Settings
+from docbus.store.database import Database
+from docbus.store.migrate import upgrade_async
+
+from ..conftest import fresh_postgres_database, require_service, running_gateway
+from .helpers import with_unique_document_id
+from .test_gateway_https import make_pki
+
+pytestmark = pytest.mark.postgres
+
+SENDER = "000.00.00.G22"
+DOC = "edoc_with_attachment_dc0bdef0.edxml"
+XML = {"Content-Type": "application/xml"}
+# Every connection to the test database but the asking one, and whether each is encrypted.
+OTHERS_TLS = text(
+    "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+    " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+)
+MINE_TLS = text("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+
+
+def server_ca() -> Path:
+    return Path(require_service("DOCBUS_TEST_POSTGRES_CA_FILE", "PostgreSQL's TLS CA"))
+
+
+def database_finding(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
+    clean |= {"DOCBUS_DATA_DIR": str(tmp_path / "check"), **env}
+    command = [sys.executable, "-m", "docbus.cli", "config", "check", "--json", "--timeout", "10"]
+    done = subprocess.run(command, env=clean, capture_output=True, text=True, timeout=120)
+    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "database"]
+    return dict(finding)
+
+
+async def test_a_gateway_with_the_servers_ca_does_everything_over_checked_tls(
+    tmp_path: Path, sample_bytes: dict[str, bytes]
+) -> None:
+    ca = server_ca()
+    url = await fresh_postgres_database()
+    await upgrade_async(url, ssl_ca_file=ca)  # the migrations too
+    (tmp_path / "data").mkdir()
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, database_ssl_ca_file=ca)
+    async with running_gateway(settings) as gateway:
+        await gateway.register(SENDER)
+        async with gateway.client(SENDER) as client:
+            answer = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+            ready = await client.get("/readyz")
+        assert answer.status_code == 202, answer.text
+        assert ready.json()["checks"]["database"] == "ok"
+        checker = Database(url, ssl_ca_file=ca)
+        try:
+            async with checker.reader.connect() as conn:
+                mine = (await conn.execute(MINE_TLS)).one()
+                others, all_tls = (await conn.execute(OTHERS_TLS)).one()
+        finally:
+            await checker.dispose()
+    assert mine.ssl is True and mine.version in ("TLSv1.2", "TLSv1.3")
+    assert others >= 1 and all_tls is True  # the gateway's own connections, still open in its pool
+
+    # The probe tells a plain connection from an encrypted one (asyncpg alone tries TLS first, checking nothing).
+    plain = Database(url + "?ssl=disable")
+    try:
+        async with plain.reader.connect() as conn:
+            assert (await conn.execute(MINE_TLS)).one().ssl is False
+    finally:
+        await plain.dispose()
+
+
+async def test_a_server_certificate_from_another_ca_is_refused_and_the_check_says_why(tmp_path: Path) -> None:
+    url = await fresh_postgres_database()
+    other_ca, _, _ = make_pki(tmp_path / "other")
+    stranger = Database(url, ssl_ca_file=other_ca)
+    try:
+        with pytest.raises(Exception, match="certificate verify failed"):
+            async with stranger.reader.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await stranger.dispose()
+
+    env = {"DOCBUS_DATABASE_URL": url}
+    refused = database_finding({**env, "DOCBUS_DATABASE_SSL_CA_FILE": str(other_ca)}, tmp_path)
+    assert refused["verdict"] == "fail" and "certificate verify failed" in refused["detail"], refused
+    assert "(TLS, CA " in refused["detail"] and "docbus:docbus@" not in refused["detail"]
+    trusted = database_finding({**env, "DOCBUS_DATABASE_SSL_CA_FILE": str(server_ca())}, tmp_path)
+    assert trusted["verdict"] == "ok", trusted
+    missing = database_finding({**env, "DOCBUS_DATABASE_SSL_CA_FILE": str(tmp_path / "none.pem")}, tmp_path)
+    assert missing["verdict"] == "fail" and "cannot use the database CA file" in missing["detail"], missing
+
+
+def test_the_ca_file_is_for_postgresql_only(tmp_path: Path) -> None:
+    with pytest.raises(pydantic.ValidationError, match="for a PostgreSQL database_url"):
+        Settings(data_dir=tmp_path, database_ssl_ca_file=tmp_path / "ca.pem")
