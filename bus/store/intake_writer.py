@@ -106,7 +106,7 @@ class IntakeWriter:
         self._task: asyncio.Task[None] | None = None
         self.committed_batches = 0
         self.committed_messages = 0
-        self._failures = FailureStreak("database", log)  # the run of failed writes going on, if any
+        self._failures = FailureStreak("database", log, subject="message store")  # the failures going on, if any
         # Listeners told about every newly committed batch (the outbox relay publishes them at once).
         self._on_commit: list[Any] = []
 

@@ -40,11 +40,12 @@ def storage_full(exc: BaseException) -> bool:
     return False
 
 
-def describe(exc: BaseException) -> str:
-    """One line for the sender and the log; never the SQL or its parameters."""
+def describe(exc: BaseException, *, store: str = "message store") -> str:
+    """One line for the sender, ``/readyz`` and the log; never the SQL, its parameters or a path."""
     if storage_full(exc):
         return "the storage is full (no space left for the database or the payloads)"
-    return f"the message store failed ({type(exc).__name__})"
+    detail = f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""
+    return f"the {store} failed ({type(exc).__name__}{detail})"
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class FailureStreak:
     seconds while it lasts, and one line when a write succeeds again. A full disk fails every write for as long as
     it lasts; a traceback per write would bury the one line the operator needs."""
 
-    def __init__(self, store: str, log: logging.Logger, *, unit: str = "batches") -> None:
+    def __init__(self, store: str, log: logging.Logger, *, unit: str = "batches", subject: str | None = None) -> None:
         self.store = store  # how the log names what failed: "database", "payload store"
+        self._subject = subject or store  # how a reason names it ("the message store failed")
         self._log = log
         self._unit = unit
         self.current: WriteFailure | None = None
@@ -83,7 +85,7 @@ class FailureStreak:
         self.current = WriteFailure(
             since=time.time() if previous is None else previous.since,
             count=1 if previous is None else previous.count + 1,
-            reason=describe(exc) if full or self.store == "database" else self._other(exc),
+            reason=describe(exc, store=self._subject),
             full=full,
             unit=self._unit,
         )
@@ -95,11 +97,6 @@ class FailureStreak:
             self._log.error("%s writes still failing: %s", self.store, self.current.summary())
             self._logged = now
         return self.current
-
-    def _other(self, exc: BaseException) -> str:
-        """Another failure, named without the paths or SQL an operating-system or driver message may carry."""
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
-        return f"the {self.store} failed ({type(exc).__name__}{': ' + detail if detail else ''})"
 
     def succeeded(self) -> None:
         if self.current is not None:
