@@ -25,6 +25,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 POM="$SCRIPT_DIR/pom.xml"
 BROKER_LOG4J="$SCRIPT_DIR/log4j2.properties"
+# shellcheck source=../dev-tls.sh
+. "$SCRIPT_DIR/../dev-tls.sh"
 TOOLS_LOG4J="$SCRIPT_DIR/tools-log4j2.properties"
 
 KAFKA_VERSION=$(sed -n 's:.*<kafka\.version>\(.*\)</kafka\.version>.*:\1:p' "$POM" | head -n 1)
@@ -228,21 +230,10 @@ EOF
 
 make_tls() { # a CA for the cluster and one broker certificate for 127.0.0.1 and localhost, in DIR/tls
   local tls="$DIR/tls"
-  command -v openssl >/dev/null || die "openssl is needed for the SASL_SSL listener (apt-get install -y openssl)"
-  mkdir -p "$tls"
-  (
-    cd "$tls"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
-      -subj "/CN=docbus development Kafka CA" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" 2>/dev/null
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
-      "extendedKeyUsage=serverAuth" >broker.ext
-    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.crt -days 3650 \
-      -extfile broker.ext 2>/dev/null
-    cat broker.key broker.crt ca.pem >broker.pem
-    rm -f broker.csr broker.ext ca.srl
-    chmod 600 ca.key broker.key broker.pem
-  ) || die "making the TLS certificates in $tls failed"
+  dev_tls "$tls" broker "docbus development Kafka CA" || die "making the TLS certificates in $tls failed"
+  # Kafka's PEM keystore: the key and the certificate chain in one file.
+  cat "$tls/broker.key" "$tls/broker.crt" "$tls/ca.pem" >"$tls/broker.pem" || die "writing $tls/broker.pem failed"
+  chmod 600 "$tls/broker.pem"
 }
 
 write_secure_client_env() { # PASSWORD: the settings of a docbus that talks to the SASL_SSL listener

@@ -14,6 +14,8 @@
 # from a CA made for it: DIR/tls/ca.pem (DOCBUS_DATABASE_SSL_CA_FILE).
 # Progress and errors go to stderr.
 set -euo pipefail
+# shellcheck source=../dev-tls.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../dev-tls.sh"
 
 DEFAULT_DIR="${DOCBUS_PG_DIR:-/tmp/docbus-pg}"
 # Below the kernel's ephemeral port range (32768-60999), so that no outgoing connection (pg_isready polling
@@ -217,22 +219,7 @@ EOF
 }
 
 make_tls() { # a CA and a server certificate for 127.0.0.1 and localhost, in DIR/tls
-  local tls="$DIR/tls"
-  command -v openssl >/dev/null || die "openssl is needed for the server's TLS certificate (apt-get install -y openssl)"
-  mkdir -p "$tls"
-  (
-    cd "$tls"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
-      -subj "/CN=docbus development PostgreSQL CA" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
-      "extendedKeyUsage=serverAuth" >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 3650 \
-      -extfile server.ext 2>/dev/null
-    rm -f server.csr server.ext ca.srl
-    chmod 600 ca.key server.key
-    chmod 644 ca.pem server.crt
-  ) || die "making the TLS certificate in $tls failed"
+  dev_tls "$DIR/tls" server "docbus development PostgreSQL CA" || die "making the TLS certificate in $DIR/tls failed"
 }
 
 cmd_stop() {

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import orjson
 from aiohttp import web
 from lxml import etree
 from sqlalchemy import func, select
@@ -59,3 +64,17 @@ async def row_counts(db: Database) -> dict[str, int]:
         accepted = select(func.count()).select_from(events).where(events.c.type == "ACCEPTED")
         counts["events"] = int(await conn.scalar(accepted) or 0)
     return counts
+
+
+def config_check_finding(part: str, env: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """``docbus config check --json``'s finding about ``part``, run with ``env`` as its whole ``DOCBUS_``
+    environment (and ``data_dir`` as the data directory); no password given in ``env`` may show in its output."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
+    clean |= {"DOCBUS_DATA_DIR": str(data_dir), **env}
+    command = [sys.executable, "-m", "docbus.cli", "config", "check", "--json", "--timeout", "10"]
+    done = subprocess.run(command, env=clean, capture_output=True, text=True, timeout=120)
+    for name, value in env.items():
+        if "PASSWORD" in name and value:
+            assert value not in done.stdout + done.stderr, f"{name} shows in the check's output"
+    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == part]
+    return dict(finding)

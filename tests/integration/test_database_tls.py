@@ -4,12 +4,8 @@ did not sign is refused, and the check says so. The test server speaks TLS with 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import orjson
 import pydantic
 import pytest
 from sqlalchemy import text
@@ -19,7 +15,7 @@ from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import fresh_postgres_database, require_service, running_gateway
-from .helpers import with_unique_document_id
+from .helpers import config_check_finding, with_unique_document_id
 from .test_gateway_https import make_pki
 
 pytestmark = pytest.mark.postgres
@@ -40,12 +36,7 @@ def server_ca() -> Path:
 
 
 def database_finding(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
-    clean |= {"DOCBUS_DATA_DIR": str(tmp_path / "check"), **env}
-    command = [sys.executable, "-m", "docbus.cli", "config", "check", "--json", "--timeout", "10"]
-    done = subprocess.run(command, env=clean, capture_output=True, text=True, timeout=120)
-    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "database"]
-    return dict(finding)
+    return config_check_finding("database", env, tmp_path / "check")
 
 
 async def test_a_gateway_with_the_servers_ca_does_everything_over_checked_tls(

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from docbus.gateway_tls import GatewayTls, certificate_report
 
 from ..conftest import SAMPLES, free_port
+from .helpers import config_check_finding
 
 DOC = SAMPLES / "edoc_with_attachment_dc0bdef0.edxml"
 SENDER = "000.00.00.G22"
@@ -92,9 +93,8 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def https_finding(env: dict[str, str]) -> dict[str, str]:
-    done = docbus(env, "config", "check", "--json")
-    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "https"]
-    return dict(finding)
+    tls = {k: v for k, v in env.items() if k.startswith("DOCBUS_TLS_")}
+    return config_check_finding("https", tls, Path(env["DOCBUS_DATA_DIR"]))
 
 
 def wait_for_https(url: str, ca_file: Path, proc: subprocess.Popen[bytes]) -> None:

@@ -11,19 +11,15 @@ cluster does. The test Kafka opens such a listener beside its plain one (``kafka
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 
 from docbus.broker import BrokerUnavailable, KafkaBroker
 
 from ..conftest import running_gateway
-from .helpers import with_unique_document_id
+from .helpers import config_check_finding, with_unique_document_id
 from .kafka_support import read_topic, secure_kafka_env, secure_kafka_settings
 
 pytestmark = pytest.mark.kafka
@@ -34,16 +30,7 @@ XML = {"Content-Type": "application/xml"}
 
 
 def check_broker(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """``docbus config check --json``'s finding about the broker, with ``env`` as the whole DOCBUS_ environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCBUS_")}
-    clean |= {"DOCBUS_DATA_DIR": str(tmp_path / "check"), **env}
-    command = [sys.executable, "-m", "docbus.cli", "config", "check", "--json", "--timeout", "10"]
-    done = subprocess.run(command, env=clean, capture_output=True, text=True, timeout=120)
-    (finding,) = [f for f in map(orjson.loads, done.stdout.splitlines()) if f["part"] == "broker"]
-    password = env.get("DOCBUS_KAFKA_SASL_PASSWORD")
-    if password:
-        assert password not in done.stdout + done.stderr
-    return dict(finding)
+    return config_check_finding("broker", env, tmp_path / "check")
 
 
 async def test_a_bus_on_sasl_ssl_publishes_what_it_accepts(tmp_path: Path, sample_bytes: dict[str, bytes]) -> None:
