@@ -96,8 +96,8 @@ class KafkaSecurity:
 
 
 async def connection_problem(bootstrap: str, security: KafkaSecurity, *, timeout: float) -> str | None:
-    """Why a client could not connect to the first reachable-looking server of ``bootstrap``, or ``None`` when
-    one connection (with TLS and authentication) succeeds. Tries each server in turn; reports the last reason."""
+    """``None`` as soon as one connection to a server of ``bootstrap`` (with TLS and authentication as a client
+    makes it) succeeds; otherwise why the last server tried could not be reached. Servers are tried in turn."""
     from aiokafka.conn import create_conn
 
     options = security.client_options()
