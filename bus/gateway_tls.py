@@ -15,8 +15,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 SOON = dt.timedelta(days=30)
 
 
@@ -41,6 +39,8 @@ class CertificateReport:
 def certificate_report(tls: GatewayTls, *, now: dt.datetime | None = None) -> CertificateReport:
     """Loads the certificate chain and key as the server will; ``OSError``/``ValueError`` with the reason when
     they cannot be used at all."""
+    from cryptography import x509  # here: every command reads the settings, which name GatewayTls
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file), tls.key_password)

@@ -191,8 +191,7 @@ class IntakeService:
             failure = self._payload_failures.failed(exc, message_id)
             PAYLOAD_WRITE_FAILURES.labels(reason="full" if failure.full else "error").inc()
             raise StoreUnavailable(
-                f"{failure.reason if failure.full else 'the payload store failed'}: the message was not stored; "
-                "retry later",
+                f"{failure.reason}: the message was not stored; retry later",
                 retry_after=RETRY_AFTER_FULL if failure.full else RETRY_AFTER_OTHER,
                 nothing_stored=True,
             ) from exc

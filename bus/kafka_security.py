@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from docbus.tls_client import checking_context
+
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DEFAULT_MECHANISM: Mechanism = "SCRAM-SHA-512"
@@ -56,23 +58,14 @@ class KafkaSecurity:
     def uses_sasl(self) -> bool:
         return self.protocol.startswith("SASL_")
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """The certificates' check: the CA file (or the system's CAs), the broker's host name, TLS 1.2 at least;
-        the client certificate when one is set. Raises ``OSError``/``ssl.SSLError`` for files it cannot use."""
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file is not None:
-            context.load_cert_chain(
-                str(self.cert_file), str(self.key_file) if self.key_file else None, self.key_password
-            )
-        return context
-
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka's producer, consumer and admin client (one TLS context for all)."""
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.uses_tls:
             try:
-                options["ssl_context"] = self.ssl_context()
+                options["ssl_context"] = checking_context(
+                    self.ca_file, cert_file=self.cert_file, key_file=self.key_file, key_password=self.key_password
+                )
             except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA, certificate or key file
                 raise ValueError(f"cannot use the Kafka TLS files: {exc}") from exc
         if self.uses_sasl:

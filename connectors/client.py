@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from docbus.connectors.http import HttpClientOwner
+from docbus.tls_client import checking_context
 
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 FIRST_BACKOFF_SECONDS = 0.5
@@ -51,9 +52,7 @@ class AgencyClient(HttpClientOwner):
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:
         """``ca_file``: the CA certificates (PEM) an ``https://`` bus's certificate must chain to, when it is
         not one the system trusts (a province's own CA); the host name is checked either way."""
-        verify: ssl.SSLContext | bool = True
-        if ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(ca_file))
+        verify: ssl.SSLContext | bool = checking_context(ca_file) if ca_file is not None else True
         self._http = httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout, verify=verify
         )

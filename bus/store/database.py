@@ -39,7 +39,6 @@ class Database:
         """``ssl_ca_file``: PostgreSQL over TLS, the server's certificate checked against it (see
         ``docbus.store.database_tls``)."""
         self.url = url
-        self.ssl_ca_file = ssl_ca_file
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             # A SQLite file is written through ``_inline_writer`` (see ``transaction``); this engine serves only a

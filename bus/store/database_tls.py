@@ -14,6 +14,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from docbus.tls_client import checking_context
+
 
 def postgres_connect_args(url: str, ca_file: Path | None) -> dict[str, Any]:
     """``connect_args`` for an engine on ``url``: a checking TLS context for PostgreSQL when ``ca_file`` is set,
@@ -21,8 +23,6 @@ def postgres_connect_args(url: str, ca_file: Path | None) -> dict[str, Any]:
     if ca_file is None or not url.startswith("postgresql"):
         return {}
     try:
-        context = ssl.create_default_context(cafile=str(ca_file))
+        return {"ssl": checking_context(ca_file)}
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot use the database CA file {ca_file}: {exc}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return {"ssl": context}

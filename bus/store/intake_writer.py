@@ -184,7 +184,7 @@ class IntakeWriter:
         except Exception as exc:
             self._fail(batch, self._failed(exc, len(batch)))
             return
-        self._succeeded()
+        self._failures.succeeded()
         self.committed_batches += 1
         self.committed_messages += len(fresh)
         for pending, outcome in zip(batch, outcomes, strict=True):
@@ -215,9 +215,6 @@ class IntakeWriter:
             # A plain SQLite transaction that raised was not committed; a PostgreSQL commit may have been.
             nothing_stored=self._db.on_sqlite_file,
         )
-
-    def _succeeded(self) -> None:
-        self._failures.succeeded()
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: Exception) -> None:
