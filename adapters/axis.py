@@ -31,6 +31,7 @@ from docbus.adapters.base import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
+from docbus.adapters.tls import TlsClientSettings
 from docbus.connectors.http import AxisClient, AxisError
 from docbus.connectors.transport import MAX_RESPONSE_BYTES
 from docbus.envelope import MessageKind
@@ -40,8 +41,9 @@ EDXML_KINDS = (MessageKind.EDOC, MessageKind.STATUS)
 ClientT = TypeVar("ClientT", bound=AxisClient)
 
 
-class AxisSettings(AdapterSettings):
-    """Our registration at an axis: its endpoint, our system id and secret there, and how long to wait for it."""
+class AxisSettings(TlsClientSettings):
+    """Our registration at an axis: its endpoint, our system id and secret there, how long to wait for it, and
+    the TLS settings of :class:`~docbus.adapters.tls.TlsClientSettings`."""
 
     url: str
     system_id: str = Field(min_length=1)
@@ -96,6 +98,7 @@ class AxisAdapter(Adapter, Generic[ClientT]):
             timeout=settings.timeout,
             connect_timeout=settings.connect_timeout,
             max_response_bytes=settings.max_response_bytes,
+            ssl_context=settings.ssl_context(),
         )
         self._pending: dict[str, list[str]] = {}  # sha256 of a fetched receipt -> DocIds to acknowledge
         self._closed = False

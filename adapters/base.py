@@ -27,9 +27,10 @@ from docbus.errors import DocbusError
 
 
 class AdapterSettings(BaseModel):
-    """Base of every adapter's settings model; unknown keys are errors so typos do not pass silently."""
+    """Base of every adapter's settings model; unknown keys are errors so typos do not pass silently, and a
+    validation error never echoes the values given (secrets and key passwords among them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (the axis endpoint; operations are appended as path
 segments), ``system_id`` and ``secret`` (our registration at the axis; the secret signs every call),
 ``timeout`` and ``connect_timeout`` in seconds, ``max_response_bytes`` (an answer larger than this, as sent or
-decoded, is refused: 64 MiB by default).
+decoded, is refused: 64 MiB by default), and ``ca_file``, ``cert_file``, ``key_file``, ``key_password`` for an
+axis whose certificate comes from a government CA or that wants a client certificate (:mod:`docbus.adapters.tls`).
 
 ``deliver`` sends the raw edXML with ``sendEdoc`` (``messagetype=status`` for status messages, ``edoc``
 otherwise), the message id as idempotency key; the axis' DocId is the remote id. ``fetch_receipts`` lists what

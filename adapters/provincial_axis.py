@@ -2,7 +2,9 @@
 
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (the platform's REST base), ``system_id`` and ``secret``
 (traded for a bearer token at ``login``, renewed before it expires), ``timeout``, ``connect_timeout`` and
-``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default).
+``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default), and
+``ca_file``, ``cert_file``, ``key_file``, ``key_password`` for a platform whose certificate comes from a
+government CA or that wants a client certificate (:mod:`docbus.adapters.tls`).
 
 ``deliver`` uploads the raw edXML as ``edocFile`` with ``sendEdoc``, the message id as idempotency key; the
 platform's document id is the remote id. ``fetch_receipts`` syncs the received list and fetches the status

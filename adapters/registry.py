@@ -88,12 +88,15 @@ def _load_all() -> tuple[dict[str, type[Adapter]], dict[str, str]]:
 
 
 def _describe(error: ErrorDetails) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(settings)"
+    key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {key!r}"
     if error["type"] == "missing":
         return f"setting {key!r} is required"
-    return f"setting {key!r}: {error['msg']}"
+    # A check of the model's own (e.g. settings that do not go together) names its settings in its message.
+    raised = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+    message = str(raised) if raised is not None else error["msg"]
+    return f"setting {key!r}: {message}" if key else message
 
 
 def _target(cls: type[Adapter]) -> str:

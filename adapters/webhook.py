@@ -2,7 +2,9 @@
 
 Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (``https://``; plain ``http://`` only to a loopback
 address), ``secret`` (the shared HMAC key, at least 16 characters), ``timeout``, ``connect_timeout`` and
-``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default).
+``max_response_bytes`` (an answer larger than this, as sent or decoded, is refused: 64 MiB by default), and
+``ca_file``, ``cert_file``, ``key_file``, ``key_password`` for a receiver whose certificate comes from its own CA
+or that wants a client certificate (:mod:`docbus.adapters.tls`).
 
 The request body is the payload as accepted, with its content type, and these headers::
 
@@ -40,7 +42,14 @@ from docbus.adapters.base import (
     PermanentDeliveryError,
     RetriableDeliveryError,
 )
-from docbus.connectors.transport import MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
+from docbus.adapters.tls import TlsClientSettings
+from docbus.connectors.transport import (
+    MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    CertificateRefused,
+    ResponseTooLarge,
+    TlsFailed,
+)
 from docbus.connectors.webhooks import V2_HEADER, signature_v2
 
 SIGNATURE_PREFIX = "sha256="
@@ -61,7 +70,7 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + digest.hexdigest()
 
 
-class WebhookSettings(AdapterSettings):
+class WebhookSettings(TlsClientSettings):
     url: str
     secret: SecretStr = Field(min_length=16)
     timeout: float = Field(30.0, gt=0)
@@ -93,7 +102,8 @@ class WebhookAdapter(Adapter):
         self._secret = settings.secret.get_secret_value()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            transport=transport or AiohttpTransport(max_response_bytes=settings.max_response_bytes),
+            transport=transport
+            or AiohttpTransport(max_response_bytes=settings.max_response_bytes, ssl_context=settings.ssl_context()),
             follow_redirects=False,
         )
         self._closed = False
@@ -125,6 +135,8 @@ class WebhookAdapter(Adapter):
             raise RetriableDeliveryError(f"webhook timed out ({type(exc).__name__})") from exc
         except ResponseTooLarge as exc:
             raise RetriableDeliveryError(f"webhook answer refused: {exc}") from exc
+        except (CertificateRefused, TlsFailed) as exc:
+            raise RetriableDeliveryError(f"webhook: {exc}") from exc
         except httpx.TransportError as exc:
             raise RetriableDeliveryError(f"webhook unreachable ({type(exc).__name__}: {exc})") from exc
         status = response.status_code

@@ -397,6 +397,8 @@ def _serve(args: argparse.Namespace) -> int:
             "ssl_keyfile": str(tls.key_file),
             "ssl_keyfile_password": tls.key_password,
         }
+    if args.factory.endswith(":create_serve_app") and not _destinations_buildable(settings):
+        return 2
     _migrate_settings(settings)
     uvicorn.run(
         args.factory,
@@ -420,6 +422,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     _log_to_stderr(args.log_level)
     settings = Settings()
+    if not _destinations_buildable(settings):
+        return 2
     _migrate_settings(settings)
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -427,6 +431,27 @@ def _worker(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, addr=args.metrics_host)
     _run_on_uvloop(run_worker(settings))
     return 0
+
+
+def _destinations_buildable(settings: Settings) -> bool:
+    """Whether every destination this process would forward to can be built from its settings; when not, one
+    line per destination on stderr (the adapter and the setting at fault, never a value), before anything starts.
+    """
+    if settings.routes_file is None or not settings.forwarding_enabled:
+        return True
+    from docbus.delivery.node import check_destinations
+    from docbus.routing import RouteTable
+
+    try:
+        routes = RouteTable.load(settings.routes_file)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: routes: {settings.routes_file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    checks = asyncio.run(check_destinations(settings.adapters, routes))
+    for check in checks:
+        if check.problem:
+            print(f"error: destination {check.destination.name}: {check.problem}", file=sys.stderr)
+    return not any(check.problem for check in checks)
 
 
 def _run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:

@@ -15,6 +15,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from docbus.tls_client import key_problem, password_answer
+
 SOON = dt.timedelta(days=30)
 
 
@@ -43,8 +45,11 @@ def certificate_report(tls: GatewayTls, *, now: dt.datetime | None = None) -> Ce
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), tls.key_password)
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password_answer(tls.key_password))
     except ssl.SSLError as exc:
+        opened = key_problem(tls.key_file, tls.key_password)
+        if opened:
+            raise ValueError(f"{opened} (DOCBUS_TLS_KEY_PASSWORD)") from exc
         raise ValueError(f"the certificate and key cannot serve TLS: {exc.reason or exc}") from exc
     leaf = x509.load_pem_x509_certificates(tls.cert_file.read_bytes())[0]
     now = now or dt.datetime.now(dt.UTC)

@@ -219,7 +219,7 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
 
 
 async def _routes_and_adapters(settings: Settings) -> list[Finding]:
-    from docbus.delivery.node import configure_destination
+    from docbus.delivery.node import check_destinations
 
     if settings.routes_file is None:
         return [Finding("routes", "warn", "no routes file (DOCBUS_ROUTES_FILE): messages are accepted, not forwarded")]
@@ -230,15 +230,7 @@ async def _routes_and_adapters(settings: Settings) -> list[Finding]:
     named = [d for d in routes.destinations if d.name != LOCAL]
     summary = f"{settings.routes_file}: {len(routes.rules)} rules, {len(named)} destinations"
     findings = [Finding("routes", "ok", summary)]
-    for destination in named:
-        part = f"destination {destination.name}"
-        try:
-            _, _, concurrency, adapter = configure_destination(settings.adapters, destination)
-        except Exception as exc:  # pydantic, the adapter registry, a plug-in's own checks: report, never crash
-            findings.append(Finding(part, "fail", f"adapter {destination.adapter}: {exc}"))
-            continue
-        with contextlib.suppress(Exception):
-            await adapter.aclose()  # built, never started: nothing was opened, but give back what __init__ took
-        detail = f"adapter {destination.adapter} ({type(adapter).__name__}), {concurrency} deliveries at once"
-        findings.append(Finding(part, "ok", detail))
+    for check in await check_destinations(settings.adapters, routes):
+        part = f"destination {check.destination.name}"
+        findings.append(Finding(part, "fail", check.problem) if check.problem else Finding(part, "ok", check.detail))
     return findings

@@ -15,13 +15,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import ssl
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import httpx
 
-from docbus.connectors.transport import MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
+from docbus.connectors.transport import (
+    MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    CertificateRefused,
+    ResponseTooLarge,
+    TlsFailed,
+)
 
 CodeT = TypeVar("CodeT", str, int)  # how an axis writes its ErrorCodes
 
@@ -84,15 +91,18 @@ class AxisClient(HttpClientOwner, ABC):
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``ssl_context``: the checks and client certificate for an ``https://`` axis (the system's CAs when
+        ``None``); used by the default transport, not by one passed as ``transport``."""
         self.url = url.rstrip("/")
         self.system_id = system_id
         self._secret = secret
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         # The aiohttp transport, unless the caller passed another (then every request goes through httpx).
-        chosen = AiohttpTransport(max_response_bytes=max_response_bytes) if transport is None else transport
+        chosen = transport or AiohttpTransport(max_response_bytes=max_response_bytes, ssl_context=ssl_context)
         self._direct: AiohttpTransport | None = chosen if isinstance(chosen, AiohttpTransport) else None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -138,6 +148,10 @@ class AxisClient(HttpClientOwner, ABC):
         except ResponseTooLarge as exc:
             # The axis may have done what was asked: trying again (same idempotency key) is safe.
             raise self.error(operation, f"answer refused: {exc}", retriable=True) from exc
+        except (CertificateRefused, TlsFailed) as exc:
+            # Retriable: the axis' certificate may be mid-renewal, or our CA file about to be fixed; the breaker
+            # and the retry policy bound the attempts, and every attempt's reason names TLS, not "unreachable".
+            raise self.error(operation, str(exc), retriable=True) from exc
         except httpx.TransportError as exc:
             raise self.error(operation, f"unreachable ({type(exc).__name__}: {exc})", retriable=True) from exc
 

@@ -27,6 +27,7 @@ Answers are ``{"status": "OK" | "FAIL", "ErrorCode": <int>, "ErrorDesc": "..."}`
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -111,6 +112,7 @@ class ProvincialAxisClient(AxisClient):
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -120,6 +122,7 @@ class ProvincialAxisClient(AxisClient):
             timeout=timeout,
             connect_timeout=connect_timeout,
             max_response_bytes=max_response_bytes,
+            ssl_context=ssl_context,
             transport=transport,
         )
         self._token: str | None = None

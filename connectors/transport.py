@@ -23,6 +23,8 @@ Other encodings come back as received, as with httpx's own transport. Over the c
 
 from __future__ import annotations
 
+import errno
+import ssl
 import zlib
 from typing import Any
 
@@ -34,6 +36,10 @@ _SKIPPED_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding"})
 # Describe the body as sent; once it is decoded here they no longer hold.
 _ENCODING_HEADERS = frozenset({"content-encoding", "content-length"})
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+RESET_OVER_TLS = (
+    " (over TLS this is also how a server that requires a client certificate refuses a missing or unaccepted one:"
+    " see cert_file)"
+)
 _ZLIB_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
@@ -41,20 +47,37 @@ class ResponseTooLarge(httpx.RemoteProtocolError):
     """An answer larger than the transport's cap, as sent or once decoded; nothing past the cap was kept."""
 
 
+class CertificateRefused(httpx.ConnectError):
+    """The server's certificate failed the check (not trusted, wrong host name, expired): nothing was sent."""
+
+
+class TlsFailed(httpx.ConnectError):
+    """The TLS handshake failed for another reason (e.g. the server wanted a client certificate): nothing sent."""
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends each request over one pooled ``aiohttp.ClientSession`` (created in the loop that first uses it)."""
 
-    def __init__(self, *, max_connections: int = 100, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: how ``https://`` servers are checked and what certificate is shown to them
+        (``docbus.adapters.tls``); ``None``: the system's CAs, no client certificate."""
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be at least 1")
         self._max_connections = max_connections
         self.max_response_bytes = max_response_bytes
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
     def _current_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 # httpx already set these (or chose not to): aiohttp must not add its own.
@@ -106,6 +129,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     content = self._decoded(content, encodings, request)
                     headers = [(name, value) for name, value in headers if name.lower() not in _ENCODING_HEADERS]
                 return httpx.Response(answer.status, headers=headers, content=content, request=request)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise CertificateRefused(_certificate_problem(exc), request=request) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise TlsFailed(f"TLS handshake failed: {_tls_reason(exc)}", request=request) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
         except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
@@ -115,7 +142,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
         except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET and url.startswith("https:"):
+                # Under TLS 1.3 a server that refuses the client's certificate (or its absence) does so after the
+                # client's handshake is done, and its alert is usually lost in the reset: say what it may mean.
+                reason += RESET_OVER_TLS
+            raise httpx.ReadError(reason, request=request) from exc
 
     async def _bounded_body(self, answer: aiohttp.ClientResponse, request: httpx.Request | None) -> bytes:
         cap = self.max_response_bytes
@@ -183,3 +215,16 @@ def _zlib_encodings(header: str | None) -> list[str]:
     if any(name not in _ZLIB_WBITS and name != "identity" for name in names):
         return []
     return names if any(name != "identity" for name in names) else []
+
+
+def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """``the server's TLS certificate is not trusted: <OpenSSL's verdict>``, without aiohttp's connection dump."""
+    error = exc.certificate_error
+    verdict = getattr(error, "verify_message", None) or getattr(error, "reason", None) or str(error)
+    return f"the server's TLS certificate failed the check: {verdict}"
+
+
+def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    """OpenSSL's reason (e.g. ``TLSV13_ALERT_CERTIFICATE_REQUIRED``), or aiohttp's whole message."""
+    reason = getattr(exc.os_error, "reason", None)
+    return str(reason) if reason else str(exc)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,12 +23,12 @@ from docbus.delivery.destination_worker import DEFAULT_CONCURRENCY, DestinationW
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
-from docbus.errors import RequestRejected
+from docbus.errors import DocbusError, RequestRejected
 from docbus.metrics import COMPONENT_RESTARTS
 from docbus.payload_orphans import OrphanSweep
 from docbus.payload_retention import PayloadRetention
 from docbus.payload_store import DirectoryPayloadStore
-from docbus.routing import LOCAL, Destination
+from docbus.routing import LOCAL, Destination, RouteTable
 from docbus.runtime import BusRuntime
 from docbus.status_stream import StatusStream
 from docbus.store.agencies import Role
@@ -275,6 +276,36 @@ def configure_destination(
     breaker = CircuitBreaker(**config.pop("breaker", {}))
     concurrency = _concurrency(destination.name, config.pop("concurrency", DEFAULT_CONCURRENCY))
     return policy, breaker, concurrency, build_adapter(destination.adapter, config)
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationCheck:
+    """Whether one destination's adapter can be built from the settings: ``problem`` says why not."""
+
+    destination: Destination
+    problem: str | None = None
+    detail: str = ""
+
+
+async def check_destinations(adapters: dict[str, dict[str, Any]], routes: RouteTable) -> list[DestinationCheck]:
+    """Builds (and closes, unstarted) every destination's adapter as :meth:`DeliveryNode.start` will: what
+    ``docbus config check`` reports, and what stops ``docbus serve`` and ``docbus worker`` with one line per
+    destination before they start, instead of a traceback from inside the server's start-up."""
+    checks = []
+    for destination in routes.destinations:
+        if destination.name == LOCAL:
+            continue
+        try:
+            _, _, concurrency, adapter = configure_destination(adapters, destination)
+        except Exception as exc:  # pydantic, the adapter registry, a plug-in's own checks: report, never crash
+            problem = str(exc) if isinstance(exc, DocbusError) else f"adapter {destination.adapter}: {exc}"
+            checks.append(DestinationCheck(destination, problem=problem))
+            continue
+        with contextlib.suppress(Exception):
+            await adapter.aclose()  # built, never started: nothing was opened, but give back what __init__ took
+        detail = f"adapter {destination.adapter} ({type(adapter).__name__}), {concurrency} deliveries at once"
+        checks.append(DestinationCheck(destination, detail=detail))
+    return checks
 
 
 def _config_for(adapters: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Literal
 from fastapi import FastAPI
 
 from docbus.simulators import national_axis, provincial_axis
-from docbus.simulators.common import AxisState, Faults, SimulatorConfig, run_app, serve
+from docbus.simulators.common import AxisState, Faults, ServerTls, SimulatorConfig, run_app, serve
 
 SimulatorKind = Literal["national-axis", "provincial-axis"]
 KINDS: tuple[SimulatorKind, ...] = ("national-axis", "provincial-axis")
@@ -32,6 +32,7 @@ __all__ = [
     "KINDS",
     "AxisState",
     "Faults",
+    "ServerTls",
     "SimulatorConfig",
     "SimulatorKind",
     "create_app",
@@ -61,8 +62,10 @@ def run_simulator(
     token_ttl: float = 3600.0,
     keep_packets: int = 50_000,
     log_level: str = "info",
+    tls: ServerTls | None = None,
 ) -> None:
-    """Serve one simulator until interrupted (blocking); ``port`` defaults to :data:`DEFAULT_PORTS`."""
+    """Serve one simulator until interrupted (blocking); ``port`` defaults to :data:`DEFAULT_PORTS`; ``tls``:
+    HTTPS, with mutual TLS when it names a client CA."""
     config = SimulatorConfig(
         system_id=system_id,
         secret=secret,
@@ -70,12 +73,13 @@ def run_simulator(
         token_ttl=token_ttl,
         keep_packets=keep_packets,
     )
-    run_app(create_app(kind, config), host=host, port=port or DEFAULT_PORTS[kind], log_level=log_level)
+    run_app(create_app(kind, config), host=host, port=port or DEFAULT_PORTS[kind], log_level=log_level, tls=tls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``docbus sim {national-axis|provincial-axis} [--host H] [--port P] [--system-id ID] [--secret S]
-    [--receipt-delays 0.2,0.5,1.0] [--token-ttl SECONDS] [--keep-packets N] [--log-level LEVEL]``."""
+    [--receipt-delays 0.2,0.5,1.0] [--token-ttl SECONDS] [--keep-packets N] [--log-level LEVEL]
+    [--tls-cert PEM --tls-key PEM [--client-ca PEM]]``."""
     parser = argparse.ArgumentParser(prog="docbus sim", description="Run an axis simulator.")
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--host", default="127.0.0.1")
@@ -90,7 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-packets", type=_at_least_one, default=50_000, help="packets remembered with their receipts"
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the key of --tls-cert (PEM, not encrypted)")
+    parser.add_argument("--client-ca", help="mutual TLS: accept only clients with a certificate this CA signed")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.client_ca is not None and args.tls_cert is None:
+        parser.error("--client-ca needs --tls-cert and --tls-key")
+    tls = ServerTls(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert is not None else None
     run_simulator(
         args.kind,
         host=args.host,
@@ -101,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_ttl=args.token_ttl,
         keep_packets=args.keep_packets,
         log_level=args.log_level,
+        tls=tls,
     )
     return 0
 

@@ -25,6 +25,7 @@ import hashlib
 import heapq
 import os
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -556,16 +557,42 @@ def serve_directly(app: AxisApp, endpoint: OperationEndpoint, operations: Iterab
     app.direct_operations.update(dict.fromkeys(operations, endpoint))
 
 
-def base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """HTTPS for a simulator, as an axis that serves it: its certificate chain and key (PEM) and, with
+    ``client_ca_file``, mutual TLS: a client must show a certificate that CA signed, or the handshake fails."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"ssl_certfile": self.cert_file, "ssl_keyfile": self.key_file}
+        if self.client_ca_file is not None:
+            options |= {"ssl_ca_certs": self.client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return options
+
+
+def base_url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 @asynccontextmanager
-async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve(
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, tls: ServerTls | None = None
+) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn in the running event loop; yields its base URL (``port=0``: any free port)."""
     # No proxy stands in front of a simulator: uvicorn's proxy-headers layer would only cost time.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", loop="none", proxy_headers=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        loop="none",
+        proxy_headers=False,
+        **(tls.uvicorn_options() if tls is not None else {}),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -579,14 +606,15 @@ async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Asyn
                 raise RuntimeError("simulator server stopped while starting")
             await asyncio.sleep(0.01)
         bound = server.servers[0].sockets[0].getsockname()[1]
-        yield base_url(host, int(bound))
+        yield base_url(host, int(bound), tls=tls is not None)
     finally:
         server.should_exit = True
         await task
 
 
-def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info", tls: ServerTls | None = None) -> None:
     """Serve ``app`` until interrupted (blocking). What is built by then, the shelves included, is settled out of
     the collector's sight first, as in the bus' own processes."""
     settle_heap()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+    options = tls.uvicorn_options() if tls is not None else {}
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, **options)

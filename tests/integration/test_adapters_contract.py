@@ -1,8 +1,11 @@
 """The adapter contract, run on every built-in adapter against a real destination on loopback.
 
 national_axis and provincial_axis talk to the axis simulators over HTTP, webhook to a small receiving app
-under uvicorn, file to a temporary folder. Each destination is wrapped in a harness that can look inside it
-(what it has, how many duplicates it counted) and break it (down, failing, refusing for good).
+under uvicorn, file to a temporary folder. The three HTTP adapters run the suite a second time over mutual TLS
+(``…-mtls``): the destination serves a certificate of a CA made here, trusted through ``ca_file``, and takes only
+clients that show a certificate that CA signed (``cert_file``, ``key_file``, an encrypted key). Each destination
+is wrapped in a harness that can look inside it (what it has, how many duplicates it counted) and break it (down,
+failing, refusing for good).
 At the end: a third-party adapter, installed from a throwaway distribution, joins through the entry point.
 """
 
@@ -13,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import importlib
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -41,7 +45,10 @@ from docbus.adapters.base import (
 from docbus.adapters.registry import build_adapter, discover_adapters
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 from docbus.ids import new_message_id, new_trace_id
-from docbus.simulators import SimulatorConfig, SimulatorKind, create_app, serve
+from docbus.simulators import ServerTls, SimulatorConfig, SimulatorKind, create_app, serve
+from docbus.tls_client import checking_context
+
+from ..pki import Pki
 
 NS = {"e": "http://www.mic.gov.vn/TBT/QCVN_102_2016"}
 DOCUMENT = "edoc_with_attachment_dc0bdef0.edxml"  # G22 to H41, H14, G17
@@ -49,6 +56,7 @@ STATUS = "status_inbox__01.edxml"  # H41 answers G22 with 01
 SIM_CONFIG = SimulatorConfig(receipt_delays=(0.05, 0.05, 0.05))
 SIMULATORS: dict[str, SimulatorKind] = {"national_axis": "national-axis", "provincial_axis": "provincial-axis"}
 WEBHOOK_SECRET = "contract-webhook-secret"
+CLIENT_KEY_PASSWORD = "client-key-password"
 Failure = Literal["down", "error"]
 T = TypeVar("T")
 
@@ -122,9 +130,9 @@ class Destination(ABC):
 class AxisDestination(Destination):
     has_receipts = True
 
-    def __init__(self, adapter: Adapter, url: str) -> None:
+    def __init__(self, adapter: Adapter, url: str, verify: ssl.SSLContext | bool = True) -> None:
         self.adapter = adapter
-        self.sim = httpx.AsyncClient(base_url=url, timeout=5)
+        self.sim = httpx.AsyncClient(base_url=url, timeout=5, verify=verify)
 
     async def copies(self, message_id: str) -> list[Copy]:
         received = (await self.sim.get("/_sim/received")).json()["received"]
@@ -242,25 +250,54 @@ class FileDestination(Destination):
         return dataclasses.replace(outbound, envelope=envelope)
 
 
-@pytest.fixture(params=["national_axis", "provincial_axis", "webhook", "file"])
+@pytest.fixture(
+    params=[
+        "national_axis",
+        "provincial_axis",
+        "webhook",
+        "file",
+        "national_axis-mtls",
+        "provincial_axis-mtls",
+        "webhook-mtls",
+    ]
+)
 async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Destination]:
-    name: str = request.param
+    name, _, transport = str(request.param).partition("-")
+    tls: ServerTls | None = None
+    client_tls: dict[str, str] = {}
+    verify: ssl.SSLContext | bool = True
+    if transport == "mtls":
+        pki = Pki(tmp_path / "pki")
+        server_cert, server_key = pki.server()
+        client_cert, client_key = pki.client("docbus", "docbus.example.gov.vn", password=CLIENT_KEY_PASSWORD)
+        tls = ServerTls(str(server_cert), str(server_key), client_ca_file=str(pki.ca_file))
+        client_tls = {
+            "ca_file": str(pki.ca_file),
+            "cert_file": str(client_cert),
+            "key_file": str(client_key),
+            "key_password": CLIENT_KEY_PASSWORD,
+        }
+        verify = checking_context(
+            pki.ca_file, cert_file=client_cert, key_file=client_key, key_password=CLIENT_KEY_PASSWORD
+        )
     async with AsyncExitStack() as stack:
         found: Destination
         if name in SIMULATORS:
-            url = await stack.enter_async_context(serve(create_app(SIMULATORS[name], SIM_CONFIG)))
+            url = await stack.enter_async_context(serve(create_app(SIMULATORS[name], SIM_CONFIG), tls=tls))
             config = {"url": url, "system_id": "docbus", "secret": "docbus-secret", "timeout": 5, "connect_timeout": 2}
-            axis = AxisDestination(build_adapter(name, config), url)
+            axis = AxisDestination(build_adapter(name, config | client_tls), url, verify)
             stack.push_async_callback(axis.sim.aclose)
             found = axis
         elif name == "webhook":
             receiver = WebhookReceiver(WEBHOOK_SECRET)
-            url = await stack.enter_async_context(serve(receiver.app))
-            adapter = build_adapter("webhook", {"url": f"{url}/hook", "secret": WEBHOOK_SECRET, "timeout": 5})
-            found = WebhookDestination(adapter, receiver)
+            url = await stack.enter_async_context(serve(receiver.app, tls=tls))
+            config = {"url": f"{url}/hook", "secret": WEBHOOK_SECRET, "timeout": 5}
+            found = WebhookDestination(build_adapter("webhook", config | client_tls), receiver)
         else:
             (tmp_path / "drop").mkdir()
             found = FileDestination(build_adapter("file", {"directory": str(tmp_path / "drop")}), tmp_path / "drop")
+        if transport == "mtls":
+            assert url.startswith("https://")
         await found.adapter.start()
         stack.push_async_callback(found.adapter.aclose)
         yield found

@@ -15,8 +15,8 @@ from docbus.store.database import Database
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import fresh_postgres_database, require_service, running_gateway
+from ..pki import make_pki
 from .helpers import config_check_finding, with_unique_document_id
-from .test_gateway_https import make_pki
 
 pytestmark = pytest.mark.postgres
 

@@ -4,7 +4,6 @@ would sign it), ``docbus send --ca-file`` to it, and what happens when the certi
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import signal
 import ssl
@@ -16,68 +15,15 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from docbus.gateway_tls import GatewayTls, certificate_report
 
 from ..conftest import SAMPLES, free_port
+from ..pki import make_pki
 from .helpers import config_check_finding
 
 DOC = SAMPLES / "edoc_with_attachment_dc0bdef0.edxml"
 SENDER = "000.00.00.G22"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_pki(folder: Path, *, valid_days: float = 365, expired: bool = False) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate it signed for 127.0.0.1 and localhost; (ca.pem, cert.pem, key.pem)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Test provincial CA"))
-        .issuer_name(_name("Test provincial CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=400))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )  # digital signature, certificate and CRL signing
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = now - dt.timedelta(days=300) if expired else now - dt.timedelta(minutes=5)
-    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=valid_days)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("docbus.example.gov.vn"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_file, cert_file, key_file
 
 
 def docbus(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,8 @@ from docbus.delivery.node import configure_destination
 from docbus.routing import LOCAL, RouteTable
 from docbus.settings import Settings
 
+from ..pki import Pki
+
 SYSTEMD = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 UNITS = sorted(SYSTEMD.glob("*.service"))
 
@@ -46,12 +48,15 @@ def test_every_example_variable_is_a_setting_and_the_example_validates(monkeypat
     assert settings.adapters["national"]["secret"] == "CHANGE-ME"
 
 
-def test_the_example_routes_load_and_their_adapters_take_the_example_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_example_routes_load_and_their_adapters_take_the_example_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     routes = RouteTable.load(SYSTEMD / "routes.toml.example")
     assert routes.resolve("000.00.00.H41") == "provincial"
     assert routes.resolve("000.00.00.G22") == "national"
+    government_ca = Pki(tmp_path, "Government CA").ca_file  # the adapters load their CA files when read
     for name, value in example_environment(include_commented=False).items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, str(government_ca) if name.endswith("__CA_FILE") else value)
     settings = Settings()
     for destination in routes.destinations:
         if destination.name != LOCAL:

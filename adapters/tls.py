@@ -1,0 +1,91 @@
+"""TLS towards a destination: whose CA its certificate must chain to, and the certificate docbus presents.
+
+A province's LGSP, the national axis and many agencies' own systems serve certificates issued by a government CA
+that no operating system trusts out of the box, and some of them accept a connection only from a client that
+shows a certificate of its own (mutual TLS). Every HTTP adapter therefore takes, beside its URL
+(``DOCBUS_ADAPTERS__<NAME>__*``):
+
+- ``ca_file``: the CA certificates (PEM) the destination's certificate must chain to; without it, the system's;
+- ``cert_file`` and ``key_file`` (``key_password`` when the key is encrypted): the client certificate (chain,
+  PEM) and its key, for a destination that asks for one.
+
+The host name is always checked, and TLS 1.2 is the least accepted (``docbus.tls_client``). The files are loaded
+when the settings are validated, so a missing file, a key that is not the certificate's or a wrong password
+stops the worker at start-up and fails ``docbus config check``, naming the setting and never a secret; TLS
+settings on a plain ``http://`` URL are refused too, since nothing would ever use them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr, model_validator
+
+from docbus.adapters.base import AdapterSettings
+from docbus.tls_client import checking_context, key_problem, password_answer
+
+TLS_SETTINGS = ("ca_file", "cert_file", "key_file", "key_password")
+
+
+class TlsClientSettings(AdapterSettings):
+    """The TLS settings of an adapter that speaks HTTP(S) to ``url``."""
+
+    url: str
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _usable_tls(self) -> Self:
+        given = [name for name in TLS_SETTINGS if getattr(self, name) is not None]
+        if not given:
+            return self
+        if urlsplit(self.url).scheme != "https":
+            raise ValueError(f"{', '.join(given)} need an https:// url; this one is not")
+        if self.cert_file is None and (self.key_file is not None or self.key_password is not None):
+            raise ValueError("key_file and key_password belong to a client certificate: set cert_file too")
+        if self.cert_file is not None and self.key_file is None:
+            raise ValueError("cert_file needs key_file, the client certificate's key")
+        self.ssl_context()  # the files as the connections will load them: a problem shows now, not per delivery
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client context for the destination; ``None`` when no TLS setting is given (the system's CAs).
+
+        ``ValueError`` naming the setting whose file cannot be used."""
+        if all(getattr(self, name) is None for name in TLS_SETTINGS):
+            return None
+        for name in ("ca_file", "cert_file", "key_file"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        password = self.key_password.get_secret_value() if self.key_password is not None else None
+        try:
+            context = checking_context(self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ca_file: not a PEM file of CA certificates: {_reason(exc)}") from None
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file), password_answer(password))
+            except (OSError, ssl.SSLError) as exc:
+                opened = key_problem(self.key_file, password)
+                problem = (
+                    f"key_file, key_password: {opened}"
+                    if opened
+                    else f"cert_file, key_file: cannot use them as a client certificate: {_reason(exc)}"
+                )
+                raise ValueError(problem) from None
+        return context
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    """What went wrong, without the file's contents (``ssl.SSLError`` never quotes them; its reason is enough)."""
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return "key_file is not the key of cert_file"
+        return exc.reason or str(exc)
+    return exc.strerror or str(exc)
