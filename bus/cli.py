@@ -380,7 +380,7 @@ def _serve(args: argparse.Namespace) -> int:
     tls = settings.gateway_tls()
     https: dict[str, Any] = {}
     if tls is not None:
-        from docbus.gateway_tls import certificate_report
+        from docbus.gateway_tls import ServingCertificateFactory, certificate_report
 
         try:
             report = certificate_report(tls)
@@ -392,11 +392,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         if report.warning:
             print(f"warning: HTTPS: {tls.cert_file}: {report.warning}", file=sys.stderr)
-        https = {
-            "ssl_certfile": str(tls.cert_file),
-            "ssl_keyfile": str(tls.key_file),
-            "ssl_keyfile_password": tls.key_password,
-        }
+        https = {"ssl_context_factory": ServingCertificateFactory(tls, settings.tls_reload_check_seconds)}
     if args.factory.endswith(":create_serve_app") and not _destinations_buildable(settings):
         return 2
     _migrate_settings(settings)

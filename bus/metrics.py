@@ -42,6 +42,12 @@ BODY_BYTES_HELD = Gauge(
     "(DOCBUS_INFLIGHT_BODY_BYTES is the most one process may hold)",
     multiprocess_mode="livesum",
 )
+CERTIFICATE_NOT_AFTER = Gauge(
+    "docbus_gateway_certificate_expiry_timestamp_seconds",
+    "When the HTTPS certificate the gateway serves expires (Unix time; the earliest among its processes): alert on "
+    "it, since a renewed certificate is taken by the running gateway only once its files are replaced",
+    multiprocess_mode="livemin",
+)
 COMPONENT_RESTARTS = Counter(
     "docbus_component_restarts_total",
     "Long-lived parts (consumers, pollers) that failed and were started again",

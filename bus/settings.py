@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     tls_key_file: Path | None = Field(default=None, description="The private key of tls_cert_file (PEM).")
     tls_key_password: SecretStr | None = Field(default=None, description="The private key's password.")
+    tls_reload_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often (at most) a running gateway looks whether its certificate files were replaced, and "
+        "takes them if they can serve; 0 = only at start.",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
     )

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+from cryptography import x509
 
 from docbus.gateway_tls import GatewayTls, certificate_report
 
 from ..conftest import SAMPLES, free_port
-from ..pki import make_pki
+from ..pki import Pki, make_pki
 from .helpers import config_check_finding
 
 DOC = SAMPLES / "edoc_with_attachment_dc0bdef0.edxml"
@@ -128,3 +132,92 @@ def test_a_certificate_about_to_expire_is_a_warning(tmp_path: Path) -> None:
     assert report.warning is not None and "in 9 days" in report.warning
     later = certificate_report(GatewayTls(cert_file, key_file), now=dt.datetime.now(dt.UTC) - dt.timedelta(days=90))
     assert later.problem is not None and later.problem.startswith("the certificate is valid only from ")
+
+
+def served_certificate(port: int, ca_file: Path) -> dict[str, Any]:
+    """The certificate a new TLS connection to the gateway is shown (checked against ``ca_file``)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        certificate = tls.getpeercert()
+    assert certificate is not None
+    return dict(certificate)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], tmp_path: Path) -> None:
+    """Both gateway processes take renewed files within the check interval; files that cannot serve (a key that
+    is not the certificate's, as between the writes of a renewal; an expired certificate) are not taken."""
+    pki = Pki(tmp_path / "pki")
+    first_cert, first_key = pki.server("first")
+    cert_file, key_file = tmp_path / "gateway-cert.pem", tmp_path / "gateway-key.pem"
+    shutil.copy(first_cert, cert_file)
+    shutil.copy(first_key, key_file)
+    env |= {
+        "DOCBUS_TLS_CERT_FILE": str(cert_file),
+        "DOCBUS_TLS_KEY_FILE": str(key_file),
+        "DOCBUS_TLS_RELOAD_CHECK_SECONDS": "0.3",
+    }
+    port = free_port()
+    with (tmp_path / "gateway.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    trusted = ssl.create_default_context(cafile=str(pki.ca_file))
+
+    def serial_of(path: Path) -> str:
+        return f"{x509.load_pem_x509_certificate(path.read_bytes()).serial_number:X}"
+
+    def settles_on(expected: str) -> None:
+        """Waits until ten new connections in a row are shown ``expected`` (connections reach either process)."""
+        deadline, streak, shown = time.monotonic() + 30, 0, None
+        while streak < 10:
+            assert time.monotonic() < deadline, f"still shown {shown}, not {expected}"
+            shown = served_certificate(port, pki.ca_file)["serialNumber"]
+            streak = streak + 1 if shown == expected else 0
+            time.sleep(0.05)
+
+    def expiry_metric() -> float:
+        text = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=trusted, timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith("docbus_gateway_certificate_expiry_timestamp_seconds"))
+        return float(line.split()[-1])
+
+    try:
+        wait_for_https(f"https://127.0.0.1:{port}", pki.ca_file, proc)
+        settles_on(serial_of(first_cert))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusted) as kept:
+            assert kept.get("/healthz").status_code == 200  # a connection opened before the renewal
+
+            renewed_cert, renewed_key = pki.server("renewed", valid_days=700)
+            shutil.copy(renewed_cert, cert_file)  # the certificate first: for a moment it is not the key's
+            time.sleep(1)
+            settles_on(serial_of(first_cert))
+            shutil.copy(renewed_key, key_file)
+            settles_on(serial_of(renewed_cert))
+            assert kept.get("/healthz").status_code == 200  # still open, on the certificate it began with
+
+        renewed_until = x509.load_pem_x509_certificate(renewed_cert.read_bytes()).not_valid_after_utc.timestamp()
+        deadline = time.monotonic() + 10
+        while expiry_metric() != pytest.approx(renewed_until):  # the earliest of both processes
+            assert time.monotonic() < deadline
+            settles_on(serial_of(renewed_cert))
+
+        expired_cert, expired_key = pki.server("expired", expired=True)
+        shutil.copy(expired_cert, cert_file)
+        shutil.copy(expired_key, key_file)
+        time.sleep(1)
+        settles_on(serial_of(renewed_cert))
+        assert expiry_metric() == pytest.approx(renewed_until)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    logged = (tmp_path / "gateway.log").read_text()
+    assert "now serving the renewed certificate CN=docbus.example.gov.vn" in logged
+    assert "the replaced certificate files cannot serve (the certificate and key cannot serve TLS" in logged
+    assert "the replaced certificate files cannot serve (the certificate expired on" in logged
+    assert "Traceback" not in logged
