@@ -20,6 +20,7 @@
     docbus log groups|forget GROUP|trim                the embedded broker's consumer groups and retention
     docbus topics sync [--dry-run]                     existing Kafka topics get the configured retention
     docbus flows [--since 1h] [--until T] [--sender ORGAN_ID] [--json]  what became of a window's messages
+    docbus destinations [--json]                       how each destination fares now, as the workers report it
 
 Configuration comes from ``DOCBUS_*`` environment variables (see ``docbus.settings``).
 """
@@ -218,6 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sender", help="only this sending agency")
     p.add_argument("--json", action="store_true", help="the report as GET /v1/flows answers it")
     p.set_defaults(func=_flows)
+
+    p = sub.add_parser("destinations", help="how each destination fares now, as the workers report it")
+    p.add_argument("--json", action="store_true", help="the overview as GET /v1/destinations answers it")
+    p.set_defaults(func=_destinations)
 
     p = sub.add_parser(
         "check", help="intake's checks on files or folders, offline, with this deployment's policy; stores nothing"
@@ -883,6 +888,28 @@ def _flows(args: argparse.Namespace) -> int:
         return 0
 
     return _on_existing_database(Settings(), work)
+
+
+def _destinations(args: argparse.Namespace) -> int:
+    from docbus.destinations import destinations_overview, render_overview
+    from docbus.routing import RouteTable
+
+    settings = Settings()
+    try:
+        routes = RouteTable.load(settings.routes_file)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: routes: {settings.routes_file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> int:
+        overview = await destinations_overview(db, routes, report_seconds=settings.health_report_seconds)
+        if args.json:
+            _dump({"destinations": overview})
+        else:
+            print(render_overview(overview))
+        return 0
+
+    return _on_existing_database(settings, work)
 
 
 def _check(args: argparse.Namespace) -> int:

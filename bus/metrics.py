@@ -75,6 +75,18 @@ DELIVERY_LATENCY = Histogram(
     ["destination"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
 )
+BREAKER_OPEN = Gauge(
+    "docbus_destination_breaker_open",
+    "1 while a destination's circuit breaker holds its deliveries back (the destination failed too often), else 0",
+    ["destination"],
+    multiprocess_mode="livemax",
+)
+DELIVERIES_IN_FLIGHT = Gauge(
+    "docbus_destination_in_flight",
+    "Deliveries to a destination under way in this worker, retries waiting their turn included",
+    ["destination"],
+    multiprocess_mode="livesum",
+)
 RECEIPTS = Counter("docbus_receipts_total", "Business receipts (edXML status messages) matched, by code", ["code"])
 
 

@@ -215,6 +215,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="Per-destination adapter settings: DOCBUS_ADAPTERS__<NAME>__<KEY>."
     )
     receipt_poll_seconds: float = Field(default=2.0, gt=0, description="How often adapters fetch receipts.")
+    health_report_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each worker writes how its destinations fare (GET /v1/destinations); a report "
+        "older than three times this is shown as stale.",
+    )
     payload_dir: Path | None = Field(default=None, description="Payload store directory; unset = data_dir/payloads.")
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from docbus.adapters.base import Adapter, DeliveryError, Outbound, RetriableDeliveryError
 from docbus.broker.base import Broker, BrokerConsumer, BrokerError, ConsumedRecord, ConsumerFenced, OutgoingRecord
 from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.delivery.health import DestinationHealth
 from docbus.delivery.offsets import CommitTracker, Entry
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.recorder import EventRecorder, EventsNotStored
@@ -82,6 +83,7 @@ class DestinationWorker:
         self._payload_store = payload_store
         self.policy = policy or RetryPolicy()
         self.breaker = breaker or CircuitBreaker()
+        self.health = DestinationHealth(name, started_at=datetime.now(UTC))
         self._concurrency = asyncio.Semaphore(concurrency)
         self._topics = topics
         self.group = topics.deliver_group(name)
@@ -99,6 +101,15 @@ class DestinationWorker:
         self._progress = asyncio.Event()  # set whenever a delivery finishes
         self._failure: BaseException | None = None
         self._committing: asyncio.Task[None] | None = None  # at most one commit under way, beside the reading
+
+    @property
+    def breaker_state(self) -> str:
+        return self.breaker.state
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries taken and not finished (retries waiting their turn included)."""
+        return len(self._in_flight)
 
     async def run(self, stop: asyncio.Event) -> None:
         resend = self._topics.resend(self.name)
@@ -374,6 +385,7 @@ class DestinationWorker:
                         **error.as_dict(),
                     }
                 )
+                self.health.delivery_failed(error.reason)
                 if error.retriable:
                     self.breaker.record_failure()
                 age = (datetime.now(UTC) - envelope.received_at).total_seconds()
@@ -392,6 +404,7 @@ class DestinationWorker:
                 attempt += 1
                 continue
             self.breaker.record_success()
+            self.health.delivery_succeeded()
             self.delivered += 1
             DELIVERIES.labels(self.name, "duplicate" if result.duplicate else "delivered").inc()
             DELIVERY_LATENCY.labels(self.name).observe((datetime.now(UTC) - envelope.received_at).total_seconds())

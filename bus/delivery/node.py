@@ -20,6 +20,7 @@ from docbus.broker.embedded import EmbeddedBroker
 from docbus.broker.embedded_retention import EmbeddedLogRetention
 from docbus.delivery.dead_letters import DeadLetterStore
 from docbus.delivery.destination_worker import DEFAULT_CONCURRENCY, DestinationWorker
+from docbus.delivery.health import HealthReporter
 from docbus.delivery.policy import CircuitBreaker, RetryPolicy
 from docbus.delivery.receipts import ReceiptMatcher
 from docbus.delivery.recorder import EventRecorder
@@ -29,7 +30,7 @@ from docbus.payload_orphans import OrphanSweep
 from docbus.payload_retention import PayloadRetention
 from docbus.payload_store import DirectoryPayloadStore
 from docbus.routing import LOCAL, Destination, RouteTable
-from docbus.runtime import BusRuntime
+from docbus.runtime import BusRuntime, instance_name
 from docbus.status_stream import StatusStream
 from docbus.store.agencies import Role
 
@@ -111,6 +112,10 @@ class DeliveryNode:
             self._spawn(f"docbus-deliver-{destination.name}", partial(worker.run, self._stop))
             self._spawn(f"docbus-receipts-{destination.name}", partial(self._poll_receipts, destination.name, adapter))
         self._spawn("docbus-receipt-matcher", partial(self.receipts.run, self._stop))
+        reporter = HealthReporter(
+            self.runtime.db, instance_name("worker"), lambda: self.workers, settings.health_report_seconds
+        )
+        self._spawn("docbus-destination-health", partial(reporter.run, self._stop))
 
     def _log_retention(self) -> EmbeddedLogRetention | None:
         """The embedded log's retention, when the log is in this database and retention is on. Every worker
@@ -228,14 +233,17 @@ class DeliveryNode:
         interval = self.runtime.settings.receipt_poll_seconds
         limit = asyncio.Semaphore(16)
         while not self._stop.is_set():
+            health = self.workers[name].health
             try:
                 packets = await adapter.fetch_receipts()
                 # Concurrently, so the intake writer group-commits them; each is acknowledged once stored.
                 await asyncio.gather(*(self._take_receipt(name, adapter, p, limit) for p in packets))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("fetching receipts from %s failed", name)
+            except Exception as exc:
+                health.receipts_failed(exc)
+            else:
+                health.receipts_fetched()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
 

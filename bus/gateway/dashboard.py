@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from docbus.delivery.dead_letters import DeadLetterStore
+from docbus.destinations import destinations_overview
 from docbus.envelope import MessageStatus
 from docbus.errors import Forbidden, NotFound, RequestRejected, Unauthenticated
 from docbus.flows import BadWindow, arrival_bounds, flow_report, parse_window
@@ -107,9 +108,28 @@ async def overview(request: Request, state: State, caller: Operator, since: str 
     windows = " ".join(
         f'<a href="?since={w}">{w}</a>' if w != since else f"<b>{w}</b>" for w in ("15m", "1h", "6h", "1d", "7d")
     )
+    destinations = await destinations_overview(
+        state.db, state.routes, report_seconds=state.settings.health_report_seconds
+    )
     parts = [
         "<h2>Tình trạng / Readiness</h2>",
         _table(["part", "state"], [[name, _state(value)] for name, value in ready.items()]),
+        "<h2>Điểm đến / Destinations now</h2>",
+        _table(
+            ["destination", "state", "in flight", "last delivered", "last failure", "receipts"],
+            [
+                [
+                    d["name"],
+                    _state(d["state"]),
+                    _num(d["in_flight"]),
+                    d["last_success_at"] or "",
+                    _failure(d["last_failure"], "last_failure") if d["state"] != "up" else "",
+                    _failure(d["receipts_failing"], "receipts_failure") or "fetched",
+                ]
+                for d in destinations
+            ],
+            empty="no destinations",
+        ),
         f"<h2>Luồng / Flows received in the last {escape(since)}</h2><p>{windows}</p>",
         _table(
             ["sender", "received", "by status"],
@@ -333,13 +353,17 @@ def _counts(counts: dict[str, int]) -> _Safe:
     return _Safe(", ".join(f"{escape(k)} {v:,}" for k, v in sorted(counts.items())) or "—")
 
 
+def _failure(failure: dict[str, Any] | None, reason: str) -> str:
+    return f"{failure['at']}: {failure[reason]}" if failure else ""
+
+
 def _latency(delivery: dict[str, Any] | None) -> str:
     return f"{delivery['p50']} / {delivery['p99']}" if delivery else ""
 
 
 def _state(value: str) -> _Safe:
-    good = value in ("ok", "DELIVERED", "ACKNOWLEDGED", "COMPLETED", "PUBLISHED", "ACCEPTED") or value.isdigit()
-    bad = value.startswith(("down", "degraded")) or value in ("FAILED", "DEAD")
+    good = value in ("ok", "up", "DELIVERED", "ACKNOWLEDGED", "COMPLETED", "PUBLISHED", "ACCEPTED") or value.isdigit()
+    bad = value.startswith(("down", "degraded", "failing")) or value in ("FAILED", "DEAD")
     css = "ok" if good else "bad" if bad else ""
     return _Safe(f'<span class="{css}">{escape(value)}</span>')
 

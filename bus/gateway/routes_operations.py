@@ -1,4 +1,5 @@
-"""What operators use: routes, dead letters (list, show, resend), flows and the live event stream."""
+"""What operators use: routes, dead letters (list, show, resend), flows, destinations' health and the live event
+stream."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from docbus.delivery.dead_letters import DeadLetterStore, check_destination
+from docbus.destinations import destinations_overview
 from docbus.errors import Forbidden, TooManyRequests
 from docbus.flows import BadWindow, flow_report, parse_window
 from docbus.gateway.deps import Caller, State, bad_query
@@ -110,6 +112,17 @@ async def show_flows(
         raise bad_query(exc.field, str(exc)) from None
     report = await flow_report(state.db, window, sender=sender)
     return Response(orjson.dumps(report), media_type="application/json")
+
+
+@router.get("/destinations")
+async def show_destinations(state: State, caller: Caller) -> Response:
+    """How each destination of the routes fares now, as the workers forwarding to it report every few seconds:
+    `up`, `failing` (retries under way), `down` (a circuit breaker holds deliveries back) or `unknown` (no
+    recent report), with the latest success and failure and its reason, whether receipts can be fetched, the
+    deliveries in flight, the dead letters waiting, and each worker's report (operators only)."""
+    _operator(caller)
+    overview = await destinations_overview(state.db, state.routes, report_seconds=state.settings.health_report_seconds)
+    return Response(orjson.dumps({"destinations": overview}), media_type="application/json")
 
 
 @router.get("/events")

@@ -217,3 +217,26 @@ stream_cursors = Table(
     Column("owner", String(128), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
 )
+
+# What each worker process last reported about each destination it forwards to (one row per pair, rewritten every
+# few seconds, removed when the worker stops): its circuit breaker, deliveries in flight, its latest successes
+# and failures, and those of fetching the destination's receipts. Read by GET /v1/destinations.
+destination_health = Table(
+    "destination_health",
+    metadata,
+    Column("destination", String(64), primary_key=True),
+    Column("worker", String(128), primary_key=True),
+    Column("breaker", String(16), nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("failing_attempts", Integer, nullable=False),  # failed attempts since the last success
+    Column("delivered", BigInteger, nullable=False),  # since the worker started
+    Column("failed_attempts", BigInteger, nullable=False),  # since the worker started
+    Column("last_success_at", DateTime(timezone=True), nullable=True),
+    Column("last_failure_at", DateTime(timezone=True), nullable=True),
+    Column("last_failure", Text, nullable=True),
+    Column("receipts_ok_at", DateTime(timezone=True), nullable=True),
+    Column("receipts_failure_at", DateTime(timezone=True), nullable=True),
+    Column("receipts_failure", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+)
