@@ -29,9 +29,10 @@ from docbus.adapters.base import (
     DeliveryResult,
     Outbound,
     PermanentDeliveryError,
+    Reach,
     RetriableDeliveryError,
 )
-from docbus.adapters.tls import TlsClientSettings
+from docbus.adapters.tls import TlsClientSettings, probe_endpoint
 from docbus.connectors.http import AxisClient, AxisError
 from docbus.connectors.transport import MAX_RESPONSE_BYTES
 from docbus.envelope import MessageKind
@@ -124,6 +125,11 @@ class AxisAdapter(Adapter, Generic[ClientT]):
         except AxisError as exc:
             raise delivery_error(exc) from exc
         return DeliveryResult(remote_id=sent.doc_id, duplicate=sent.duplicate, detail={"axis": self.axis})
+
+    async def probe(self, timeout: float) -> Reach:
+        settings = self.settings
+        assert isinstance(settings, AxisSettings)
+        return await probe_endpoint(settings.url, settings.ssl_context(), timeout)
 
     async def fetch_receipts(self) -> list[bytes]:
         try:

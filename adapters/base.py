@@ -89,6 +89,17 @@ class PermanentDeliveryError(DeliveryError):
     retriable = False
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """What a probe of a destination found (``Adapter.probe``): ``reached`` it (and checked it, for TLS);
+    ``refused`` by a check that will fail every delivery until the settings or the certificates change (not a
+    destination that is merely down); ``detail`` in words."""
+
+    reached: bool
+    detail: str
+    refused: bool = False
+
+
 class Adapter(ABC):
     """Base class of outbound adapters. Subclasses set ``name`` and ``Settings`` and implement ``deliver``."""
 
@@ -105,6 +116,11 @@ class Adapter(ABC):
 
     async def start(self) -> None:
         """Open connections, log in; called once before the first delivery."""
+
+    async def probe(self, timeout: float) -> Reach | None:
+        """Whether the destination can be reached, without delivering or changing anything there, for ``docbus
+        config check``; ``None`` when this adapter cannot tell without doing so."""
+        return None
 
     @abstractmethod
     async def deliver(self, outbound: Outbound) -> DeliveryResult:

@@ -29,6 +29,7 @@ from docbus.adapters.base import (
     DeliveryResult,
     Outbound,
     PermanentDeliveryError,
+    Reach,
     RetriableDeliveryError,
 )
 from docbus.durable import fsync_directory
@@ -55,6 +56,13 @@ class FileAdapter(Adapter):
             raise TypeError(f"{type(self).__name__} needs {FileSettings.__name__}")
         self.directory = settings.directory
         self.fsync = settings.fsync
+
+    async def probe(self, timeout: float) -> Reach:
+        if not self.directory.is_dir():
+            return Reach(False, f"{self.directory} is not a directory here (a share not mounted?)")
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            return Reach(False, f"{self.directory}: this process may not write there", refused=True)
+        return Reach(True, f"{self.directory} is a directory this process may write to")
 
     async def deliver(self, outbound: Outbound) -> DeliveryResult:
         return await asyncio.to_thread(self._write, outbound)

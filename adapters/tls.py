@@ -17,17 +17,23 @@ settings on a plain ``http://`` URL are refused too, since nothing would ever us
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import ssl
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr, model_validator
 
-from docbus.adapters.base import AdapterSettings
+from docbus.adapters.base import AdapterSettings, Reach
 from docbus.tls_client import checking_context, key_problem, password_answer
 
 TLS_SETTINGS = ("ca_file", "cert_file", "key_file", "key_password")
+# After the handshake a probe waits this long for the server to hang up on it; a server that takes the client
+# waits for its request instead (for seconds: its keep-alive timeout).
+HANG_UP_SECONDS = 1.0
 
 
 class TlsClientSettings(AdapterSettings):
@@ -89,3 +95,59 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
             return "key_file is not the key of cert_file"
         return exc.reason or str(exc)
     return exc.strerror or str(exc)
+
+
+async def probe_endpoint(url: str, context: ssl.SSLContext | None, timeout: float) -> Reach:
+    """Connects to ``url``'s host and port as a delivery would, and sends nothing: for ``https://`` the TLS
+    handshake with ``context`` (the system's CAs when ``None``), the certificate shown, and whether the server
+    hangs up at once (what a server on mutual TLS does to a client whose certificate it does not take)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    where = f"{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=(context or checking_context(None)) if tls else None
+            )
+    except ssl.SSLCertVerificationError as exc:
+        return Reach(False, f"{where}: the server's TLS certificate failed the check: {exc.verify_message}", True)
+    except ssl.SSLError as exc:
+        return Reach(False, f"{where}: TLS handshake failed: {exc.reason or exc}", True)
+    except TimeoutError:
+        return Reach(False, f"{where}: no connection within {timeout:g} s")
+    except OSError as exc:
+        return Reach(False, f"{where}: cannot connect: {os.strerror(exc.errno) if exc.errno else exc}")
+    try:
+        if not tls:
+            return Reach(True, f"reached {where} (plain HTTP)")
+        connection = writer.get_extra_info("ssl_object")
+        shown = _shown_certificate(connection.getpeercert() if connection is not None else None)
+        version = connection.version() if connection is not None else "TLS"
+        try:
+            ended = await asyncio.wait_for(reader.read(1), timeout=min(timeout, HANG_UP_SECONDS))
+        except TimeoutError:
+            return Reach(True, f"reached {where} over {version}, {shown}")
+        except (ssl.SSLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc.strerror or str(exc)
+            return Reach(False, f"{where}: the server refused docbus' client certificate ({reason}); {shown}", True)
+        if not ended:
+            return Reach(
+                False,
+                f"{where}: the server hung up right after the handshake over {version} ({shown}); a server on "
+                "mutual TLS does so when it does not take docbus' client certificate (cert_file), or its absence",
+                True,
+            )
+        return Reach(True, f"reached {where} over {version}, {shown}")
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def _shown_certificate(peer: dict[str, Any] | None) -> str:
+    if not peer:
+        return "no certificate shown"
+    subject = ", ".join(f"{k}={v}" for rdn in peer.get("subject", ()) for k, v in rdn)
+    return f"certificate {subject or '(no subject)'}, valid until {peer.get('notAfter', '?')}"

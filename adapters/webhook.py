@@ -40,9 +40,10 @@ from docbus.adapters.base import (
     DeliveryResult,
     Outbound,
     PermanentDeliveryError,
+    Reach,
     RetriableDeliveryError,
 )
-from docbus.adapters.tls import TlsClientSettings
+from docbus.adapters.tls import TlsClientSettings, probe_endpoint
 from docbus.connectors.transport import (
     MAX_RESPONSE_BYTES,
     AiohttpTransport,
@@ -150,6 +151,11 @@ class WebhookAdapter(Adapter):
             )
         kind = RetriableDeliveryError if status in (408, 429) or status >= 500 else PermanentDeliveryError
         raise kind(f"webhook answered HTTP {status}", status_code=status, response_excerpt=response.text[:500])
+
+    async def probe(self, timeout: float) -> Reach:
+        settings = self.settings
+        assert isinstance(settings, WebhookSettings)
+        return await probe_endpoint(settings.url, settings.ssl_context(), timeout)
 
     async def aclose(self) -> None:
         if not self._closed:

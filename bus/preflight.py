@@ -4,10 +4,12 @@ A rolling deployment across a province's machines goes wrong in dull ways: a pas
 naming an adapter that is not installed, a secret left out, a database already migrated by a newer docbus, a
 Kafka that this machine cannot reach, a signing key that exists on one machine only. Each shows up at start-up, on
 one machine, in one log. This check runs the same code the processes run (settings, routes, adapter settings,
-schemas and policy) and reaches the same services (database, Kafka), and answers with one line per part:
+schemas and policy) and reaches the same services (database, Kafka, each destination as far as its adapter can
+tell without sending anything), and answers with one line per part:
 
 - ``ok``: as it should be;
-- ``warn``: works, but probably not what was meant (no routes: nothing is forwarded; no signing key yet);
+- ``warn``: works, but probably not what was meant (no routes: nothing is forwarded; no signing key yet), or
+  a destination that does not answer now (it may be down; deliveries wait for it);
 - ``fail``: a process started with this configuration would stop or misbehave.
 
 Nothing is written: no migration, no topic, no key.
@@ -48,7 +50,7 @@ async def preflight(settings: Settings, *, timeout: float = 10.0) -> list[Findin
     findings.extend(_free_space(settings))
     findings.append(await _database(settings, timeout))
     findings.append(await _kafka(settings, timeout))
-    findings.extend(await _routes_and_adapters(settings))
+    findings.extend(await _routes_and_adapters(settings, timeout))
     return findings
 
 
@@ -218,7 +220,7 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
     return Finding("broker", "ok", detail)
 
 
-async def _routes_and_adapters(settings: Settings) -> list[Finding]:
+async def _routes_and_adapters(settings: Settings, timeout: float) -> list[Finding]:
     from docbus.delivery.node import check_destinations
 
     if settings.routes_file is None:
@@ -230,7 +232,13 @@ async def _routes_and_adapters(settings: Settings) -> list[Finding]:
     named = [d for d in routes.destinations if d.name != LOCAL]
     summary = f"{settings.routes_file}: {len(routes.rules)} rules, {len(named)} destinations"
     findings = [Finding("routes", "ok", summary)]
-    for check in await check_destinations(settings.adapters, routes):
+    for check in await check_destinations(settings.adapters, routes, probe_timeout=timeout):
         part = f"destination {check.destination.name}"
-        findings.append(Finding(part, "fail", check.problem) if check.problem else Finding(part, "ok", check.detail))
+        if check.problem:
+            findings.append(Finding(part, "fail", check.problem))
+        elif check.reach is None:
+            findings.append(Finding(part, "ok", f"{check.detail}; not probed (the adapter cannot tell)"))
+        else:
+            verdict: Verdict = "ok" if check.reach.reached else "fail" if check.reach.refused else "warn"
+            findings.append(Finding(part, verdict, f"{check.detail}; {check.reach.detail}"))
     return findings

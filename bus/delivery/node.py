@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from docbus.adapters.base import Adapter
+from docbus.adapters.base import Adapter, Reach
 from docbus.broker.base import BrokerError
 from docbus.broker.embedded import EmbeddedBroker
 from docbus.broker.embedded_retention import EmbeddedLogRetention
@@ -288,17 +288,22 @@ def configure_destination(
 
 @dataclass(frozen=True, slots=True)
 class DestinationCheck:
-    """Whether one destination's adapter can be built from the settings: ``problem`` says why not."""
+    """Whether one destination's adapter can be built from the settings (``problem`` says why not) and, when
+    probed, what the probe found (``reach``; ``None``: not probed, or the adapter cannot tell)."""
 
     destination: Destination
     problem: str | None = None
     detail: str = ""
+    reach: Reach | None = None
 
 
-async def check_destinations(adapters: dict[str, dict[str, Any]], routes: RouteTable) -> list[DestinationCheck]:
+async def check_destinations(
+    adapters: dict[str, dict[str, Any]], routes: RouteTable, *, probe_timeout: float | None = None
+) -> list[DestinationCheck]:
     """Builds (and closes, unstarted) every destination's adapter as :meth:`DeliveryNode.start` will: what
     ``docbus config check`` reports, and what stops ``docbus serve`` and ``docbus worker`` with one line per
-    destination before they start, instead of a traceback from inside the server's start-up."""
+    destination before they start, instead of a traceback from inside the server's start-up. With
+    ``probe_timeout`` each adapter also probes its destination (``Adapter.probe``), sending nothing."""
     checks = []
     for destination in routes.destinations:
         if destination.name == LOCAL:
@@ -309,10 +314,17 @@ async def check_destinations(adapters: dict[str, dict[str, Any]], routes: RouteT
             problem = str(exc) if isinstance(exc, DocbusError) else f"adapter {destination.adapter}: {exc}"
             checks.append(DestinationCheck(destination, problem=problem))
             continue
-        with contextlib.suppress(Exception):
-            await adapter.aclose()  # built, never started: nothing was opened, but give back what __init__ took
+        reach = None
+        try:
+            if probe_timeout is not None:
+                reach = await adapter.probe(probe_timeout)
+        except Exception as exc:  # a plug-in's probe that fails is a finding, not a crash of the check
+            reach = Reach(False, f"the probe failed: {type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                await adapter.aclose()  # never started: nothing was opened, but give back what __init__ took
         detail = f"adapter {destination.adapter} ({type(adapter).__name__}), {concurrency} deliveries at once"
-        checks.append(DestinationCheck(destination, detail=detail))
+        checks.append(DestinationCheck(destination, detail=detail, reach=reach))
     return checks
 
 

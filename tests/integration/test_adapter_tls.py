@@ -183,50 +183,18 @@ async def test_docbus_serve_forwards_over_mutual_tls_and_gets_the_receipts_back(
         "DOCBUS_ADAPTERS__NATIONAL_AXIS__SECRET": "docbus-secret",
         **{f"DOCBUS_ADAPTERS__NATIONAL_AXIS__{name.upper()}": v for name, v in parties.client_settings().items()},
     }
-    found = config_check_finding("destination national_axis", env, Path(env["DOCBUS_DATA_DIR"]))
-    assert found["verdict"] == "ok", found
-    shown = docbus(env, "config", "show")
-    assert "DOCBUS_ADAPTERS__NATIONAL_AXIS__KEY_PASSWORD" in shown.stdout and PASSWORD not in shown.stdout
-    wrong = {**env, "DOCBUS_ADAPTERS__NATIONAL_AXIS__KEY_PASSWORD": "not-" + PASSWORD}
-    found = config_check_finding("destination national_axis", wrong, Path(env["DOCBUS_DATA_DIR"]))
-    assert found["verdict"] == "fail" and "the password does not open the key" in found["detail"], found
-    assert PASSWORD not in found["detail"]
-    for role in (["serve", "--port", str(port)], ["worker"]):  # stopped before they start, in one line
-        started = docbus(wrong, *role, timeout=60)
-        assert started.returncode == 2, started.stderr
-        assert started.stderr.strip() == (
-            "error: destination national_axis: adapter 'national_axis': key_file, key_password: "
-            "the password does not open the key (or it is not a PEM private key)"
-        )
-
     key = docbus(env, "agency", "add", SENDER, "--name", "Văn phòng Chính phủ").stdout.strip().splitlines()[-1]
     tls_args = ["--tls-cert", str(parties.server_cert), "--tls-key", str(parties.server_key)]
     sim_cmd = ["sim", "national-axis", "--port", str(sim_port), *tls_args, "--client-ca", str(parties.pki.ca_file)]
-    with (tmp_path / "processes.log").open("ab") as log:
-        sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "docbus.cli",
-                *sim_cmd,
-                "--receipt-delays",
-                "0.05,0.1,0.15",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        bus = subprocess.Popen(
-            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    log = (tmp_path / "processes.log").open("ab")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "docbus.cli", *sim_cmd, "--receipt-delays", "0.05,0.1,0.15", "--log-level", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    bus: subprocess.Popen[bytes] | None = None
     try:
-        base = f"http://127.0.0.1:{port}"
-        await wait_ready(base, bus)
         async with parties.inspector(sim_url) as inspector:
             for _ in range(200):  # the simulator takes only clients with our certificate
                 try:
@@ -237,6 +205,45 @@ async def test_docbus_serve_forwards_over_mutual_tls_and_gets_the_receipts_back(
             with pytest.raises(httpx.TransportError):  # and no client without one
                 await httpx.AsyncClient(verify=checking_context(parties.pki.ca_file)).get(f"{sim_url}/_sim/faults")
 
+            # The check probes the axis as a delivery would connect, and names what stands in the way.
+            data_dir = Path(env["DOCBUS_DATA_DIR"])
+            found = config_check_finding("destination national_axis", env, data_dir)
+            assert found["verdict"] == "ok", found
+            assert (
+                f"reached 127.0.0.1:{sim_port} over TLSv1.3, certificate commonName=docbus.example.gov.vn"
+                in (found["detail"])
+            )
+            prefix = "DOCBUS_ADAPTERS__NATIONAL_AXIS__"
+            no_client = {k: v for k, v in env.items() if k not in {prefix + "CERT_FILE", prefix + "KEY_FILE"}}
+            del no_client[prefix + "KEY_PASSWORD"]
+            found = config_check_finding("destination national_axis", no_client, data_dir)
+            assert found["verdict"] == "fail" and "client certificate" in found["detail"], found
+            stranger = {**env, prefix + "CA_FILE": str(parties.other_ca)}
+            found = config_check_finding("destination national_axis", stranger, data_dir)
+            assert found["verdict"] == "fail", found
+            assert "certificate failed the check: self-signed certificate in certificate chain" in found["detail"]
+            shown = docbus(env, "config", "show")
+            assert prefix + "KEY_PASSWORD" in shown.stdout and PASSWORD not in shown.stdout
+            wrong = {**env, prefix + "KEY_PASSWORD": "not-" + PASSWORD}
+            found = config_check_finding("destination national_axis", wrong, data_dir)
+            assert found["verdict"] == "fail" and "the password does not open the key" in found["detail"], found
+            assert PASSWORD not in found["detail"]
+            for role in (["serve", "--port", str(port)], ["worker"]):  # stopped before they start, in one line
+                started = docbus(wrong, *role, timeout=60)
+                assert started.returncode == 2, started.stderr
+                assert started.stderr.strip() == (
+                    "error: destination national_axis: adapter 'national_axis': key_file, key_password: "
+                    "the password does not open the key (or it is not a PEM private key)"
+                )
+
+            bus = subprocess.Popen(
+                [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            base = f"http://127.0.0.1:{port}"
+            await wait_ready(base, bus)
             async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as agency:
                 answer = await agency.post(
                     "/v1/messages", content=DOC.read_bytes(), headers={"Content-Type": "application/xml"}
@@ -259,8 +266,10 @@ async def test_docbus_serve_forwards_over_mutual_tls_and_gets_the_receipts_back(
             assert [r["idempotency_key"] for r in received] == [message_id]
             assert delivered[0]["detail"]["remote_id"] == received[0]["DocId"]
     finally:
-        for process in (bus, sim):
+        running = [p for p in (bus, sim) if p is not None]
+        for process in running:
             process.send_signal(signal.SIGTERM)
-        for process in (bus, sim):
+        for process in running:
             process.wait(timeout=30)
+        log.close()
     assert received[0]["sha256"] == hashlib.sha256(DOC.read_bytes()).hexdigest()

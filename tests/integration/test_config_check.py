@@ -5,6 +5,7 @@ migrated. Also: a setting that does not validate is one line naming it, not a st
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,12 +56,14 @@ async def test_a_sound_deployment_passes_and_what_is_wrong_is_named(tmp_path: Pa
     bootstrap = require_service("DOCBUS_TEST_KAFKA_BOOTSTRAP", "Apache Kafka")
     routes = tmp_path / "routes.toml"
     routes.write_text(ROUTES.format(archive_adapter="file"))
+    (tmp_path / "archive").mkdir()
+    axis = socket.create_server(("127.0.0.1", 0))  # the probe connects and sends nothing: a listener will do
     env = {
         **base_env,
         "DOCBUS_DATABASE_URL": url,
         "DOCBUS_KAFKA_BOOTSTRAP": bootstrap,
         "DOCBUS_ROUTES_FILE": str(routes),
-        "DOCBUS_ADAPTERS__NATIONAL__URL": "http://127.0.0.1:9",
+        "DOCBUS_ADAPTERS__NATIONAL__URL": f"http://127.0.0.1:{axis.getsockname()[1]}",
         "DOCBUS_ADAPTERS__NATIONAL__SYSTEM_ID": "docbus",
         "DOCBUS_ADAPTERS__NATIONAL__SECRET": "s3cr3t-value",
         "DOCBUS_ADAPTERS__ARCHIVE__DIRECTORY": str(tmp_path / "archive"),
@@ -75,7 +78,11 @@ async def test_a_sound_deployment_passes_and_what_is_wrong_is_named(tmp_path: Pa
     assert "docbus:***@" in found["database"]["detail"]  # the password is not printed
     assert "1 broker(s)" in found["broker"]["detail"]
     assert "NationalAxisAdapter" in found["destination national"]["detail"]
+    assert "reached 127.0.0.1:" in found["destination national"]["detail"]
     assert "FileAdapter" in found["destination archive"]["detail"]
+    axis.close()
+    gone = findings(docbus(env, "config", "check", "--json").stdout)["destination national"]
+    assert gone["verdict"] == "warn" and "cannot connect: Connection refused" in gone["detail"], gone
 
     shown = docbus(env, "config", "show", "--json")
     assert shown.returncode == 0
