@@ -129,3 +129,14 @@ async def test_a_missing_directory_is_retriable_and_never_recreated(tmp_path: Pa
     assert (await adapter.deliver(outbound())).duplicate is False
     await adapter.aclose()
     await adapter.aclose()
+
+
+async def test_the_probe_looks_at_the_folder_and_writes_nothing(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    adapter = FileAdapter(FileSettings(directory=drop))
+    missing = await adapter.probe(1.0)
+    assert not missing.reached and not missing.refused and "is not a directory here" in missing.detail
+    drop.mkdir()
+    found = await adapter.probe(1.0)
+    assert found.reached and "may write to" in found.detail
+    assert list(drop.iterdir()) == []
