@@ -353,12 +353,17 @@ def _log_to_stderr(level: str) -> None:
     """Logging of a command that is not a uvicorn server (worker, hot folder): time, level, logger, message."""
     import logging
 
+    from docbus.log_filters import Repeats
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Repeats())
 
 
 def _server_logging(level: str) -> dict[str, Any]:
     """uvicorn's logging, plus docbus' own loggers at ``level`` through the same handler: without them the
-    gateway's messages below WARNING (a signing key changed over, a relay taking over rows) went nowhere."""
+    gateway's messages below WARNING (a signing key changed over, a relay taking over rows) went nowhere; and
+    aiokafka's warnings and errors, their repeats left out."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
@@ -368,12 +373,17 @@ def _server_logging(level: str) -> dict[str, Any]:
         "()": "uvicorn.logging.DefaultFormatter",
         "fmt": "%(levelprefix)s %(name)s: %(message)s",
     }
+    config.setdefault("filters", {})["repeats"] = {"()": "docbus.log_filters.Repeats"}
     config["handlers"]["docbus"] = {
         "formatter": "docbus",
         "class": "logging.StreamHandler",
         "stream": "ext://sys.stderr",
+        "filters": ["repeats"],
     }
     config["loggers"]["docbus"] = {"handlers": ["docbus"], "level": level.upper(), "propagate": False}
+    # aiokafka's complaints (a failed connection every half second while a broker is away or refuses docbus'
+    # credentials) through the same handler, the repeats left out (docbus.log_filters).
+    config["loggers"]["aiokafka"] = {"handlers": ["docbus"], "level": "WARNING", "propagate": False}
     return config
 
 
