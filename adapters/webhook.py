@@ -16,7 +16,8 @@ The request body is the payload as accepted, with its content type, and these he
     X-Docbus-Signature-V2 v2=<hex HMAC-SHA256 over the timestamp, message id, kind, sender, content type and body>
 
 V2 also covers the headers a receiver acts on; ``docbus.connectors.webhooks.verify_webhook`` checks it and the
-timestamp's age. The first signature stays for receivers written against it.
+timestamp's age. The first signature stays for receivers written against it, unless ``signature_v1`` is false
+(once every receiver checks V2: a receiver that checks only the first cannot tell a changed header).
 
 A 2xx answer means delivered; a JSON answer may say ``{"id": ..., "duplicate": true}`` (remote id, already
 had it). 408, 429, 5xx and transport failures are retriable; any other answer (other 4xx, 3xx) is permanent.
@@ -77,6 +78,7 @@ class WebhookSettings(TlsClientSettings):
     timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
     max_response_bytes: int = Field(MAX_RESPONSE_BYTES, gt=0)  # an answer past it is refused, never held
+    signature_v1: bool = True  # X-Docbus-Signature beside V2, for receivers written before V2; False once none is
 
     @field_validator("url")
     @classmethod
@@ -101,6 +103,7 @@ class WebhookAdapter(Adapter):
             raise TypeError(f"{type(self).__name__} needs {WebhookSettings.__name__}")
         self._url = settings.url
         self._secret = settings.secret.get_secret_value()
+        self._signature_v1 = settings.signature_v1
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             transport=transport
@@ -119,7 +122,6 @@ class WebhookAdapter(Adapter):
             "X-Docbus-Kind": envelope.kind.value,
             "X-Docbus-Sender": envelope.sender,
             "X-Docbus-Timestamp": timestamp,
-            "X-Docbus-Signature": webhook_signature(self._secret, timestamp, outbound.payload),
             V2_HEADER: signature_v2(
                 self._secret,
                 timestamp=timestamp,
@@ -130,6 +132,8 @@ class WebhookAdapter(Adapter):
                 body=outbound.payload,
             ),
         }
+        if self._signature_v1:
+            headers["X-Docbus-Signature"] = webhook_signature(self._secret, timestamp, outbound.payload)
         try:
             response = await self._http.post(self._url, content=outbound.payload, headers=headers)
         except httpx.TimeoutException as exc:

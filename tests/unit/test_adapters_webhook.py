@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from docbus.adapters.base import Outbound, PermanentDeliveryError, RetriableDeliveryError
 from docbus.adapters.webhook import WebhookAdapter, WebhookSettings
+from docbus.connectors.webhooks import verify_webhook
 from docbus.envelope import Envelope, MessageKind, SchemaRef
 
 SECRET = "webhook-shared-secret"
@@ -38,8 +39,8 @@ def outbound() -> Outbound:
     return Outbound(envelope, PAYLOAD, destination="hook", receivers=("000.00.00.G22",))
 
 
-def adapter_answering(answer: Callable[[httpx.Request], httpx.Response]) -> WebhookAdapter:
-    settings = WebhookSettings.model_validate({"url": "https://127.0.0.1/hook", "secret": SECRET})
+def adapter_answering(answer: Callable[[httpx.Request], httpx.Response], **extra: object) -> WebhookAdapter:
+    settings = WebhookSettings.model_validate({"url": "https://127.0.0.1/hook", "secret": SECRET, **extra})
     return WebhookAdapter(settings, transport=httpx.MockTransport(answer))
 
 
@@ -94,6 +95,22 @@ async def test_the_request_is_signed_over_timestamp_and_body() -> None:
     expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert headers["x-docbus-signature"] == f"sha256={expected}"
     assert (result.remote_id, result.duplicate) == ("remote-7", False)
+
+
+async def test_the_first_signature_can_be_left_out() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    adapter = adapter_answering(answer, signature_v1=False)
+    await adapter.deliver(outbound())
+    await adapter.aclose()
+    (request,) = seen
+    assert "x-docbus-signature" not in request.headers
+    headers = {name: request.headers[name] for name in request.headers}
+    assert verify_webhook(headers, request.content, SECRET).message_id == "01JDOCBUSWEBHOOK0000000001"
 
 
 @pytest.mark.parametrize(
