@@ -42,6 +42,7 @@ from docbus.envelope import MessageStatus
 from docbus.settings import Settings
 
 if TYPE_CHECKING:
+    from docbus.connectors.client import AgencyClient
     from docbus.store.agencies import Agency
     from docbus.store.database import Database
 
@@ -240,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--key-file", type=Path, help="a file holding the agency's API key")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--ca-file", type=Path, help="CA certificates (PEM) of an https:// bus not signed by a public CA")
+    _client_certificate_arguments(p)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the folder (default 1)")
     p.add_argument("--settle", type=float, default=2.0, help="take a file once unchanged this long (default 2 s)")
     p.add_argument("--once", action="store_true", help="one pass, then exit: 0 all sent, 1 some refused or waiting")
@@ -253,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, help="the agency's API key")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--ca-file", type=Path, help="CA certificates (PEM) of an https:// bus not signed by a public CA")
+    _client_certificate_arguments(p)
     p.add_argument("--idempotency-key", help="default: one made for this submission, the same on every attempt")
     p.add_argument(
         "--attempts",
@@ -949,21 +952,44 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
-def _hot_folder(args: argparse.Namespace) -> int:
-    import signal
+def _client_certificate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client-cert", type=Path, help="the agency system's certificate (PEM), for a bus on mutual TLS"
+    )
+    parser.add_argument("--client-key", type=Path, help="the key of --client-cert (PEM, unencrypted)")
+
+
+def _agency_client(args: argparse.Namespace, key: str) -> AgencyClient | None:
+    """The client of ``docbus send`` and ``docbus hot-folder``; ``None`` (the reason printed) when the TLS files
+    given cannot be used."""
     import ssl
 
     from docbus.connectors.client import AgencyClient
+    from docbus.tls_client import key_problem
+
+    if (args.client_cert is None) != (args.client_key is None):
+        print("error: --client-cert and --client-key go together", file=sys.stderr)
+        return None
+    try:
+        return AgencyClient(args.url, key, ca_file=args.ca_file, cert_file=args.client_cert, key_file=args.client_key)
+    except (OSError, ssl.SSLError) as exc:
+        opened = key_problem(args.client_key, None) if args.client_cert is not None else None
+        files = ", ".join(str(f) for f in (args.ca_file, args.client_cert, args.client_key) if f is not None)
+        print(f"error: cannot use the TLS files {files}: {opened or exc}", file=sys.stderr)
+        return None
+
+
+def _hot_folder(args: argparse.Namespace) -> int:
+    import signal
+
     from docbus.connectors.hot_folder import FolderBusy, HotFolder
 
     _log_to_stderr("info")
     key = args.key if args.key is not None else args.key_file.read_text().strip()
 
     async def run() -> int:
-        try:
-            bus = AgencyClient(args.url, key, ca_file=args.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            print(f"error: cannot use the CA file {args.ca_file}: {exc}", file=sys.stderr)
+        bus = _agency_client(args, key)
+        if bus is None:
             return 2
         async with bus as client:
             folder = HotFolder(args.folder, client, settle_seconds=args.settle)
@@ -987,20 +1013,21 @@ def _hot_folder(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    import ssl
-
     import httpx
 
-    from docbus.connectors.client import AgencyClient, SubmissionRefused, certificate_refused, content_type_for
+    from docbus.connectors.client import (
+        SubmissionRefused,
+        broken_after_connecting,
+        certificate_refused,
+        content_type_for,
+    )
 
     path: Path = args.file
     payload = path.read_bytes()
 
     async def run() -> int:
-        try:
-            bus = AgencyClient(args.url, args.key, ca_file=args.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            print(f"error: cannot use the CA file {args.ca_file}: {exc}", file=sys.stderr)
+        bus = _agency_client(args, args.key)
+        if bus is None:
             return 2
         async with bus as client:
             try:
@@ -1019,6 +1046,12 @@ def _send(args: argparse.Namespace) -> int:
                     print("(a bus with a certificate from its own CA: --ca-file CA.pem)", file=sys.stderr)
                 else:
                     print(f"the bus at {args.url} could not be reached: {exc!r}", file=sys.stderr)
+                    if args.url.startswith("https:") and broken_after_connecting(exc):
+                        print(
+                            "(a bus on mutual TLS resets the connections of clients without a certificate it "
+                            "accepts: --client-cert CERT.pem --client-key KEY.pem)",
+                            file=sys.stderr,
+                        )
                 return 1
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -28,9 +28,13 @@ SOON = dt.timedelta(days=30)
 
 @dataclass(frozen=True, slots=True)
 class GatewayTls:
+    """The gateway's certificate chain and key; with ``client_ca_file``, mutual TLS: a client must show a
+    certificate that CA signed before any request reaches docbus (API keys still authenticate each agency)."""
+
     cert_file: Path
     key_file: Path
     key_password: str | None = None
+    client_ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,11 @@ class CertificateReport:
     problem: str | None  # why it cannot serve, if it cannot
     warning: str | None  # why an operator should look soon
 
+    mutual: bool = False  # clients must show a certificate of the client CA
+
     def summary(self) -> str:
-        return f"{self.subject}, valid until {self.not_after:%Y-%m-%d}"
+        clients = "; clients must show a certificate of the client CA (mutual TLS)" if self.mutual else ""
+        return f"{self.subject}, valid until {self.not_after:%Y-%m-%d}{clients}"
 
 
 def certificate_report(tls: GatewayTls, *, now: dt.datetime | None = None) -> CertificateReport:
@@ -64,6 +71,13 @@ def serving_context(tls: GatewayTls, *, now: dt.datetime | None = None) -> tuple
         if opened:
             raise ValueError(f"{opened} (DOCBUS_TLS_KEY_PASSWORD)") from exc
         raise ValueError(f"the certificate and key cannot serve TLS: {exc.reason or exc}") from exc
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.client_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc.strerror or exc
+            raise ValueError(f"the client CA file cannot be used: {reason} (DOCBUS_TLS_CLIENT_CA_FILE)") from exc
+        context.verify_mode = ssl.CERT_REQUIRED
     leaf = x509.load_pem_x509_certificates(tls.cert_file.read_bytes())[0]
     now = now or dt.datetime.now(dt.UTC)
     subject = leaf.subject.rfc4514_string() or "(no subject)"
@@ -75,7 +89,7 @@ def serving_context(tls: GatewayTls, *, now: dt.datetime | None = None) -> tuple
         problem = f"the certificate is valid only from {leaf.not_valid_before_utc:%Y-%m-%d}"
     elif not_after - now < SOON:
         warning = f"the certificate expires on {not_after:%Y-%m-%d}, in {(not_after - now).days} days"
-    return context, CertificateReport(subject, not_after, problem, warning)
+    return context, CertificateReport(subject, not_after, problem, warning, mutual=tls.client_ca_file is not None)
 
 
 class ServingCertificate:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     )
     tls_key_file: Path | None = Field(default=None, description="The private key of tls_cert_file (PEM).")
     tls_key_password: SecretStr | None = Field(default=None, description="The private key's password.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="Mutual TLS: HTTPS clients must show a certificate these CAs (PEM) signed; unset = any client "
+        "(API keys authenticate agencies either way).",
+    )
     tls_reload_check_seconds: float = Field(
         default=60.0,
         ge=0,
@@ -248,6 +253,8 @@ class Settings(BaseSettings):
     def _tls_is_whole(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file is for HTTPS: set tls_cert_file and tls_key_file too")
         return self
 
     def gateway_tls(self) -> GatewayTls | None:
@@ -255,7 +262,12 @@ class Settings(BaseSettings):
         if self.tls_cert_file is None or self.tls_key_file is None:
             return None
         password = self.tls_key_password
-        return GatewayTls(self.tls_cert_file, self.tls_key_file, password.get_secret_value() if password else None)
+        return GatewayTls(
+            self.tls_cert_file,
+            self.tls_key_file,
+            password.get_secret_value() if password else None,
+            client_ca_file=self.tls_client_ca_file,
+        )
 
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> Settings:

@@ -49,10 +49,22 @@ def content_type_for(path: Path) -> str:
 class AgencyClient(HttpClientOwner):
     """Submits messages and reads their timelines as one agency."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+    ) -> None:
         """``ca_file``: the CA certificates (PEM) an ``https://`` bus's certificate must chain to, when it is
-        not one the system trusts (a province's own CA); the host name is checked either way."""
-        verify: ssl.SSLContext | bool = checking_context(ca_file) if ca_file is not None else True
+        not one the system trusts (a province's own CA); the host name is checked either way. ``cert_file`` and
+        ``key_file``: the agency system's client certificate, for a bus on mutual TLS (the key unencrypted)."""
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None or cert_file is not None:
+            verify = checking_context(ca_file, cert_file=cert_file, key_file=key_file)
         self._http = httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout, verify=verify
         )
@@ -111,6 +123,22 @@ def certificate_refused(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def broken_after_connecting(exc: BaseException) -> bool:
+    """Whether a transport error is a connection reset or closed while the request was under way: over TLS 1.3
+    this is how a bus on mutual TLS refuses a client without a certificate it accepts (its alert is lost in the
+    reset), so it is worth a hint."""
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionResetError):
             return True
         current = current.__cause__ or current.__context__
     return False

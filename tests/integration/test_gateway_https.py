@@ -91,7 +91,7 @@ def test_agencies_send_over_https_to_a_gateway_with_a_certificate_of_the_provinc
         with pytest.raises(httpx.TransportError):  # plain HTTP gets no answer from the TLS port
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         missing_ca = docbus(env, "send", str(DOC), "--key", key, "--url", url, "--ca-file", str(tmp_path / "no.pem"))
-        assert missing_ca.returncode == 2 and "cannot use the CA file" in missing_ca.stderr
+        assert missing_ca.returncode == 2 and "cannot use the TLS files" in missing_ca.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -170,15 +170,15 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
 
     trusted = ssl.create_default_context(cafile=str(pki.ca_file))
 
-    def serial_of(path: Path) -> str:
-        return f"{x509.load_pem_x509_certificate(path.read_bytes()).serial_number:X}"
+    def serial_of(path: Path) -> int:
+        return int(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
 
-    def settles_on(expected: str) -> None:
+    def settles_on(expected: int) -> None:
         """Waits until ten new connections in a row are shown ``expected`` (connections reach either process)."""
         deadline, streak, shown = time.monotonic() + 30, 0, None
         while streak < 10:
             assert time.monotonic() < deadline, f"still shown {shown}, not {expected}"
-            shown = served_certificate(port, pki.ca_file)["serialNumber"]
+            shown = int(served_certificate(port, pki.ca_file)["serialNumber"], 16)  # hex, maybe with a leading 0
             streak = streak + 1 if shown == expected else 0
             time.sleep(0.05)
 
@@ -221,3 +221,61 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
     assert "the replaced certificate files cannot serve (the certificate and key cannot serve TLS" in logged
     assert "the replaced certificate files cannot serve (the certificate expired on" in logged
     assert "Traceback" not in logged
+
+
+def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_client_ca(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path / "pki")
+    cert_file, key_file = pki.server()
+    agencies = Pki(tmp_path / "agencies", "Agencies' CA")
+    client_cert, client_key = agencies.client("g22", "000.00.00.G22")
+    stranger_cert, stranger_key = Pki(tmp_path / "stranger", "Another CA").client("g22", "000.00.00.G22")
+    env |= {
+        "DOCBUS_TLS_CERT_FILE": str(cert_file),
+        "DOCBUS_TLS_KEY_FILE": str(key_file),
+        "DOCBUS_TLS_CLIENT_CA_FILE": str(agencies.ca_file),
+    }
+    finding = https_finding(env)
+    assert finding["verdict"] == "ok" and "clients must show a certificate of the client CA" in finding["detail"]
+    broken = https_finding({**env, "DOCBUS_TLS_CLIENT_CA_FILE": str(tmp_path / "none.pem")})
+    assert broken["verdict"] == "fail" and "the client CA file cannot be used" in broken["detail"], broken
+    lone = docbus({**env, "DOCBUS_TLS_CERT_FILE": "", "DOCBUS_TLS_KEY_FILE": ""}, "serve", "--port", "9")
+    assert lone.returncode == 2 and "tls_client_ca_file is for HTTPS" in lone.stderr
+
+    key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    with (tmp_path / "gateway.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki.ca_file))
+        trusted.load_cert_chain(str(client_cert), str(client_key))
+        for _ in range(300):
+            assert proc.poll() is None, "the gateway exited during start-up"
+            try:
+                if httpx.get(f"{url}/healthz", verify=trusted, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        ca = ["--ca-file", str(pki.ca_file)]
+        sent = docbus(env, "send", str(DOC), "--key", key, "--url", url, *ca, "--client-cert", str(client_cert),
+                      "--client-key", str(client_key))  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert orjson.loads(sent.stdout)["sender"] == SENDER
+
+        for refused in ([], ["--client-cert", str(stranger_cert), "--client-key", str(stranger_key)]):
+            answer = docbus(env, "send", str(DOC), "--key", key, "--url", url, *ca, *refused, "--attempts", "1")
+            assert answer.returncode == 1, answer.stderr
+            assert "could not be reached" in answer.stderr and "--client-cert CERT.pem" in answer.stderr
+        half = docbus(env, "send", str(DOC), "--key", key, "--url", url, *ca, "--client-cert", str(client_cert))
+        assert half.returncode == 2 and "--client-cert and --client-key go together" in half.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert orjson.loads(sent.stdout)["message_id"]
