@@ -273,7 +273,7 @@ def _migrate_settings(settings: Settings) -> None:
     from docbus.store.migrate import upgrade
 
     db = Database.from_settings(settings)  # creates the data dir for the embedded default
-    upgrade(db.url, ssl_ca_file=settings.database_ssl_ca_file)
+    upgrade(db.url, tls=settings.database_tls())
 
 
 def _status(value: str) -> MessageStatus:

@@ -145,10 +145,11 @@ async def _database(settings: Settings, timeout: float) -> Finding:
 
     url = settings.resolved_database_url()
     shown = masked_url(url)
-    if settings.database_ssl_ca_file is not None:
-        shown += f" (TLS, CA {settings.database_ssl_ca_file})"
+    tls = settings.database_tls()
+    if tls is not None:
+        shown += f" ({tls.describe()})"
     try:
-        engine = create_async_engine(url, connect_args=postgres_connect_args(url, settings.database_ssl_ca_file))
+        engine = create_async_engine(url, connect_args=postgres_connect_args(url, tls))
     except Exception as exc:  # not a URL, or a driver that is not async (postgresql:// without +asyncpg)
         hint = "; docbus speaks to PostgreSQL through asyncpg: postgresql+asyncpg://…" if "postgres" in url else ""
         return Finding("database", "fail", f"{shown}: {type(exc).__name__}: {exc}{hint}")

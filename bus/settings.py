@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docbus.gateway_tls import GatewayTls
 from docbus.kafka_security import DEFAULT_MECHANISM, KafkaSecurity, Mechanism, Protocol
+from docbus.store.database_tls import DatabaseTls
 from docbus.validation.xml_signature import SignaturePolicy
 
 
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
         description="PostgreSQL over TLS: the server's certificate must chain to these CAs (PEM) and name its host; "
         "unset = as the URL says (asyncpg alone encrypts when it can and checks nothing).",
     )
+    database_ssl_cert_file: Path | None = Field(
+        default=None, description="PostgreSQL over TLS: a client certificate (PEM) for a server that asks for one."
+    )
+    database_ssl_key_file: Path | None = Field(default=None, description="The key of database_ssl_cert_file (PEM).")
+    database_ssl_key_password: SecretStr | None = Field(default=None, description="That key's password.")
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers; unset = embedded.")
     kafka_security_protocol: Protocol = Field(
         default="PLAINTEXT", description="How clients connect to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
@@ -245,8 +251,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _database_tls_is_for_postgresql(self) -> Settings:
-        if self.database_ssl_ca_file is not None and not (self.database_url or "").startswith("postgresql"):
-            raise ValueError("database_ssl_ca_file is for a PostgreSQL database_url (SQLite is a local file)")
+        given = [
+            name
+            for name in ("database_ssl_ca_file", "database_ssl_cert_file", "database_ssl_key_file")
+            if getattr(self, name) is not None
+        ]
+        if given and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(f"{', '.join(given)}: for a PostgreSQL database_url (SQLite is a local file)")
+        if (self.database_ssl_cert_file is None) != (self.database_ssl_key_file is None):
+            raise ValueError("database_ssl_cert_file and database_ssl_key_file go together")
         return self
 
     @model_validator(mode="after")
@@ -256,6 +269,18 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file is for HTTPS: set tls_cert_file and tls_key_file too")
         return self
+
+    def database_tls(self) -> DatabaseTls | None:
+        """How docbus connects to PostgreSQL over TLS, or ``None`` to let the URL decide."""
+        if self.database_ssl_ca_file is None and self.database_ssl_cert_file is None:
+            return None
+        password = self.database_ssl_key_password
+        return DatabaseTls(
+            self.database_ssl_ca_file,
+            self.database_ssl_cert_file,
+            self.database_ssl_key_file,
+            password.get_secret_value() if password else None,
+        )
 
     def gateway_tls(self) -> GatewayTls | None:
         """The gateway's HTTPS certificate and key, or ``None`` for plain HTTP."""

@@ -26,3 +26,18 @@ dev_tls() {
       chmod 644 ca.pem "$name.crt"
   )
 }
+
+# dev_tls_client DIR NAME CN   a client certificate for CN, signed by DIR's CA (made by dev_tls):
+#                              DIR/NAME.crt and DIR/NAME.key (0644: for the tests that present it)
+dev_tls_client() {
+  local dir=$1 name=$2 cn=$3
+  (
+    cd "$dir" &&
+      openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$cn" 2>/dev/null &&
+      printf '%s\n' "basicConstraints=CA:FALSE" "extendedKeyUsage=clientAuth" >"$name.ext" &&
+      openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$name.crt" -days 3650 \
+        -extfile "$name.ext" 2>/dev/null &&
+      rm -f "$name.csr" "$name.ext" ca.srl &&
+      chmod 644 "$name.crt" "$name.key"
+  )
+}

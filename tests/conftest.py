@@ -130,9 +130,9 @@ def gateway_settings(tmp_path: Path, database_url: str) -> Settings:
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     """A gateway on ``settings``' database, brought to the newest schema first; stopped at the end."""
     url = settings.resolved_database_url()
-    await upgrade_async(url)
+    await upgrade_async(url, tls=settings.database_tls())
     server, task, base = await start_gateway(settings)
-    database = Database(url)
+    database = Database(url, tls=settings.database_tls())
     try:
         yield RunningGateway(base, settings, database, AgencyDirectory(database, cache_seconds=0))
     finally:

@@ -25,8 +25,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    ssl_ca_file = context.config.attributes.get("ssl_ca_file")
-    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=postgres_connect_args(url, ssl_ca_file))
+    tls = context.config.attributes.get("database_tls")
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=postgres_connect_args(url, tls))
     try:
         async with engine.connect() as connection:
             if connection.dialect.name == "sqlite":

@@ -19,7 +19,6 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import create_engine, event, make_url, text
@@ -27,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docbus.settings import Settings
-from docbus.store.database_tls import postgres_connect_args
+from docbus.store.database_tls import DatabaseTls, postgres_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,9 @@ log = logging.getLogger(__name__)
 class Database:
     """The async engines one process uses: ``writer`` for transactions that write, ``reader`` for queries."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, ssl_ca_file: Path | None = None) -> None:
-        """``ssl_ca_file``: PostgreSQL over TLS, the server's certificate checked against it (see
-        ``docbus.store.database_tls``)."""
+    def __init__(self, url: str, *, pool_size: int = 10, tls: DatabaseTls | None = None) -> None:
+        """``tls``: PostgreSQL over TLS, the server's certificate checked, a client certificate shown if given
+        (see ``docbus.store.database_tls``)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -64,7 +63,7 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
-                connect_args=postgres_connect_args(url, ssl_ca_file),
+                connect_args=postgres_connect_args(url, tls),
             )
             self.reader = self.writer
             self._file_lock = None
@@ -147,9 +146,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(
-            settings.resolved_database_url(), pool_size=settings.db_pool_size, ssl_ca_file=settings.database_ssl_ca_file
-        )
+        return cls(settings.resolved_database_url(), pool_size=settings.db_pool_size, tls=settings.database_tls())
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""

@@ -11,25 +11,27 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from docbus.store.database_tls import DatabaseTls
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(url: str, *, ssl_ca_file: Path | None = None) -> Config:
+def alembic_config(url: str, *, tls: DatabaseTls | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url)
-    config.attributes["ssl_ca_file"] = ssl_ca_file  # PostgreSQL over TLS (docbus.store.database_tls)
+    config.attributes["database_tls"] = tls  # PostgreSQL over TLS (docbus.store.database_tls)
     return config
 
 
-def upgrade(url: str, *, ssl_ca_file: Path | None = None) -> None:
+def upgrade(url: str, *, tls: DatabaseTls | None = None) -> None:
     """Migrate synchronously; the env script runs its own event loop, so call this outside of one."""
-    command.upgrade(alembic_config(url, ssl_ca_file=ssl_ca_file), "head")
+    command.upgrade(alembic_config(url, tls=tls), "head")
 
 
-async def upgrade_async(url: str, *, ssl_ca_file: Path | None = None) -> None:
+async def upgrade_async(url: str, *, tls: DatabaseTls | None = None) -> None:
     """Migrate from inside a running event loop (tests, app start-up) on a worker thread."""
-    await asyncio.to_thread(lambda: upgrade(url, ssl_ca_file=ssl_ca_file))
+    await asyncio.to_thread(lambda: upgrade(url, tls=tls))
 
 
 def head_revision() -> str | None:

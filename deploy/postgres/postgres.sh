@@ -11,7 +11,9 @@
 # stop shuts the server down (fast mode; --immediate for a crash-like stop)
 # and removes DIR unless --keep is given; a later start reuses kept data.
 # The server also speaks TLS, with a certificate for 127.0.0.1 and localhost
-# from a CA made for it: DIR/tls/ca.pem (DOCBUS_DATABASE_SSL_CA_FILE).
+# from a CA made for it: DIR/tls/ca.pem (DOCBUS_DATABASE_SSL_CA_FILE). The role
+# docbus_cert (a member of docbus) logs in over TLS with the client certificate
+# DIR/tls/client.crt and client.key (DOCBUS_DATABASE_SSL_CERT_FILE, …_KEY_FILE).
 # Progress and errors go to stderr.
 set -euo pipefail
 # shellcheck source=../dev-tls.sh
@@ -24,6 +26,7 @@ DEFAULT_PORT="${DOCBUS_PG_PORT:-25432}"
 DB_USER=docbus
 DB_PASSWORD=docbus
 DB_NAME=docbus_test
+CERT_USER=docbus_cert # authenticated by its client certificate only
 START_TIMEOUT=60
 
 log() { printf 'postgres.sh: %s\n' "$*" >&2; }
@@ -114,6 +117,9 @@ ensure_role_and_db() {
   psql_admin -c "DO \$\$BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER') THEN
       CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$CERT_USER') THEN
+      CREATE ROLE $CERT_USER LOGIN IN ROLE $DB_USER;
     END IF;
   END\$\$;" >&2
   if [[ "$(psql_admin -At -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]]; then
@@ -206,11 +212,17 @@ logging_collector = off
 log_min_messages = warning
 log_connections = off
 log_disconnections = off
-# TLS for clients that ask for it (docbus with DOCBUS_DATABASE_SSL_CA_FILE).
+# TLS for clients that ask for it (docbus with DOCBUS_DATABASE_SSL_CA_FILE); client certificates of this CA
+# authenticate the role $CERT_USER (pg_hba.conf).
 ssl = on
 ssl_cert_file = '$DIR/tls/server.crt'
 ssl_key_file = '$DIR/tls/server.key'
+ssl_ca_file = '$DIR/tls/ca.pem'
 EOF
+  # First match wins: the certificate role over TLS only, before initdb's password lines.
+  { printf '%s\n' "hostssl all $CERT_USER 127.0.0.1/32 cert" && cat "$(DATA)/pg_hba.conf"; } >"$DIR/pg_hba.conf.new" &&
+    mv "$DIR/pg_hba.conf.new" "$(DATA)/pg_hba.conf" || die "writing pg_hba.conf failed"
+  [[ $EUID -ne 0 ]] || chown postgres:postgres "$(DATA)/pg_hba.conf"
   start_server
   wait_ready
   ensure_role_and_db
@@ -218,8 +230,9 @@ EOF
   url
 }
 
-make_tls() { # a CA and a server certificate for 127.0.0.1 and localhost, in DIR/tls
+make_tls() { # a CA, a server certificate for 127.0.0.1 and localhost, and the client certificate of CERT_USER
   dev_tls "$DIR/tls" server "docbus development PostgreSQL CA" || die "making the TLS certificate in $DIR/tls failed"
+  dev_tls_client "$DIR/tls" client "$CERT_USER" || die "making the client certificate in $DIR/tls failed"
 }
 
 cmd_stop() {

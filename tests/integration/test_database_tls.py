@@ -1,6 +1,7 @@
 """PostgreSQL over TLS with the server's certificate checked (``DOCBUS_DATABASE_SSL_CA_FILE``): the migrations,
 every engine of a running gateway and ``docbus config check`` connect that way; a server whose certificate the CA
-did not sign is refused, and the check says so. The test server speaks TLS with a CA of its own (postgres.sh)."""
+did not sign is refused, and the check says so. The test server speaks TLS with a CA of its own (postgres.sh), and
+its role ``docbus_cert`` logs in with a client certificate only (``DOCBUS_DATABASE_SSL_CERT_FILE``, ``…_KEY_FILE``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from sqlalchemy import text
 
 from docbus.settings import Settings
 from docbus.store.database import Database
+from docbus.store.database_tls import DatabaseTls
 from docbus.store.migrate import upgrade_async
 
 from ..conftest import fresh_postgres_database, require_service, running_gateway
-from ..pki import make_pki
+from ..pki import Pki, make_pki
 from .helpers import config_check_finding, with_unique_document_id
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +46,7 @@ async def test_a_gateway_with_the_servers_ca_does_everything_over_checked_tls(
 ) -> None:
     ca = server_ca()
     url = await fresh_postgres_database()
-    await upgrade_async(url, ssl_ca_file=ca)  # the migrations too
+    await upgrade_async(url, tls=DatabaseTls(ca))  # the migrations too
     (tmp_path / "data").mkdir()
     settings = Settings(data_dir=tmp_path / "data", database_url=url, database_ssl_ca_file=ca)
     async with running_gateway(settings) as gateway:
@@ -54,7 +56,7 @@ async def test_a_gateway_with_the_servers_ca_does_everything_over_checked_tls(
             ready = await client.get("/readyz")
         assert answer.status_code == 202, answer.text
         assert ready.json()["checks"]["database"] == "ok"
-        checker = Database(url, ssl_ca_file=ca)
+        checker = Database(url, tls=DatabaseTls(ca))
         try:
             async with checker.reader.connect() as conn:
                 mine = (await conn.execute(MINE_TLS)).one()
@@ -76,7 +78,7 @@ async def test_a_gateway_with_the_servers_ca_does_everything_over_checked_tls(
 async def test_a_server_certificate_from_another_ca_is_refused_and_the_check_says_why(tmp_path: Path) -> None:
     url = await fresh_postgres_database()
     other_ca, _, _ = make_pki(tmp_path / "other")
-    stranger = Database(url, ssl_ca_file=other_ca)
+    stranger = Database(url, tls=DatabaseTls(other_ca))
     try:
         with pytest.raises(Exception, match="certificate verify failed"):
             async with stranger.reader.connect() as conn:
@@ -91,9 +93,58 @@ async def test_a_server_certificate_from_another_ca_is_refused_and_the_check_say
     trusted = database_finding({**env, "DOCBUS_DATABASE_SSL_CA_FILE": str(server_ca())}, tmp_path)
     assert trusted["verdict"] == "ok", trusted
     missing = database_finding({**env, "DOCBUS_DATABASE_SSL_CA_FILE": str(tmp_path / "none.pem")}, tmp_path)
-    assert missing["verdict"] == "fail" and "cannot use the database CA file" in missing["detail"], missing
+    assert missing["verdict"] == "fail" and "cannot use the database TLS files" in missing["detail"], missing
 
 
-def test_the_ca_file_is_for_postgresql_only(tmp_path: Path) -> None:
-    with pytest.raises(pydantic.ValidationError, match="for a PostgreSQL database_url"):
+def test_the_tls_files_are_for_postgresql_only_and_a_certificate_needs_its_key(tmp_path: Path) -> None:
+    with pytest.raises(pydantic.ValidationError, match="database_ssl_ca_file: for a PostgreSQL database_url"):
         Settings(data_dir=tmp_path, database_ssl_ca_file=tmp_path / "ca.pem")
+    with pytest.raises(pydantic.ValidationError, match="database_ssl_cert_file and database_ssl_key_file go together"):
+        Settings(database_url="postgresql+asyncpg://db/x", database_ssl_cert_file=tmp_path / "c.pem")
+
+
+def as_certificate_role(url: str) -> str:
+    """``url`` for the role that has no password and logs in by its client certificate."""
+    return url.replace("://docbus:docbus@", "://docbus_cert@")
+
+
+async def test_a_client_certificate_logs_docbus_in_where_the_server_asks_for_one(
+    tmp_path: Path, sample_bytes: dict[str, bytes]
+) -> None:
+    ca = server_ca()
+    client_cert, client_key = ca.parent / "client.crt", ca.parent / "client.key"
+    url = as_certificate_role(await fresh_postgres_database())
+    with_certificate = DatabaseTls(ca, client_cert, client_key)
+    await upgrade_async(url, tls=with_certificate)
+    (tmp_path / "data").mkdir()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        database_ssl_ca_file=ca,
+        database_ssl_cert_file=client_cert,
+        database_ssl_key_file=client_key,
+    )
+    async with running_gateway(settings) as gateway:
+        await gateway.register(SENDER)
+        async with gateway.client(SENDER) as client:
+            answer = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        assert answer.status_code == 202, answer.text
+
+    without = Database(url, tls=DatabaseTls(ca))  # the role has no password: no certificate, no entry
+    try:
+        with pytest.raises(Exception, match="connection requires a valid client certificate"):
+            async with without.reader.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await without.dispose()
+
+    env = {"DOCBUS_DATABASE_URL": url, "DOCBUS_DATABASE_SSL_CA_FILE": str(ca)}
+    shown = {"DOCBUS_DATABASE_SSL_CERT_FILE": str(client_cert), "DOCBUS_DATABASE_SSL_KEY_FILE": str(client_key)}
+    found = database_finding({**env, **shown}, tmp_path)
+    assert found["verdict"] == "ok" and f"client certificate {client_cert}" in found["detail"], found
+    refused = database_finding(env, tmp_path)
+    assert refused["verdict"] == "fail" and "requires a valid client certificate" in refused["detail"], refused
+    stranger_cert, stranger_key = Pki(tmp_path / "stranger", "Another CA").client("c", "docbus_cert")
+    other = {"DOCBUS_DATABASE_SSL_CERT_FILE": str(stranger_cert), "DOCBUS_DATABASE_SSL_KEY_FILE": str(stranger_key)}
+    refused = database_finding({**env, **other}, tmp_path)
+    assert refused["verdict"] == "fail", refused
