@@ -75,3 +75,34 @@ def test_each_unit_runs_a_command_docbus_accepts(unit: Path) -> None:
     assert command[0] == "/opt/docbus/venv/bin/docbus"
     args = _parser().parse_args(command[1:])  # exits (fails the test) on an option docbus does not have
     assert callable(args.func)
+
+
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "docbus-alerts.yml"
+# What the exposition adds to a metric's name: counters' _total, histograms' series.
+SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+def test_every_alert_reads_metrics_docbus_exports() -> None:
+    """The rules file parses, each rule is whole, and every docbus_* series an expression reads is one docbus
+    exports (a renamed metric would otherwise leave an alert silently never firing)."""
+    import re
+
+    import yaml
+
+    from docbus import metrics
+
+    exported = set()
+    for collector in vars(metrics).values():
+        describe = getattr(collector, "describe", None)
+        if callable(describe) and hasattr(collector, "_name"):
+            exported.update(family.name for family in describe())
+    assert "docbus_destination_breaker_open" in exported
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    assert len({rule["alert"] for rule in rules}) == len(rules) >= 8
+    for rule in rules:
+        assert rule["expr"] and rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+        for series in re.findall(r"\bdocbus_[a-z_]+", rule["expr"]):
+            base = next(
+                (series[: -len(s)] for s in SUFFIXES if series.endswith(s) and series[: -len(s)] in exported), series
+            )
+            assert base in exported, f"{rule['alert']} reads {series}, which docbus does not export"
