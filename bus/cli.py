@@ -43,6 +43,7 @@ from docbus.settings import Settings
 
 if TYPE_CHECKING:
     from docbus.connectors.client import AgencyClient
+    from docbus.routing import RouteTable
     from docbus.store.agencies import Agency
     from docbus.store.database import Database
 
@@ -454,18 +455,26 @@ def _destinations_buildable(settings: Settings) -> bool:
     if settings.routes_file is None or not settings.forwarding_enabled:
         return True
     from docbus.delivery.node import check_destinations
-    from docbus.routing import RouteTable
 
-    try:
-        routes = RouteTable.load(settings.routes_file)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: routes: {settings.routes_file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    routes = _routes(settings)
+    if routes is None:
         return False
     checks = asyncio.run(check_destinations(settings.adapters, routes))
     for check in checks:
         if check.problem:
             print(f"error: destination {check.destination.name}: {check.problem}", file=sys.stderr)
     return not any(check.problem for check in checks)
+
+
+def _routes(settings: Settings) -> RouteTable | None:
+    """The routes file's table; ``None`` (the reason printed) when it cannot be read."""
+    from docbus.routing import RouteTable
+
+    try:
+        return RouteTable.load(settings.routes_file)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: routes: {settings.routes_file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def _run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
@@ -905,13 +914,10 @@ def _flows(args: argparse.Namespace) -> int:
 
 def _destinations(args: argparse.Namespace) -> int:
     from docbus.destinations import destinations_overview, render_overview
-    from docbus.routing import RouteTable
 
     settings = Settings()
-    try:
-        routes = RouteTable.load(settings.routes_file)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: routes: {settings.routes_file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    routes = _routes(settings)
+    if routes is None:
         return 2
 
     async def work(db: Database) -> int:

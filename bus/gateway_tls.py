@@ -137,8 +137,8 @@ class ServingCertificate:
         self._seen = state
         try:
             context, report = serving_context(self._tls)
-        except (OSError, ValueError) as exc:
-            self._keep(str(exc))
+        except Exception as exc:  # whatever the files hold, the handshake under way goes on with what is served
+            self._keep(str(exc) or type(exc).__name__)
             return False
         if report.problem:
             self._keep(report.problem)

@@ -317,7 +317,8 @@ async def check_destinations(
         reach = None
         try:
             if probe_timeout is not None:
-                reach = await adapter.probe(probe_timeout)
+                async with asyncio.timeout(2 * probe_timeout):  # a plug-in's probe that ignores its timeout
+                    reach = await adapter.probe(probe_timeout)
         except Exception as exc:  # a plug-in's probe that fails is a finding, not a crash of the check
             reach = Reach(False, f"the probe failed: {type(exc).__name__}: {exc}")
         finally:
