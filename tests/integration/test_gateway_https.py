@@ -47,15 +47,27 @@ def https_finding(env: dict[str, str]) -> dict[str, str]:
     return config_check_finding("https", tls, Path(env["DOCBUS_DATA_DIR"]))
 
 
-def wait_for_https(url: str, ca_file: Path, proc: subprocess.Popen[bytes]) -> None:
+def serve_https(
+    env: dict[str, str], tmp_path: Path, trusted: ssl.SSLContext, *args: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``docbus serve`` (with ``args``) on a free port, logging to ``tmp_path/gateway.log``, once it answers a
+    client that ``trusted`` (its CA, and a client certificate if it wants one) lets in; (the process, its port)."""
+    port = free_port()
+    with (tmp_path / "gateway.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     for _ in range(300):
         assert proc.poll() is None, "the gateway exited during start-up"
         try:
-            trusted = ssl.create_default_context(cafile=str(ca_file))
-            if httpx.get(f"{url}/healthz", verify=trusted, timeout=2).status_code == 200:
-                return
+            if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=2).status_code == 200:
+                return proc, port
         except httpx.TransportError:
             time.sleep(0.05)
+    proc.kill()
     raise AssertionError("the gateway did not answer over HTTPS")
 
 
@@ -67,17 +79,9 @@ def test_agencies_send_over_https_to_a_gateway_with_a_certificate_of_the_provinc
     key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
     finding = https_finding(env)
     assert finding["verdict"] == "ok" and "CN=docbus.example.gov.vn, valid until" in finding["detail"], finding
-    port = free_port()
+    proc, port = serve_https(env, tmp_path, ssl.create_default_context(cafile=str(ca_file)), "--log-level", "warning")
     url = f"https://127.0.0.1:{port}"
-    with (tmp_path / "gateway.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        wait_for_https(url, ca_file, proc)
         sent = docbus(env, "send", str(DOC), "--key", key, "--url", url, "--ca-file", str(ca_file))
         assert sent.returncode == 0, sent.stderr
         assert orjson.loads(sent.stdout)["sender"] == SENDER
@@ -159,16 +163,8 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
         "DOCBUS_TLS_KEY_FILE": str(key_file),
         "DOCBUS_TLS_RELOAD_CHECK_SECONDS": "0.3",
     }
-    port = free_port()
-    with (tmp_path / "gateway.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
     trusted = ssl.create_default_context(cafile=str(pki.ca_file))
+    proc, port = serve_https(env, tmp_path, trusted, "--workers", "2")
 
     def serial_of(path: Path) -> int:
         return int(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
@@ -188,7 +184,6 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
         return float(line.split()[-1])
 
     try:
-        wait_for_https(f"https://127.0.0.1:{port}", pki.ca_file, proc)
         settles_on(serial_of(first_cert))
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusted) as kept:
             assert kept.get("/healthz").status_code == 200  # a connection opened before the renewal
@@ -244,25 +239,11 @@ def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_cl
     assert lone.returncode == 2 and "tls_client_ca_file is for HTTPS" in lone.stderr
 
     key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
-    port = free_port()
+    trusted = ssl.create_default_context(cafile=str(pki.ca_file))
+    trusted.load_cert_chain(str(client_cert), str(client_key))
+    proc, port = serve_https(env, tmp_path, trusted, "--log-level", "warning")
     url = f"https://127.0.0.1:{port}"
-    with (tmp_path / "gateway.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "docbus.cli", "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        trusted = ssl.create_default_context(cafile=str(pki.ca_file))
-        trusted.load_cert_chain(str(client_cert), str(client_key))
-        for _ in range(300):
-            assert proc.poll() is None, "the gateway exited during start-up"
-            try:
-                if httpx.get(f"{url}/healthz", verify=trusted, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
         ca = ["--ca-file", str(pki.ca_file)]
         sent = docbus(env, "send", str(DOC), "--key", key, "--url", url, *ca, "--client-cert", str(client_cert),
                       "--client-key", str(client_key))  # fmt: skip
