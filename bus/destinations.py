@@ -10,8 +10,9 @@ report intervals (an older report is a worker that stopped without saying so, sh
   documents still go through);
 - ``unknown``: no worker reported on it recently (none runs, forwarding is off, or they cannot write).
 
-Beside the state: the dead letters waiting for a resend, the most recent success and failure (with its reason)
-over the workers, whether receipts can be fetched, and each worker's own report.
+Beside the state: the dead letters waiting for a resend, the most recent success (``last_success_at``) and failure
+(``last_failure``: ``at``, ``reason``) over the workers, whether receipts can be fetched (``receipts_failing``:
+``since``, ``reason``; ``null`` when they can), and each worker's own report.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from docbus.store.destination_health import dead_letters_waiting, read_reports
 STALE_AFTER_REPORTS = 3
 
 
-def _latest(reports: list[dict[str, Any]], at: str, *fields: str) -> dict[str, Any] | None:
+def _latest(
+    reports: list[dict[str, Any]], at: str, reason: str | None = None, *, key: str = "at"
+) -> dict[str, Any] | None:
+    """The newest of ``reports`` by their ``at`` column: ``{key: when, "reason": …}`` (``None``: none has one)."""
     dated = [r for r in reports if r[at] is not None]
     if not dated:
         return None
     newest = max(dated, key=lambda r: r[at])
-    return {"at": newest[at], **{name: newest[name] for name in fields}}
+    return {key: newest[at], **({"reason": newest[reason]} if reason else {})}
 
 
 def destination_state(reports: list[dict[str, Any]]) -> str:
@@ -61,7 +65,7 @@ async def destinations_overview(
         mine = [_report(row) for row in rows if row.destination == destination.name]
         fresh = [r for r in mine if as_utc(r["reported_at"]) >= stale_before]
         stale = [r for r in mine if as_utc(r["reported_at"]) < stale_before]
-        receipts_failing = _latest(fresh, "receipts_failing_since", "receipts_failure")
+        receipts_failing = _latest(fresh, "receipts_failing_since", "receipts_failure", key="since")
         overview.append(
             {
                 "name": destination.name,
@@ -114,10 +118,10 @@ def render_overview(overview: list[dict[str, Any]]) -> str:
         )
         failure = item["last_failure"]
         if failure is not None and item["state"] != "up":
-            lines.append(f"    failing since the last success, last at {failure['at']}: {failure['last_failure']}")
+            lines.append(f"    failing since the last success, last at {failure['at']}: {failure['reason']}")
         receipts = item["receipts_failing"]
         if receipts is not None:
-            lines.append(f"    receipts cannot be fetched since {receipts['at']}: {receipts['receipts_failure']}")
+            lines.append(f"    receipts cannot be fetched since {receipts['since']}: {receipts['reason']}")
         if item["stale_workers"]:
             lines.append(f"    {len(item['stale_workers'])} worker(s) stopped reporting without saying so")
     return "\n".join(lines)

@@ -123,8 +123,8 @@ async def overview(request: Request, state: State, caller: Operator, since: str 
                     _state(d["state"]),
                     _num(d["in_flight"]),
                     d["last_success_at"] or "",
-                    _failure(d["last_failure"], "last_failure") if d["state"] != "up" else "",
-                    _failure(d["receipts_failing"], "receipts_failure") or "fetched",
+                    _failure(d["last_failure"], "at") if d["state"] != "up" else "",
+                    _failure(d["receipts_failing"], "since") or "fetched",
                 ]
                 for d in destinations
             ],
@@ -353,8 +353,8 @@ def _counts(counts: dict[str, int]) -> _Safe:
     return _Safe(", ".join(f"{escape(k)} {v:,}" for k, v in sorted(counts.items())) or "—")
 
 
-def _failure(failure: dict[str, Any] | None, reason: str) -> str:
-    return f"{failure['at']}: {failure[reason]}" if failure else ""
+def _failure(failure: dict[str, Any] | None, when: str) -> str:
+    return f"{failure[when]}: {failure['reason']}" if failure else ""
 
 
 def _latency(delivery: dict[str, Any] | None) -> str:

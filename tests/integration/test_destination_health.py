@@ -162,8 +162,8 @@ async def test_each_destination_is_reported_as_its_worker_finds_it(bus: Bus, sam
         lambda d: d["national_axis"]["state"] == "down" and d["national_axis"]["receipts_failing"] is not None
     )
     national = found["national_axis"]
-    assert national["last_failure"]["last_failure"].startswith("national axis sendEdoc: HTTP 503")
-    assert national["receipts_failing"]["receipts_failure"]
+    assert national["last_failure"]["reason"].startswith("national axis sendEdoc: HTTP 503")
+    assert national["receipts_failing"]["reason"] and national["receipts_failing"]["since"]
     assert national["in_flight"] == 1 and national["workers"][0]["failing_attempts"] >= 3
     metrics = (await bus.operator.get("/metrics")).text
     assert metric(metrics, "docbus_destination_breaker_open", "national_axis") == 1
