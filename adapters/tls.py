@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, model_validator
+from pydantic import PrivateAttr, SecretStr, model_validator
 
 from docbus.adapters.base import AdapterSettings, Reach
-from docbus.tls_client import checking_context, key_problem, password_answer
+from docbus.tls_client import CertificateUnusable, checking_context, load_certificate
 
 TLS_SETTINGS = ("ca_file", "cert_file", "key_file", "key_password")
 # After the handshake a probe waits this long for the server to hang up on it; a server that takes the client
@@ -44,6 +44,7 @@ class TlsClientSettings(AdapterSettings):
     cert_file: Path | None = None
     key_file: Path | None = None
     key_password: SecretStr | None = None
+    _context: ssl.SSLContext | None = PrivateAttr(default=None)  # built once, from the files as validated
 
     @model_validator(mode="after")
     def _usable_tls(self) -> Self:
@@ -56,15 +57,17 @@ class TlsClientSettings(AdapterSettings):
             raise ValueError("key_file and key_password belong to a client certificate: set cert_file too")
         if self.cert_file is not None and self.key_file is None:
             raise ValueError("cert_file needs key_file, the client certificate's key")
-        self.ssl_context()  # the files as the connections will load them: a problem shows now, not per delivery
+        # The files as the connections will load them: a problem shows now, not per delivery.
+        self._context = self._build_context()
         return self
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The client context for the destination; ``None`` when no TLS setting is given (the system's CAs).
+        """The client context for the destination (every client of the adapter shares it); ``None`` when no TLS
+        setting is given (the system's CAs)."""
+        return self._context
 
-        ``ValueError`` naming the setting whose file cannot be used."""
-        if all(getattr(self, name) is None for name in TLS_SETTINGS):
-            return None
+    def _build_context(self) -> ssl.SSLContext:
+        """``ValueError`` naming the setting whose file cannot be used."""
         for name in ("ca_file", "cert_file", "key_file"):
             path: Path | None = getattr(self, name)
             if path is not None and not path.is_file():
@@ -76,23 +79,17 @@ class TlsClientSettings(AdapterSettings):
             raise ValueError(f"ca_file: not a PEM file of CA certificates: {_reason(exc)}") from None
         if self.cert_file is not None:
             try:
-                context.load_cert_chain(str(self.cert_file), str(self.key_file), password_answer(password))
-            except (OSError, ssl.SSLError) as exc:
-                opened = key_problem(self.key_file, password)
-                problem = (
-                    f"key_file, key_password: {opened}"
-                    if opened
-                    else f"cert_file, key_file: cannot use them as a client certificate: {_reason(exc)}"
-                )
-                raise ValueError(problem) from None
+                load_certificate(context, self.cert_file, self.key_file, password)
+            except CertificateUnusable as exc:
+                if exc.key_at_fault:
+                    raise ValueError(f"key_file, key_password: {exc}") from None
+                raise ValueError(f"cert_file, key_file: cannot use them as a client certificate: {exc}") from None
         return context
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:
     """What went wrong, without the file's contents (``ssl.SSLError`` never quotes them; its reason is enough)."""
     if isinstance(exc, ssl.SSLError):
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            return "key_file is not the key of cert_file"
         return exc.reason or str(exc)
     return exc.strerror or str(exc)
 

@@ -971,17 +971,15 @@ def _agency_client(args: argparse.Namespace, key: str) -> AgencyClient | None:
     import ssl
 
     from docbus.connectors.client import AgencyClient
-    from docbus.tls_client import key_problem
 
     if (args.client_cert is None) != (args.client_key is None):
         print("error: --client-cert and --client-key go together", file=sys.stderr)
         return None
     try:
         return AgencyClient(args.url, key, ca_file=args.ca_file, cert_file=args.client_cert, key_file=args.client_key)
-    except (OSError, ssl.SSLError) as exc:
-        opened = key_problem(args.client_key, None) if args.client_cert is not None else None
+    except (OSError, ssl.SSLError, ValueError) as exc:
         files = ", ".join(str(f) for f in (args.ca_file, args.client_cert, args.client_key) if f is not None)
-        print(f"error: cannot use the TLS files {files}: {opened or exc}", file=sys.stderr)
+        print(f"error: cannot use the TLS files {files}: {exc}", file=sys.stderr)
         return None
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from docbus.tls_client import key_problem, password_answer
+from docbus.tls_client import CertificateUnusable, load_certificate
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,11 @@ def serving_context(tls: GatewayTls, *, now: dt.datetime | None = None) -> tuple
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password_answer(tls.key_password))
-    except ssl.SSLError as exc:
-        opened = key_problem(tls.key_file, tls.key_password)
-        if opened:
-            raise ValueError(f"{opened} (DOCBUS_TLS_KEY_PASSWORD)") from exc
-        raise ValueError(f"the certificate and key cannot serve TLS: {exc.reason or exc}") from exc
+        load_certificate(context, tls.cert_file, tls.key_file, tls.key_password)
+    except CertificateUnusable as exc:
+        if exc.key_at_fault:
+            raise ValueError(f"{exc} (DOCBUS_TLS_KEY_PASSWORD)") from exc
+        raise ValueError(f"the certificate and key cannot serve TLS: {exc}") from exc
     if tls.client_ca_file is not None:
         try:
             context.load_verify_locations(cafile=str(tls.client_ca_file))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from docbus.tls_client import checking_context, key_problem
+from docbus.tls_client import checking_context
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -66,9 +66,8 @@ class KafkaSecurity:
                 options["ssl_context"] = checking_context(
                     self.ca_file, cert_file=self.cert_file, key_file=self.key_file, key_password=self.key_password
                 )
-            except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA, certificate or key file
-                opened = key_problem(self.key_file, self.key_password) if self.cert_file is not None else None
-                raise ValueError(f"cannot use the Kafka TLS files: {opened or exc}") from exc
+            except (OSError, ssl.SSLError, ValueError) as exc:  # a CA, certificate or key file it cannot use
+                raise ValueError(f"cannot use the Kafka TLS files: {exc}") from exc
         if self.uses_sasl:
             options |= {
                 "sasl_mechanism": self.mechanism,

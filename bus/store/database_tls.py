@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docbus.tls_client import checking_context, key_problem
+from docbus.tls_client import checking_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,6 @@ def postgres_connect_args(url: str, tls: DatabaseTls | None) -> dict[str, Any]:
                 tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file, key_password=tls.key_password
             )
         }
-    except (OSError, ssl.SSLError) as exc:
-        opened = key_problem(tls.key_file, tls.key_password) if tls.cert_file is not None else None
+    except (OSError, ssl.SSLError, ValueError) as exc:
         files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f is not None)
-        raise ValueError(f"cannot use the database TLS files {files}: {opened or exc}") from exc
+        raise ValueError(f"cannot use the database TLS files {files}: {exc}") from exc

@@ -89,7 +89,7 @@ def test_a_client_certificate_with_an_encrypted_key(pki: dict[str, Path]) -> Non
         ({"ca_file": "missing"}, "ca_file: no such file"),
         ({"ca_file": "garbage"}, "ca_file: not a PEM file of CA certificates"),
         ({"cert_file": "cert", "key_file": "missing"}, "key_file: no such file"),
-        ({"cert_file": "cert", "key_file": "other_key"}, "key_file is not the key of cert_file"),
+        ({"cert_file": "cert", "key_file": "other_key"}, "the key is not the certificate's key"),
         ({"cert_file": "locked_cert", "key_file": "locked_key"}, "the key is encrypted and no password is set"),
         (
             {"cert_file": "locked_cert", "key_file": "locked_key", "key_password": "wrong-" + PASSWORD},
@@ -120,7 +120,7 @@ def test_every_http_adapter_takes_them_and_names_the_setting_at_fault(name: str,
         build_adapter(name, {**good, "key_file": str(pki["other_key"]), "key_password": PASSWORD})
     assert str(caught.value) == (
         f"adapter {name!r}: cert_file, key_file: cannot use them as a client certificate: "
-        "key_file is not the key of cert_file"
+        "the key is not the certificate's key"
     )
     assert PASSWORD not in str(caught.value)
 

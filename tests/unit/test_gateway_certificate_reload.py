@@ -76,7 +76,7 @@ def test_files_that_cannot_serve_are_not_taken_and_warned_about_once(
     assert serving.report == held
     assert [r.getMessage() for r in caplog.records] == [
         "HTTPS: the replaced certificate files cannot serve (the certificate and key cannot serve TLS: "
-        f"KEY_VALUES_MISMATCH); still serving {held.summary()}"
+        f"the key is not the certificate's key); still serving {held.summary()}"
     ]
     shutil.copy(renewed_key, tls.key_file)
     assert serving.refresh() is True and serving.report.not_after > held.not_after
