@@ -18,7 +18,6 @@ Nothing is written: no migration, no topic, no key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -193,6 +192,9 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
         return Finding("broker", "ok", "embedded log in the database (DOCBUS_KAFKA_BOOTSTRAP unset)")
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from docbus.broker.kafka import close_admin
+    from docbus.broker.kafka_connections import recording_connections
+
     where = f"Kafka at {settings.kafka_bootstrap}"
     security = settings.kafka_security()
     try:
@@ -204,7 +206,8 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
     )
     try:
         async with asyncio.timeout(timeout):
-            await admin.start()
+            with recording_connections(admin):
+                await admin.start()
             cluster = await admin.describe_cluster()
             topics = await admin.list_topics()
     except Exception as exc:  # aiokafka raises its own errors and asyncio's: all mean "not reachable"
@@ -213,8 +216,7 @@ async def _kafka(settings: Settings, timeout: float) -> Finding:
         problem = await connection_problem(settings.kafka_bootstrap, security, timeout=timeout)
         return Finding("broker", "fail", f"{where} ({security.describe()}): {problem or reason}")
     finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
+        await close_admin(admin)
     ours = [t for t in topics if t.startswith(settings.topic_prefix + ".")]
     brokers = len(cluster.get("brokers", []))
     detail = f"{where} ({security.describe()}): {brokers} broker(s), {len(ours)} docbus topics"

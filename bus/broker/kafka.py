@@ -40,6 +40,7 @@ from docbus.broker.base import (
     check_topic_name,
 )
 from docbus.broker.kafka_batches import SentBatch, published, refuse_oversized, send_in_batches
+from docbus.broker.kafka_connections import close_leftover_connections, recording_connections
 from docbus.broker.kafka_consumer import KafkaConsumer
 from docbus.broker.kafka_errors import kafka_bound, translate
 from docbus.broker.kafka_topic_configs import align_topic_configs
@@ -114,8 +115,7 @@ class KafkaBroker(Broker):
             self._retire(producer)
         admin, self._admin = self._admin, None
         if admin is not None:
-            with contextlib.suppress(Exception):
-                await admin.close()
+            await close_admin(admin)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
@@ -186,7 +186,8 @@ class KafkaBroker(Broker):
             while self._producer is None:
                 producer = AIOKafkaProducer(**self._producer_options)
                 try:
-                    await producer.start()
+                    with recording_connections(producer):
+                        await producer.start()
                 except KafkaConnectionError:
                     self._retire(producer)
                     await asyncio.sleep(0.5)
@@ -204,16 +205,17 @@ class KafkaBroker(Broker):
                     bootstrap_servers=self.bootstrap, client_id=self._client_id, **self._client_options
                 )
                 try:
-                    await admin.start()
+                    with recording_connections(admin):
+                        await admin.start()
                     if self._replication_factor is None:
                         brokers = (await admin.describe_cluster())["brokers"]
                         self._replication_factor = max(1, min(3, len(brokers)))
                 except KafkaConnectionError:
-                    await admin.close()
+                    await close_admin(admin)
                     await asyncio.sleep(0.5)
                     continue
                 except BaseException:
-                    await admin.close()
+                    await close_admin(admin)
                     raise
                 self._admin = admin
             return self._admin
@@ -245,7 +247,7 @@ class KafkaBroker(Broker):
         """A fresh admin client next time: its connections may be the problem."""
         stale, self._admin = self._admin, None
         if stale is not None:
-            self._in_background(stale.close())
+            self._in_background(close_admin(stale))
 
     def _retire(self, producer: AIOKafkaProducer, *, grace: float = 5.0) -> None:
         """Close ``producer`` in the background; after ``grace`` seconds, drop what Kafka has not taken."""
@@ -257,10 +259,21 @@ class KafkaBroker(Broker):
         task.add_done_callback(self._retiring.discard)
 
 
+async def close_admin(admin: AIOKafkaAdminClient) -> None:
+    """Close ``admin`` and every connection it opened, whatever state it is in."""
+    try:
+        await admin.close()
+    except Exception:
+        log.debug("closing a Kafka admin client failed", exc_info=True)
+    finally:
+        close_leftover_connections(admin, admin._client)
+
+
 async def _close_producer(producer: AIOKafkaProducer, grace: float) -> None:
     try:
         async with asyncio.timeout(grace):
             await producer.stop()
+        close_leftover_connections(producer, producer.client)
         return
     except TimeoutError:
         pass
@@ -293,6 +306,7 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
         await producer._sender.close()
     with contextlib.suppress(Exception):
         await producer.client.close()
+    close_leftover_connections(producer, producer.client)
 
 
 class _DiscardingSet(set[Any]):

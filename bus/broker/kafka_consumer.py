@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 
 from docbus.broker.base import BrokerConsumer, BrokerError, ConsumedRecord, ConsumerFenced, next_offsets
+from docbus.broker.kafka_connections import close_leftover_connections, recording_connections
 from docbus.broker.kafka_errors import kafka_bound
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class KafkaConsumer(BrokerConsumer):
             else:
                 consumer.subscribe(topics=self._topics)
             try:
-                await consumer.start()
+                with recording_connections(consumer):
+                    await consumer.start()
             except KafkaConnectionError:
                 await _stop(consumer, self._timeout)
                 await asyncio.sleep(0.5)
@@ -157,6 +159,7 @@ async def _stop(consumer: AIOKafkaConsumer, seconds: float) -> None:
     try:
         async with asyncio.timeout(seconds):
             await consumer.stop()
+        close_leftover_connections(consumer, consumer._client)
         return
     except asyncio.CancelledError:
         await _close_parts(consumer, seconds)  # the caller is going away: still close the connections, then go
@@ -182,3 +185,4 @@ async def _close_parts(consumer: AIOKafkaConsumer, seconds: float) -> None:
             await consumer._fetcher.close()
     with contextlib.suppress(Exception):
         await consumer._client.close()
+    close_leftover_connections(consumer, consumer._client)
