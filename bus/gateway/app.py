@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from docbus.delivery.node import DeliveryNode
 from docbus.gateway import dashboard, routes_agencies, routes_messages, routes_meta, routes_operations
-from docbus.gateway.fast_intake import IntakeFastPath
+from docbus.gateway.fast_intake import GatewayApp
 from docbus.gateway.problems import install_problem_handlers
 from docbus.heap import settle_heap
 from docbus.runtime import BusRuntime
@@ -48,9 +48,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True, settle: 
                 await delivery.aclose()
             await state.aclose()
 
-    app = FastAPI(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = GatewayApp(title="docbus", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    app.add_middleware(IntakeFastPath)
     app.include_router(routes_messages.router)
     app.include_router(routes_operations.router)
     app.include_router(routes_agencies.router)
