@@ -19,8 +19,6 @@ A gateway also meets clients that are slow or gone rather than large:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
@@ -51,16 +49,10 @@ class BodyBudget:
         self.limit = limit
         self.held = 0
 
-    @asynccontextmanager
-    async def reading(self, request: Request, limits: BodyLimits) -> AsyncIterator[bytes]:
-        """The body of ``request``, charged to this budget until the block ends."""
-        charge = _Charge(self)
-        try:
-            yield await _read(request, limits, charge)
-        finally:
-            if charge.bytes:
-                self.held -= charge.bytes
-                BODY_BYTES_HELD.dec(charge.bytes)
+    def reading(self, request: Request, limits: BodyLimits) -> _Reading:
+        """``async with budget.reading(request, limits) as body``: the body of ``request``, charged to this budget
+        until the block ends."""
+        return _Reading(self, request, limits)
 
     def _refuse_over(self, more: int) -> None:
         if self.held + more > self.limit:
@@ -68,6 +60,28 @@ class BodyBudget:
                 f"this gateway process holds {self.held} bytes of request bodies and may hold {self.limit}; "
                 "retry shortly"
             )
+
+
+class _Reading:
+    """The context of :meth:`BodyBudget.reading` (a class: intake enters one per request, and a generator-based
+    context manager costs several times as much)."""
+
+    __slots__ = ("charge", "limits", "request")
+
+    def __init__(self, budget: BodyBudget, request: Request, limits: BodyLimits) -> None:
+        self.charge = _Charge(budget)
+        self.request = request
+        self.limits = limits
+
+    async def __aenter__(self) -> bytes:
+        try:
+            return await _read(self.request, self.limits, self.charge)
+        except BaseException:
+            self.charge.give_back()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.charge.give_back()
 
 
 class _Charge:
@@ -84,6 +98,12 @@ class _Charge:
         self.budget.held += size
         self.bytes += size
         BODY_BYTES_HELD.inc(size)
+
+    def give_back(self) -> None:
+        if self.bytes:
+            self.budget.held -= self.bytes
+            BODY_BYTES_HELD.dec(self.bytes)
+            self.bytes = 0
 
 
 async def read_capped_body(request: Request, cap: int) -> bytes:
@@ -107,15 +127,22 @@ async def _read(request: Request, limits: BodyLimits, charge: _Charge | None) ->
     total = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.deadline_seconds
+    receive = request.receive  # read directly: Starlette's stream() is a generator and a step per chunk
     try:
         async with asyncio.timeout(min(loop.time() + limits.idle_seconds, deadline)) as timer:
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
                 total += len(chunk)
                 if total > cap:
                     raise PayloadTooLarge(f"the body exceeds the limit of {cap} bytes")
                 if charge is not None:
                     charge.add(len(chunk))
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
                 timer.reschedule(min(loop.time() + limits.idle_seconds, deadline))
     except TimeoutError as exc:
         if loop.time() >= deadline:
