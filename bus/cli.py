@@ -10,6 +10,7 @@
     docbus agency list
     docbus agency rotate-key ORGAN_ID [--keep-old-for DURATION]
     docbus agency suspend ORGAN_ID --reason TEXT | resume ORGAN_ID
+    docbus agency bind-certificate ORGAN_ID CERT | unbind-certificate ORGAN_ID
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
     docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
@@ -136,6 +137,16 @@ def _parser() -> argparse.ArgumentParser:
     p = agency.add_parser("resume", help="accept a suspended agency's key again")
     p.add_argument("organ_id")
     p.set_defaults(func=_agency_resume)
+    p = agency.add_parser(
+        "bind-certificate",
+        help="accept the agency's key only over mutual TLS with this client certificate (PEM or DER file)",
+    )
+    p.add_argument("organ_id")
+    p.add_argument("certificate", type=Path)
+    p.set_defaults(func=_agency_bind)
+    p = agency.add_parser("unbind-certificate", help="accept the agency's key with any client certificate again")
+    p.add_argument("organ_id")
+    p.set_defaults(func=_agency_unbind)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(metavar="ACTION")
     p = dlq.add_parser("list", help="list dead letters, newest first")
@@ -411,7 +422,13 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         if report.warning:
             print(f"warning: HTTPS: {tls.cert_file}: {report.warning}", file=sys.stderr)
-        https = {"ssl_context_factory": ServingCertificateFactory(tls, settings.tls_reload_check_seconds)}
+        from docbus.gateway.tls_peer import PROTOCOL
+
+        # uvicorn's httptools protocol, keeping the client's certificate for keys bound to one.
+        https = {
+            "ssl_context_factory": ServingCertificateFactory(tls, settings.tls_reload_check_seconds),
+            "http": PROTOCOL,
+        }
     if args.factory.endswith(":create_serve_app") and not _destinations_buildable(settings):
         return 2
     _migrate_settings(settings)
@@ -422,11 +439,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
         log_level=args.log_level,
         log_config=_server_logging(args.log_level),
         access_log=False,
-        **https,
+        **({"http": "httptools"} | https),
     )
     return 0
 
@@ -550,6 +566,26 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
             elif action == "resume":
                 await directory.resume(args.organ_id)
                 print(f"{args.organ_id} is resumed: its key works again")
+            elif action == "bind":
+                from docbus.gateway.tls_peer import certificate_fingerprint
+
+                try:
+                    fingerprint, subject = certificate_fingerprint(args.certificate)
+                except (OSError, ValueError) as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                await directory.bind_certificate(args.organ_id, fingerprint)
+                print(f"the key of {args.organ_id} is accepted only over mutual TLS with {subject}")
+                print(f"  (the certificate with SHA-256 fingerprint {fingerprint})")
+                if settings.tls_client_ca_file is None:
+                    print(
+                        "warning: this gateway does not ask clients for certificates (DOCBUS_TLS_CLIENT_CA_FILE is "
+                        f"unset): {args.organ_id}'s key is refused until it does",
+                        file=sys.stderr,
+                    )
+            elif action == "unbind":
+                await directory.bind_certificate(args.organ_id, None)
+                print(f"the key of {args.organ_id} is accepted with any client certificate again")
             else:
                 for a in await directory.list():
                     print("\t".join(_agency_line(a)))
@@ -602,12 +638,22 @@ def _agency_resume(args: argparse.Namespace) -> int:
     return _with_directory("resume", args)
 
 
+def _agency_bind(args: argparse.Namespace) -> int:
+    return _with_directory("bind", args)
+
+
+def _agency_unbind(args: argparse.Namespace) -> int:
+    return _with_directory("unbind", args)
+
+
 def _agency_line(agency: Agency) -> list[str]:
     """What ``agency list`` shows of one agency (never its key: keys are shown once)."""
     line = [agency.organ_id, agency.role.value, f"level {agency.level}", f"{agency.key_prefix}…", agency.name]
     overlap = agency.previous_key_expires_at
     if overlap is not None and overlap > datetime.now(UTC):
         line.append(f"old key until {overlap:%Y-%m-%d %H:%M} UTC")
+    if agency.client_cert_sha256 is not None:
+        line.append(f"only with the client certificate SHA-256 {agency.client_cert_sha256[:16]}…")
     if agency.suspended_at is not None:
         line.append(
             f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC by {agency.suspended_by}: "

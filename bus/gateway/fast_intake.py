@@ -21,6 +21,7 @@ from docbus.errors import PROBLEM_BASE, RequestRejected
 from docbus.gateway.deps import bearer_key
 from docbus.gateway.problems import PROBLEM_JSON, problem_response
 from docbus.gateway.routes_messages import accept_submission
+from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.metrics import INTAKE_REJECTED, INTAKE_SECONDS
 from docbus.runtime import BusRuntime
 
@@ -52,7 +53,7 @@ async def serve_intake(state: BusRuntime, scope: Scope, receive: Receive, send: 
         await send(message)
 
     try:
-        caller = await state.directory.authenticate(bearer_key(request))
+        caller = await state.directory.authenticate(bearer_key(request), client_certificate_sha256(scope))
         accepted = await accept_submission(request, state, caller)
         status = 202
         await answering({"type": "http.response.start", "status": 202, "headers": accepted.headers()})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ class Agency:
     suspended_at: datetime | None = None
     suspended_by: str | None = None
     suspended_reason: str | None = None
+    client_cert_sha256: str | None = None  # the key works only over mutual TLS with this certificate
 
     def as_dict(self) -> dict[str, object]:
         """What an operator sees of an agency (never its key: keys are shown once)."""
@@ -77,6 +79,7 @@ class Agency:
             "suspended_at": instant(self.suspended_at),
             "suspended_by": self.suspended_by,
             "suspended_reason": self.suspended_reason,
+            "client_cert_sha256": self.client_cert_sha256,
         }
 
 
@@ -176,6 +179,20 @@ class AgencyDirectory:
         self._cache.clear()
         self._generation += 1
 
+    async def bind_certificate(self, organ_id: str, sha256: str | None) -> None:
+        """Accept ``organ_id``'s key only over mutual TLS showing the certificate with this SHA-256 fingerprint
+        (hex); ``None`` unbinds it. Takes effect within the cache window elsewhere."""
+        if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValidationFailed("a certificate fingerprint is 64 hexadecimal digits (SHA-256)")
+        async with self._db.transaction() as conn:
+            result = await conn.execute(
+                update(agencies).where(agencies.c.organ_id == organ_id).values(client_cert_sha256=sha256)
+            )
+            if result.rowcount != 1:
+                raise ValidationFailed(f"no agency {organ_id} is registered")
+        self._cache.clear()
+        self._generation += 1
+
     async def list(self) -> list[Agency]:
         async with self._db.reader.connect() as conn:
             rows = await conn.execute(select(agencies).order_by(agencies.c.organ_id))
@@ -191,15 +208,16 @@ class AgencyDirectory:
             row = (await conn.execute(select(agencies).where(agencies.c.organ_id == organ_id))).first()
         return _agency(row._asdict()) if row is not None else None
 
-    async def authenticate(self, key: str | None) -> Agency:
-        """Resolve a bearer key to its agency, or raise ``Unauthenticated``."""
+    async def authenticate(self, key: str | None, client_cert_sha256: str | None = None) -> Agency:
+        """Resolve a bearer key to its agency, or raise ``Unauthenticated``; ``client_cert_sha256``: the
+        fingerprint of the TLS client certificate the request came with (``None``: none, or no TLS)."""
         if not key:
             raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self._cache_seconds:
-            return _active(cached[1])
+            return _active(cached[1], client_cert_sha256)
         # One lookup per key at a time: when an entry expires under load, every request in flight with that key
         # would otherwise query the database at once (a burst of queries every cache period).
         lookup = self._lookups.get(digest)
@@ -210,7 +228,7 @@ class AgencyDirectory:
         agency = await asyncio.shield(lookup)
         if agency is None:
             raise Unauthenticated("the API key is not known to this bus")
-        return _active(agency)
+        return _active(agency, client_cert_sha256)
 
     async def _lookup(self, digest: str, now: float) -> Agency | None:
         generation = self._generation
@@ -228,12 +246,20 @@ class AgencyDirectory:
         return agency
 
 
-def _active(agency: Agency) -> Agency:
-    """The agency, unless it is suspended: then 403 with since when and why."""
+def _active(agency: Agency, client_cert_sha256: str | None) -> Agency:
+    """The agency, unless it is suspended (403 with since when and why) or its key is bound to a client
+    certificate the request did not come with (403 saying which one it showed)."""
     if agency.suspended_at is not None:
         raise Forbidden(
             f"agency {agency.organ_id} is suspended since {agency.suspended_at:%Y-%m-%d %H:%M} UTC: "
             f"{agency.suspended_reason}; ask the bus' operators to resume it"
+        )
+    bound = agency.client_cert_sha256
+    if bound is not None and client_cert_sha256 != bound:
+        shown = "none" if client_cert_sha256 is None else f"the certificate with SHA-256 {client_cert_sha256[:16]}…"
+        raise Forbidden(
+            f"the key of agency {agency.organ_id} is accepted only over mutual TLS with the certificate whose SHA-256 "
+            f"fingerprint begins {bound[:16]}; this request showed {shown}"
         )
     return agency
 
@@ -252,4 +278,5 @@ def _agency(row: Mapping[str, object]) -> Agency:
         suspended_at=as_utc(suspended) if (suspended := row.get("suspended_at")) else None,
         suspended_by=str(row["suspended_by"]) if row.get("suspended_by") is not None else None,
         suspended_reason=str(row["suspended_reason"]) if row.get("suspended_reason") is not None else None,
+        client_cert_sha256=str(row["client_cert_sha256"]) if row.get("client_cert_sha256") is not None else None,
     )

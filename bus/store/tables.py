@@ -55,6 +55,8 @@ agencies = Table(
     Column("suspended_at", DateTime(timezone=True), nullable=True),
     Column("suspended_by", String(128), nullable=True),
     Column("suspended_reason", String(500), nullable=True),
+    # Mutual TLS: the key is accepted only over a connection showing this certificate (SHA-256 of its DER).
+    Column("client_cert_sha256", String(64), nullable=True),
 )
 Index("ix_agencies_previous_key_hash", agencies.c.previous_key_hash)
 

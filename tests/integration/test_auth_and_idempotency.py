@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from docbus.errors import ValidationFailed
 from docbus.store.agencies import Role
 
 from ..conftest import RunningGateway
@@ -93,6 +94,38 @@ async def test_a_suspended_agency_gets_403_with_the_reason_and_stores_nothing(
     assert await row_counts(gateway.db) == before
     await gateway.directory.resume("000.00.00.G22")
     await asyncio.sleep(gateway.settings.credential_cache_seconds + 0.2)  # the gateway's cache of the verdict
+    async with gateway.client("000.00.00.G22") as client:
+        sent = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+    assert sent.status_code == 202
+
+
+async def test_a_key_bound_to_a_client_certificate_is_refused_over_plain_http_and_stores_nothing(
+    gateway: RunningGateway, sample_bytes: dict[str, bytes]
+) -> None:
+    """Where no certificate can be shown (plain HTTP, or TLS ended by a proxy) a bound key is refused: the binding
+    fails closed. Over mutual TLS see ``test_gateway_https``."""
+    await gateway.register("000.00.00.G22")
+    with pytest.raises(ValidationFailed, match="64 hexadecimal digits"):
+        await gateway.directory.bind_certificate("000.00.00.G22", "not-a-fingerprint")
+    with pytest.raises(ValidationFailed, match=r"no agency 000\.00\.00\.H41 is registered"):
+        await gateway.directory.bind_certificate("000.00.00.H41", "ab" * 32)
+    await gateway.directory.bind_certificate("000.00.00.G22", "ab" * 32)
+    assert (await gateway.directory.get("000.00.00.G22")).client_cert_sha256 == "ab" * 32
+    before = await row_counts(gateway.db)
+    await asyncio.sleep(gateway.settings.credential_cache_seconds + 0.2)
+    async with gateway.client("000.00.00.G22") as client:
+        refused = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
+        listing = await client.get("/v1/messages")
+    assert refused.status_code == 403 and listing.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (
+        "only over mutual TLS with the certificate whose SHA-256 fingerprint begins abababab"
+        in refused.json()["detail"]
+    )
+    assert "this request showed none" in refused.json()["detail"]
+    assert await row_counts(gateway.db) == before
+    await gateway.directory.bind_certificate("000.00.00.G22", None)
+    await asyncio.sleep(gateway.settings.credential_cache_seconds + 0.2)
     async with gateway.client("000.00.00.G22") as client:
         sent = await client.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
     assert sent.status_code == 202

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from docbus.gateway_tls import GatewayTls, certificate_report
 
@@ -260,3 +261,58 @@ def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_cl
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert orjson.loads(sent.stdout)["message_id"]
+
+
+def test_a_key_bound_to_a_client_certificate_is_accepted_only_with_that_certificate(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path / "pki")
+    cert_file, key_file = pki.server()
+    agencies = Pki(tmp_path / "agencies", "Agencies' CA")
+    own_cert, own_key = agencies.client("g22", SENDER)
+    other_cert, other_key = agencies.client("h41", "000.00.00.H41")  # the same CA: the handshake lets it in
+    env |= {
+        "DOCBUS_TLS_CERT_FILE": str(cert_file),
+        "DOCBUS_TLS_KEY_FILE": str(key_file),
+        "DOCBUS_TLS_CLIENT_CA_FILE": str(agencies.ca_file),
+        "DOCBUS_CREDENTIAL_CACHE_SECONDS": "0",
+    }
+    key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
+    not_a_certificate = docbus(env, "agency", "bind-certificate", SENDER, str(own_key))
+    assert not_a_certificate.returncode == 2 and "holds no X.509 certificate" in not_a_certificate.stderr
+    bound = docbus(env, "agency", "bind-certificate", SENDER, str(own_cert))
+    assert bound.returncode == 0, bound.stderr
+    fingerprint = x509.load_pem_x509_certificate(own_cert.read_bytes()).fingerprint(hashes.SHA256()).hex()
+    assert f"CN={SENDER}" in bound.stdout and fingerprint in bound.stdout
+    assert f"only with the client certificate SHA-256 {fingerprint[:16]}" in docbus(env, "agency", "list").stdout
+
+    trusted = ssl.create_default_context(cafile=str(pki.ca_file))
+    trusted.load_cert_chain(str(own_cert), str(own_key))
+    proc, port = serve_https(env, tmp_path, trusted, "--log-level", "warning")
+    url = f"https://127.0.0.1:{port}"
+
+    def send(client_cert: Path, client_key: Path) -> subprocess.CompletedProcess[str]:
+        tls = ["--ca-file", str(pki.ca_file), "--client-cert", str(client_cert), "--client-key", str(client_key)]
+        return docbus(env, "send", str(DOC), "--key", key, "--url", url, *tls, "--attempts", "1")
+
+    try:
+        sent = send(own_cert, own_key)
+        assert sent.returncode == 0, sent.stderr
+        assert orjson.loads(sent.stdout)["sender"] == SENDER
+
+        other = x509.load_pem_x509_certificate(other_cert.read_bytes()).fingerprint(hashes.SHA256()).hex()
+        refused = send(other_cert, other_key)
+        assert refused.returncode == 1
+        assert '"status": 403' in refused.stderr
+        assert f"whose SHA-256 fingerprint begins {fingerprint[:16]}" in refused.stderr
+        assert f"this request showed the certificate with SHA-256 {other[:16]}" in refused.stderr
+        with httpx.Client(base_url=url, verify=trusted) as client:  # the certificate travels with every request
+            mine = client.get("/v1/messages", headers={"Authorization": f"Bearer {key}"})
+        assert mine.status_code == 200, mine.text
+
+        unbound = docbus(env, "agency", "unbind-certificate", SENDER)
+        assert unbound.returncode == 0 and "any client certificate again" in unbound.stdout
+        assert send(other_cert, other_key).returncode == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -10,7 +10,7 @@ from docbus.gateway.fast_intake import GatewayApp
 
 
 class _BrokenDirectory:
-    async def authenticate(self, key: str | None) -> None:
+    async def authenticate(self, key: str | None, client_cert_sha256: str | None = None) -> None:
         raise RuntimeError("the directory is broken")
 
 
