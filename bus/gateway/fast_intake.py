@@ -9,7 +9,6 @@ ASGI messages, and hands every other request to FastAPI.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import orjson
@@ -24,8 +23,6 @@ from docbus.gateway.routes_messages import accept_submission
 from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.metrics import INTAKE_REJECTED, INTAKE_SECONDS
 from docbus.runtime import BusRuntime
-
-log = logging.getLogger(__name__)
 
 INTAKE_PATH = "/v1/messages"
 
