@@ -6,7 +6,8 @@ Settings (``DOCBUS_ADAPTERS__<NAME>__*``): ``url`` (the platform's REST base), `
 ``ca_file``, ``cert_file``, ``key_file``, ``key_password`` for a platform whose certificate comes from a
 government CA or that wants a client certificate (:mod:`docbus.adapters.tls`).
 
-``deliver`` uploads the raw edXML as ``edocFile`` with ``sendEdoc``, the message id as idempotency key; the
+``probe`` (``docbus config check``) reaches the platform and logs in, so wrong credentials show before the first
+delivery. ``deliver`` uploads the raw edXML as ``edocFile`` with ``sendEdoc``, the message id as idempotency key; the
 platform's document id is the remote id. ``fetch_receipts`` syncs the received list and fetches the status
 messages; ``acknowledge_receipt`` marks each ``DONE`` or ``FAIL``. The flow and the receipt bookkeeping are shared
 with the national adapter (:mod:`docbus.adapters.axis`).
@@ -14,14 +15,15 @@ with the national adapter (:mod:`docbus.adapters.axis`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar, Literal
 
 # EDXML_KINDS and delivery_error stay importable from here too.
 from docbus.adapters.axis import EDXML_KINDS as EDXML_KINDS
 from docbus.adapters.axis import AxisAdapter, AxisSettings
 from docbus.adapters.axis import delivery_error as delivery_error
-from docbus.adapters.base import Outbound
-from docbus.connectors.provincial_axis import ProvincialAxisClient, ReceivedEdoc, SentEdoc
+from docbus.adapters.base import Outbound, Reach
+from docbus.connectors.provincial_axis import ProvincialAxisClient, ProvincialAxisError, ReceivedEdoc, SentEdoc
 
 
 class ProvincialAxisSettings(AxisSettings):
@@ -35,6 +37,23 @@ class ProvincialAxisAdapter(AxisAdapter[ProvincialAxisClient]):
     Settings: ClassVar[type[AxisSettings]] = ProvincialAxisSettings
     axis: ClassVar[str] = "provincial"
     client_type = ProvincialAxisClient
+
+    async def probe(self, timeout: float) -> Reach:
+        """Reaches the platform as a delivery would, then logs in: wrong credentials (ErrorCode 15) would refuse
+        every delivery, and a login touches no document."""
+        reach = await super().probe(timeout)
+        if not reach.reached:
+            return reach
+        try:
+            async with asyncio.timeout(timeout):
+                await self.client.login()
+        except TimeoutError:
+            return Reach(False, f"{reach.detail}; its login did not answer within {timeout:g} s")
+        except ProvincialAxisError as exc:
+            if exc.retriable:
+                return Reach(False, f"{reach.detail}; its login failed: {exc.reason}")
+            return Reach(True, f"{reach.detail}; it refused docbus' SYSTEM_ID and SECRET: {exc.reason}", refused=True)
+        return Reach(True, f"{reach.detail}; logged in as {self.client.system_id}")
 
     async def _send(self, outbound: Outbound, messagetype: Literal["edoc", "status"]) -> SentEdoc:
         return await self.client.send_edoc(

@@ -219,19 +219,26 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
     assert "Traceback" not in logged
 
 
-def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_client_ca(
-    env: dict[str, str], tmp_path: Path
-) -> None:
+def mutual_tls(env: dict[str, str], tmp_path: Path) -> tuple[Pki, Pki]:
+    """Sets ``env`` up for a gateway on mutual TLS: its certificate from the province's CA (the first ``Pki``),
+    clients' certificates from the agencies' CA (the second, for making them)."""
     pki = Pki(tmp_path / "pki")
     cert_file, key_file = pki.server()
     agencies = Pki(tmp_path / "agencies", "Agencies' CA")
-    client_cert, client_key = agencies.client("g22", "000.00.00.G22")
-    stranger_cert, stranger_key = Pki(tmp_path / "stranger", "Another CA").client("g22", "000.00.00.G22")
     env |= {
         "DOCBUS_TLS_CERT_FILE": str(cert_file),
         "DOCBUS_TLS_KEY_FILE": str(key_file),
         "DOCBUS_TLS_CLIENT_CA_FILE": str(agencies.ca_file),
     }
+    return pki, agencies
+
+
+def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_client_ca(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    pki, agencies = mutual_tls(env, tmp_path)
+    client_cert, client_key = agencies.client("g22", "000.00.00.G22")
+    stranger_cert, stranger_key = Pki(tmp_path / "stranger", "Another CA").client("g22", "000.00.00.G22")
     finding = https_finding(env)
     assert finding["verdict"] == "ok" and "clients must show a certificate of the client CA" in finding["detail"]
     broken = https_finding({**env, "DOCBUS_TLS_CLIENT_CA_FILE": str(tmp_path / "none.pem")})
@@ -266,17 +273,10 @@ def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_cl
 def test_a_key_bound_to_a_client_certificate_is_accepted_only_with_that_certificate(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    pki = Pki(tmp_path / "pki")
-    cert_file, key_file = pki.server()
-    agencies = Pki(tmp_path / "agencies", "Agencies' CA")
+    pki, agencies = mutual_tls(env, tmp_path)
+    env["DOCBUS_CREDENTIAL_CACHE_SECONDS"] = "0"
     own_cert, own_key = agencies.client("g22", SENDER)
     other_cert, other_key = agencies.client("h41", "000.00.00.H41")  # the same CA: the handshake lets it in
-    env |= {
-        "DOCBUS_TLS_CERT_FILE": str(cert_file),
-        "DOCBUS_TLS_KEY_FILE": str(key_file),
-        "DOCBUS_TLS_CLIENT_CA_FILE": str(agencies.ca_file),
-        "DOCBUS_CREDENTIAL_CACHE_SECONDS": "0",
-    }
     key = docbus(env, "agency", "add", SENDER, "--name", "VPCP").stdout.strip().splitlines()[-1]
     not_a_certificate = docbus(env, "agency", "bind-certificate", SENDER, str(own_key))
     assert not_a_certificate.returncode == 2 and "holds no X.509 certificate" in not_a_certificate.stderr
