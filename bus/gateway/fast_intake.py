@@ -41,7 +41,6 @@ async def serve_intake(state: BusRuntime, scope: Scope, receive: Receive, send: 
     """One intake request, from its headers to its answer; refusals are problem+json like everywhere else."""
     started = time.perf_counter()
     request = Request(scope, receive)
-    status = 500
     answered = False
 
     async def answering(message: Message) -> None:
@@ -66,9 +65,10 @@ async def serve_intake(state: BusRuntime, scope: Scope, receive: Receive, send: 
             start = {"type": "http.response.start", "status": 500, "headers": _headers(PROBLEM_JSON, body)}
             await send(start)
             await send({"type": "http.response.body", "body": body})
+        INTAKE_SECONDS.labels(status="5xx").observe(time.perf_counter() - started)
         raise
-    finally:
-        INTAKE_SECONDS.labels(status=f"{status // 100}xx").observe(time.perf_counter() - started)
+    # A request cancelled on its way (the server shutting down) answered nothing and is not counted.
+    INTAKE_SECONDS.labels(status=f"{status // 100}xx").observe(time.perf_counter() - started)
 
 
 def _headers(media_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
