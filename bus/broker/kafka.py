@@ -266,14 +266,14 @@ async def close_admin(admin: AIOKafkaAdminClient) -> None:
     except Exception:
         log.debug("closing a Kafka admin client failed", exc_info=True)
     finally:
-        close_leftover_connections(admin, admin._client)
+        await close_leftover_connections(admin, admin._client)
 
 
 async def _close_producer(producer: AIOKafkaProducer, grace: float) -> None:
     try:
         async with asyncio.timeout(grace):
             await producer.stop()
-        close_leftover_connections(producer, producer.client)
+        await close_leftover_connections(producer, producer.client)
         return
     except TimeoutError:
         pass
@@ -306,7 +306,7 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
         await producer._sender.close()
     with contextlib.suppress(Exception):
         await producer.client.close()
-    close_leftover_connections(producer, producer.client)
+    await close_leftover_connections(producer, producer.client)
 
 
 class _DiscardingSet(set[Any]):

@@ -15,6 +15,7 @@ them, and of the client's table, is still open once the owner has been stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import weakref
@@ -58,10 +59,16 @@ def recording_connections(owner: object) -> Iterator[None]:
         _recording.reset(token)
 
 
-def close_leftover_connections(owner: object, client: Any) -> int:
+async def close_leftover_connections(owner: object, client: Any, *, settle: float = 1.0) -> int:
     """Close what ``owner`` opened and ``client`` (its ``AIOKafkaClient``) still holds; the number closed.
 
-    Call it once ``owner`` has been stopped or closed: nothing of it should be open any more."""
+    Call it once ``owner`` has been stopped or closed: nothing of it should be open any more. A connection still
+    being opened then holds the client's connection lock; up to ``settle`` seconds are given for it to land."""
+    lock = getattr(client, "_get_conn_lock", None)
+    if isinstance(lock, asyncio.Lock) and lock.locked():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settle), lock:
+                pass
     leftovers = {*_by_owner.pop(owner, ()), *getattr(client, "_conns", {}).values()}
     closed = 0
     for conn in leftovers:

@@ -159,7 +159,7 @@ async def _stop(consumer: AIOKafkaConsumer, seconds: float) -> None:
     try:
         async with asyncio.timeout(seconds):
             await consumer.stop()
-        close_leftover_connections(consumer, consumer._client)
+        await close_leftover_connections(consumer, consumer._client)
         return
     except asyncio.CancelledError:
         await _close_parts(consumer, seconds)  # the caller is going away: still close the connections, then go
@@ -185,4 +185,4 @@ async def _close_parts(consumer: AIOKafkaConsumer, seconds: float) -> None:
             await consumer._fetcher.close()
     with contextlib.suppress(Exception):
         await consumer._client.close()
-    close_leftover_connections(consumer, consumer._client)
+    await close_leftover_connections(consumer, consumer._client)
