@@ -237,6 +237,14 @@ class RequestTimeout(RequestRejected):
     title = "The request body did not arrive in time"
 
 
+class InternalError(RequestRejected):
+    """What a client is told when the gateway failed in a way it did not expect; the traceback goes to its log."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal error"
+
+
 class ClientClosedRequest(RequestRejected):
     """Raised when the client disconnects before its body has arrived. Nobody receives the answer; it exists so
     the refusal is counted with the others (status 499, as proxies log it) instead of surfacing as a crash."""

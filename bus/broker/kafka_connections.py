@@ -59,8 +59,8 @@ def recording_connections(owner: object) -> Iterator[None]:
         _recording.reset(token)
 
 
-async def close_leftover_connections(owner: object, client: Any, *, settle: float = 1.0) -> int:
-    """Close what ``owner`` opened and ``client`` (its ``AIOKafkaClient``) still holds; the number closed.
+async def close_leftover_connections(owner: object, client: Any, *, settle: float = 1.0) -> None:
+    """Close what ``owner`` opened and ``client`` (its ``AIOKafkaClient``) still holds.
 
     Call it once ``owner`` has been stopped or closed: nothing of it should be open any more. A connection still
     being opened then holds the client's connection lock; up to ``settle`` seconds are given for it to land."""
@@ -70,9 +70,6 @@ async def close_leftover_connections(owner: object, client: Any, *, settle: floa
             async with asyncio.timeout(settle), lock:
                 pass
     leftovers = {*_by_owner.pop(owner, ()), *getattr(client, "_conns", {}).values()}
-    closed = 0
     for conn in leftovers:
         if conn._reader is not None:  # open, even when the broker hung up first (``connected()`` is then False)
             conn.close(reason=CloseReason.SHUTDOWN)
-            closed += 1
-    return closed

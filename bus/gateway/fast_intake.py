@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 
-import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from docbus.errors import PROBLEM_BASE, RequestRejected
+from docbus.errors import InternalError, RequestRejected
 from docbus.gateway.deps import bearer_key
-from docbus.gateway.problems import PROBLEM_JSON, problem_response
+from docbus.gateway.problems import problem_response
 from docbus.gateway.routes_messages import accept_submission
 from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.metrics import INTAKE_REJECTED, INTAKE_SECONDS
@@ -60,16 +59,9 @@ async def serve_intake(state: BusRuntime, scope: Scope, receive: Receive, send: 
         await problem_response(exc, INTAKE_PATH)(scope, receive, answering)
     except Exception:
         if not answered:  # the client learns that it failed; the traceback goes where the server logs it
-            problem = {"type": PROBLEM_BASE + "internal-error", "title": "Internal error", "status": 500}
-            body = orjson.dumps({**problem, "instance": INTAKE_PATH})
-            start = {"type": "http.response.start", "status": 500, "headers": _headers(PROBLEM_JSON, body)}
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+            failed = InternalError("the gateway failed to handle this submission; its operators have the details")
+            await problem_response(failed, INTAKE_PATH)(scope, receive, send)
         INTAKE_SECONDS.labels(status="5xx").observe(time.perf_counter() - started)
         raise
     # A request cancelled on its way (the server shutting down) answered nothing and is not counted.
     INTAKE_SECONDS.labels(status=f"{status // 100}xx").observe(time.perf_counter() - started)
-
-
-def _headers(media_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]

@@ -168,26 +168,19 @@ class AgencyDirectory:
         await self._set_suspension(organ_id, None, None, None)
 
     async def _set_suspension(self, organ_id: str, at: datetime | None, by: str | None, reason: str | None) -> None:
-        async with self._db.transaction() as conn:
-            result = await conn.execute(
-                update(agencies)
-                .where(agencies.c.organ_id == organ_id)
-                .values(suspended_at=at, suspended_by=by, suspended_reason=reason)
-            )
-            if result.rowcount != 1:
-                raise ValidationFailed(f"no agency {organ_id} is registered")
-        self._cache.clear()
-        self._generation += 1
+        await self._update(organ_id, suspended_at=at, suspended_by=by, suspended_reason=reason)
 
     async def bind_certificate(self, organ_id: str, sha256: str | None) -> None:
         """Accept ``organ_id``'s key only over mutual TLS showing the certificate with this SHA-256 fingerprint
         (hex); ``None`` unbinds it. Takes effect within the cache window elsewhere."""
         if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ValidationFailed("a certificate fingerprint is 64 hexadecimal digits (SHA-256)")
+        await self._update(organ_id, client_cert_sha256=sha256)
+
+    async def _update(self, organ_id: str, **values: object) -> None:
+        """Change ``organ_id``'s row; every gateway process sees it once its cached verdicts expire."""
         async with self._db.transaction() as conn:
-            result = await conn.execute(
-                update(agencies).where(agencies.c.organ_id == organ_id).values(client_cert_sha256=sha256)
-            )
+            result = await conn.execute(update(agencies).where(agencies.c.organ_id == organ_id).values(**values))
             if result.rowcount != 1:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
         self._cache.clear()

@@ -30,6 +30,7 @@ async def test_an_unexpected_failure_is_a_500_problem_and_still_reaches_the_serv
         "type": PROBLEM_BASE + "internal-error",
         "title": "Internal error",
         "status": 500,
+        "detail": "the gateway failed to handle this submission; its operators have the details",
         "instance": "/v1/messages",
     }
     assert "directory is broken" not in response.text
