@@ -3,8 +3,9 @@
 The national axis (VXP) and a provincial platform (LGSP) carry the same things for docbus — edXML documents and
 status messages, the message id as idempotency key — and hand back business receipts the same way: a list of what
 waits for our system, each status message fetched by its id, each marked done or failed once stored. Only the
-client calls differ, so a subclass names its client type (``client_type``) and implements three hooks: ``_send``
-(one packet out), ``_waiting`` (the received list) and ``_mark`` (acknowledge one id). Client failures
+client calls differ, so a subclass names its client type (``client_type``) and implements four hooks: ``_send``
+(one packet out), ``_waiting`` (the received list), ``_mark`` (acknowledge one id) and ``_check_credentials``
+(the cheapest call that proves the axis accepts our system id and secret, for ``probe``). Client failures
 (:class:`~docbus.connectors.http.AxisError`) become delivery errors by :func:`delivery_error`, the same for both.
 
 Identical receipts (same reporter, code and second) can wait at an axis under several ids. Every id a packet was
@@ -14,6 +15,7 @@ all, and an id whose acknowledgement failed is tried again with the next acknowl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from abc import abstractmethod
@@ -86,6 +88,7 @@ class AxisAdapter(Adapter, Generic[ClientT]):
 
     Settings: ClassVar[type[AxisSettings]] = AxisSettings
     axis: ClassVar[str]  # "national" or "provincial": names the axis in messages and delivery details
+    credential_check: ClassVar[str]  # what ``_check_credentials`` does, as ``probe`` reports it ("its login")
     client_type: type[ClientT]  # built from the settings when no client is given
 
     def __init__(self, settings: AdapterSettings, *, client: ClientT | None = None) -> None:
@@ -116,6 +119,11 @@ class AxisAdapter(Adapter, Generic[ClientT]):
     async def _mark(self, doc_id: str, ok: bool) -> None:
         """Acknowledge one received item as taken (``ok``) or refused."""
 
+    @abstractmethod
+    async def _check_credentials(self) -> str:
+        """Make one call that only succeeds with our system id and secret and changes nothing at the axis; return
+        what it showed, for the probe's report."""
+
     async def deliver(self, outbound: Outbound) -> DeliveryResult:
         envelope = outbound.envelope
         if envelope.kind not in EDXML_KINDS:
@@ -127,9 +135,24 @@ class AxisAdapter(Adapter, Generic[ClientT]):
         return DeliveryResult(remote_id=sent.doc_id, duplicate=sent.duplicate, detail={"axis": self.axis})
 
     async def probe(self, timeout: float) -> Reach:
+        """Reaches the axis as a delivery would, then makes one signed call that changes nothing there: wrong
+        credentials (ErrorCode 15) would refuse every delivery, so they fail the check; an axis that errors or
+        does not answer that call is reported as not reached, never as a refusal."""
         settings = self.settings
         assert isinstance(settings, AxisSettings)
-        return await probe_endpoint(settings.url, settings.ssl_context(), timeout)
+        reach = await probe_endpoint(settings.url, settings.ssl_context(), timeout)
+        if not reach.reached:
+            return reach
+        try:
+            async with asyncio.timeout(timeout):
+                shown = await self._check_credentials()
+        except TimeoutError:
+            return Reach(False, f"{reach.detail}; {self.credential_check} did not answer within {timeout:g} s")
+        except AxisError as exc:
+            if exc.retriable:
+                return Reach(False, f"{reach.detail}; {self.credential_check} failed: {exc.reason}")
+            return Reach(True, f"{reach.detail}; it refused docbus' SYSTEM_ID and SECRET: {exc.reason}", refused=True)
+        return Reach(True, f"{reach.detail}; {shown}")
 
     async def fetch_receipts(self) -> list[bytes]:
         try:

@@ -93,7 +93,8 @@ class PermanentDeliveryError(DeliveryError):
 class Reach:
     """What a probe of a destination found (``Adapter.probe``): ``reached`` it (and checked it, for TLS);
     ``refused`` by a check that will fail every delivery until the settings or the certificates change (not a
-    destination that is merely down); ``detail`` in words."""
+    destination that is merely down; an axis can be reached and still refuse docbus' credentials); ``detail`` in
+    words. ``docbus config check`` fails a refusal, warns when not reached."""
 
     reached: bool
     detail: str

@@ -6,10 +6,12 @@ segments), ``system_id`` and ``secret`` (our registration at the axis; the secre
 decoded, is refused: 64 MiB by default), and ``ca_file``, ``cert_file``, ``key_file``, ``key_password`` for an
 axis whose certificate comes from a government CA or that wants a client certificate (:mod:`docbus.adapters.tls`).
 
-``deliver`` sends the raw edXML with ``sendEdoc`` (``messagetype=status`` for status messages, ``edoc``
-otherwise), the message id as idempotency key; the axis' DocId is the remote id. ``fetch_receipts`` lists what
-waits for us and fetches the status messages; ``acknowledge_receipt`` marks each ``done`` or ``fail``. The flow
-and the receipt bookkeeping are shared with the provincial adapter (:mod:`docbus.adapters.axis`).
+``probe`` (``docbus config check``) reaches the axis and lists what waits for our system with a signed call, so a
+wrong system id or secret shows before the first delivery. ``deliver`` sends the raw edXML with ``sendEdoc``
+(``messagetype=status`` for status messages, ``edoc`` otherwise), the message id as idempotency key; the axis' DocId
+is the remote id. ``fetch_receipts`` lists what waits for us and fetches the status messages;
+``acknowledge_receipt`` marks each ``done`` or ``fail``. The flow and the receipt bookkeeping are shared with the
+provincial adapter (:mod:`docbus.adapters.axis`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ class NationalAxisAdapter(AxisAdapter[NationalAxisClient]):
     name: ClassVar[str] = "national_axis"
     Settings: ClassVar[type[AxisSettings]] = NationalAxisSettings
     axis: ClassVar[str] = "national"
+    credential_check: ClassVar[str] = "its signed getReceivedEdocList call"
     client_type = NationalAxisClient
+
+    async def _check_credentials(self) -> str:
+        """``getReceivedEdocList``, signed like every call: it only lists what waits for our system (a document
+        is taken only when fetched and marked), so the check leaves the axis as it was."""
+        waiting = await self.client.get_received_edoc_list()
+        return f"signed in as {self.client.system_id} ({len(waiting)} waiting for it)"
 
     async def _send(self, outbound: Outbound, messagetype: Literal["edoc", "status"]) -> SentEdoc:
         return await self.client.send_edoc(

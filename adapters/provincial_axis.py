@@ -15,15 +15,14 @@ with the national adapter (:mod:`docbus.adapters.axis`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar, Literal
 
 # EDXML_KINDS and delivery_error stay importable from here too.
 from docbus.adapters.axis import EDXML_KINDS as EDXML_KINDS
 from docbus.adapters.axis import AxisAdapter, AxisSettings
 from docbus.adapters.axis import delivery_error as delivery_error
-from docbus.adapters.base import Outbound, Reach
-from docbus.connectors.provincial_axis import ProvincialAxisClient, ProvincialAxisError, ReceivedEdoc, SentEdoc
+from docbus.adapters.base import Outbound
+from docbus.connectors.provincial_axis import ProvincialAxisClient, ReceivedEdoc, SentEdoc
 
 
 class ProvincialAxisSettings(AxisSettings):
@@ -36,24 +35,13 @@ class ProvincialAxisAdapter(AxisAdapter[ProvincialAxisClient]):
     name: ClassVar[str] = "provincial_axis"
     Settings: ClassVar[type[AxisSettings]] = ProvincialAxisSettings
     axis: ClassVar[str] = "provincial"
+    credential_check: ClassVar[str] = "its login"
     client_type = ProvincialAxisClient
 
-    async def probe(self, timeout: float) -> Reach:
-        """Reaches the platform as a delivery would, then logs in: wrong credentials (ErrorCode 15) would refuse
-        every delivery, and a login touches no document."""
-        reach = await super().probe(timeout)
-        if not reach.reached:
-            return reach
-        try:
-            async with asyncio.timeout(timeout):
-                await self.client.login()
-        except TimeoutError:
-            return Reach(False, f"{reach.detail}; its login did not answer within {timeout:g} s")
-        except ProvincialAxisError as exc:
-            if exc.retriable:
-                return Reach(False, f"{reach.detail}; its login failed: {exc.reason}")
-            return Reach(True, f"{reach.detail}; it refused docbus' SYSTEM_ID and SECRET: {exc.reason}", refused=True)
-        return Reach(True, f"{reach.detail}; logged in as {self.client.system_id}")
+    async def _check_credentials(self) -> str:
+        """A login: it trades the system id and secret for a token and touches no document."""
+        await self.client.login()
+        return f"logged in as {self.client.system_id}"
 
     async def _send(self, outbound: Outbound, messagetype: Literal["edoc", "status"]) -> SentEdoc:
         return await self.client.send_edoc(

@@ -242,6 +242,6 @@ async def _routes_and_adapters(settings: Settings, timeout: float) -> list[Findi
         elif check.reach is None:
             findings.append(Finding(part, "ok", f"{check.detail}; not probed (the adapter cannot tell)"))
         else:
-            verdict: Verdict = "ok" if check.reach.reached else "fail" if check.reach.refused else "warn"
+            verdict: Verdict = "fail" if check.reach.refused else "ok" if check.reach.reached else "warn"
             findings.append(Finding(part, verdict, f"{check.detail}; {check.reach.detail}"))
     return findings

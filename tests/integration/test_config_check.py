@@ -4,8 +4,8 @@ migrated. Also: a setting that does not validate is one line naming it, not a st
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
+from docbus.simulators import SimulatorConfig, create_app, serve
 from docbus.store.migrate import head_revision, upgrade_async
 
 from ..conftest import free_port, fresh_postgres_database, require_service
@@ -57,30 +58,39 @@ async def test_a_sound_deployment_passes_and_what_is_wrong_is_named(tmp_path: Pa
     routes = tmp_path / "routes.toml"
     routes.write_text(ROUTES.format(archive_adapter="file"))
     (tmp_path / "archive").mkdir()
-    axis = socket.create_server(("127.0.0.1", 0))  # the probe connects and sends nothing: a listener will do
-    env = {
-        **base_env,
-        "DOCBUS_DATABASE_URL": url,
-        "DOCBUS_KAFKA_BOOTSTRAP": bootstrap,
-        "DOCBUS_ROUTES_FILE": str(routes),
-        "DOCBUS_ADAPTERS__NATIONAL__URL": f"http://127.0.0.1:{axis.getsockname()[1]}",
-        "DOCBUS_ADAPTERS__NATIONAL__SYSTEM_ID": "docbus",
-        "DOCBUS_ADAPTERS__NATIONAL__SECRET": "s3cr3t-value",
-        "DOCBUS_ADAPTERS__ARCHIVE__DIRECTORY": str(tmp_path / "archive"),
-    }
-    assert docbus(env, "signing-key", "rotate").returncode == 0
+    # The national axis is the simulator: the probe signs one call that changes nothing there.
+    async with serve(create_app("national-axis", SimulatorConfig(secret="s3cr3t-value"))) as axis_url:
+        env = {
+            **base_env,
+            "DOCBUS_DATABASE_URL": url,
+            "DOCBUS_KAFKA_BOOTSTRAP": bootstrap,
+            "DOCBUS_ROUTES_FILE": str(routes),
+            "DOCBUS_ADAPTERS__NATIONAL__URL": axis_url,
+            "DOCBUS_ADAPTERS__NATIONAL__SYSTEM_ID": "docbus",
+            "DOCBUS_ADAPTERS__NATIONAL__SECRET": "s3cr3t-value",
+            "DOCBUS_ADAPTERS__ARCHIVE__DIRECTORY": str(tmp_path / "archive"),
+        }
+        assert (await asyncio.to_thread(docbus, env, "signing-key", "rotate")).returncode == 0
 
-    sound = docbus(env, "config", "check", "--json")
-    assert sound.returncode == 0, sound.stdout + sound.stderr
-    found = findings(sound.stdout)
-    assert {f["verdict"] for f in found.values()} == {"ok"}, found
-    assert f"at revision {head_revision()} (the newest)" in found["database"]["detail"]
-    assert "docbus:***@" in found["database"]["detail"]  # the password is not printed
-    assert "1 broker(s)" in found["broker"]["detail"]
-    assert "NationalAxisAdapter" in found["destination national"]["detail"]
-    assert "reached 127.0.0.1:" in found["destination national"]["detail"]
-    assert "FileAdapter" in found["destination archive"]["detail"]
-    axis.close()
+        sound = await asyncio.to_thread(docbus, env, "config", "check", "--json")
+        assert sound.returncode == 0, sound.stdout + sound.stderr
+        found = findings(sound.stdout)
+        assert {f["verdict"] for f in found.values()} == {"ok"}, found
+        assert f"at revision {head_revision()} (the newest)" in found["database"]["detail"]
+        assert "docbus:***@" in found["database"]["detail"]  # the password is not printed
+        assert "1 broker(s)" in found["broker"]["detail"]
+        national = found["destination national"]["detail"]
+        assert "NationalAxisAdapter" in national and "reached 127.0.0.1:" in national
+        assert national.endswith("signed in as docbus (0 waiting for it)"), national
+        assert "FileAdapter" in found["destination archive"]["detail"]
+
+        wrong_secret = {**env, "DOCBUS_ADAPTERS__NATIONAL__SECRET": "not-the-secret"}
+        refused = await asyncio.to_thread(docbus, wrong_secret, "config", "check", "--json")
+        assert refused.returncode == 1
+        national_refused = findings(refused.stdout)["destination national"]
+        assert national_refused["verdict"] == "fail", national_refused
+        assert "it refused docbus' SYSTEM_ID and SECRET" in national_refused["detail"]
+        assert "15" in national_refused["detail"] and "not-the-secret" not in refused.stdout
     gone = findings(docbus(env, "config", "check", "--json").stdout)["destination national"]
     assert gone["verdict"] == "warn" and "cannot connect: Connection refused" in gone["detail"], gone
 
