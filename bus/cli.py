@@ -442,6 +442,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=_server_logging(args.log_level),
         access_log=False,
+        # The connection's own address, never one a request claims in X-Forwarded-For: DOCBUS_TRUSTED_PROXIES
+        # decides whose forwarded client certificates are believed, and docbus uses no other client address.
+        proxy_headers=False,
         **({"http": "httptools"} | https),
     )
     return 0
@@ -577,10 +580,10 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                 await directory.bind_certificate(args.organ_id, fingerprint)
                 print(f"the key of {args.organ_id} is accepted only over mutual TLS with {subject}")
                 print(f"  (the certificate with SHA-256 fingerprint {fingerprint})")
-                if settings.tls_client_ca_file is None:
+                if settings.tls_client_ca_file is None and not settings.trusted_proxies:
                     print(
-                        "warning: this gateway does not ask clients for certificates (DOCBUS_TLS_CLIENT_CA_FILE is "
-                        f"unset): {args.organ_id}'s key is refused until it does",
+                        "warning: this gateway neither asks clients for certificates (DOCBUS_TLS_CLIENT_CA_FILE) nor "
+                        f"believes a proxy's (DOCBUS_TRUSTED_PROXIES): {args.organ_id}'s key is refused until it does",
                         file=sys.stderr,
                     )
             elif action == "unbind":

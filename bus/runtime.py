@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from docbus.broker import Broker, broker_from_settings
 from docbus.envelope import ValidatedMessage
 from docbus.gateway.body import BodyBudget, BodyLimits
+from docbus.gateway.forwarded_certificates import ClientCertificates
 from docbus.intake import IntakeService
 from docbus.payload_store import DirectoryPayloadStore, PayloadStore
 from docbus.rate_limit import AgencyRateLimiter
@@ -87,6 +88,7 @@ class BusRuntime:
     topics: Topics
     body_limits: BodyLimits
     body_budget: BodyBudget  # request bodies this process holds at once; one per process, like the event loop
+    client_certificates: ClientCertificates  # a request's own TLS certificate, or a trusted proxy's header
     rate_limiter: AgencyRateLimiter | None = None
 
     def check_rate(self, caller: Agency) -> None:
@@ -166,6 +168,7 @@ class BusRuntime:
                 settings.max_body_bytes, settings.body_idle_timeout_seconds, settings.body_read_timeout_seconds
             ),
             body_budget=BodyBudget(settings.inflight_body_bytes),
+            client_certificates=settings.client_certificates(),
         )
 
     async def start(self) -> None:

@@ -7,15 +7,18 @@ to ``create_app(settings)``, the worker and the CLI. Nothing else in the package
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docbus.gateway_tls import GatewayTls
 from docbus.kafka_security import DEFAULT_MECHANISM, KafkaSecurity, Mechanism, Protocol
 from docbus.store.database_tls import DatabaseTls
 from docbus.validation.xml_signature import SignaturePolicy
+
+if TYPE_CHECKING:
+    from docbus.gateway.forwarded_certificates import ClientCertificates
 
 
 class Settings(BaseSettings):
@@ -47,6 +50,17 @@ class Settings(BaseSettings):
         ge=0,
         description="How often (at most) a running gateway looks whether its certificate files were replaced, and "
         "takes them if they can serve; 0 = only at start.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks (CIDR, comma-separated) of TLS-terminating proxies in front of the "
+        "gateway whose forwarded client certificates (proxy_client_cert_header) docbus believes; empty = none.",
+    )
+    proxy_client_cert_header: str = Field(
+        default="X-Client-Cert",
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The header in which a trusted proxy forwards the client's certificate (PEM, base64 DER, "
+        "Envoy's X-Forwarded-Client-Cert or a SHA-256 fingerprint).",
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; unset = SQLite (WAL) file under data_dir."
@@ -293,6 +307,21 @@ class Settings(BaseSettings):
             password.get_secret_value() if password else None,
             client_ca_file=self.tls_client_ca_file,
         )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        from docbus.gateway.forwarded_certificates import parse_networks
+
+        parse_networks(value)
+        return value
+
+    def client_certificates(self) -> ClientCertificates:
+        """How the gateway learns a request's client certificate: its own TLS connection's, or a trusted proxy's
+        header (:mod:`docbus.gateway.forwarded_certificates`)."""
+        from docbus.gateway.forwarded_certificates import ClientCertificates, parse_networks
+
+        return ClientCertificates(parse_networks(self.trusted_proxies), self.proxy_client_cert_header)
 
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> Settings:

@@ -36,7 +36,6 @@ from docbus.flows import BadWindow, arrival_bounds, flow_report, parse_window
 from docbus.gateway.body import read_capped_body
 from docbus.gateway.deps import State, bearer_key
 from docbus.gateway.routes_meta import readiness
-from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.store.agencies import Agency, Role
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -76,7 +75,7 @@ def _key_from(request: Request) -> str | None:
 
 
 async def _operator(request: Request, state: State) -> Agency:
-    caller = await state.directory.authenticate(_key_from(request), client_certificate_sha256(request.scope))
+    caller = await state.directory.authenticate(_key_from(request), state.client_certificates.sha256(request.scope))
     if caller.role is not Role.OPERATOR:
         raise Forbidden("the dashboard is for operator credentials")
     return caller

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
-from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.runtime import BusRuntime
 from docbus.store.agencies import Agency
 
@@ -29,7 +28,7 @@ def bearer_key(request: Request) -> str | None:
 
 
 async def current_agency(request: Request, state: State) -> Agency:
-    return await state.directory.authenticate(bearer_key(request), client_certificate_sha256(request.scope))
+    return await state.directory.authenticate(bearer_key(request), state.client_certificates.sha256(request.scope))
 
 
 Caller = Annotated[Agency, Depends(current_agency)]

@@ -19,7 +19,6 @@ from docbus.errors import InternalError, RequestRejected
 from docbus.gateway.deps import bearer_key
 from docbus.gateway.problems import problem_response
 from docbus.gateway.routes_messages import accept_submission
-from docbus.gateway.tls_peer import client_certificate_sha256
 from docbus.metrics import INTAKE_REJECTED, INTAKE_SECONDS
 from docbus.runtime import BusRuntime
 
@@ -48,7 +47,7 @@ async def serve_intake(state: BusRuntime, scope: Scope, receive: Receive, send: 
         await send(message)
 
     try:
-        caller = await state.directory.authenticate(bearer_key(request), client_certificate_sha256(scope))
+        caller = await state.directory.authenticate(bearer_key(request), state.client_certificates.sha256(scope))
         accepted = await accept_submission(request, state, caller)
         status = 202
         await answering({"type": "http.response.start", "status": 202, "headers": accepted.headers()})

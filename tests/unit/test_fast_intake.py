@@ -7,6 +7,7 @@ import pytest
 
 from docbus.errors import PROBLEM_BASE
 from docbus.gateway.fast_intake import GatewayApp
+from docbus.gateway.forwarded_certificates import ClientCertificates
 
 
 class _BrokenDirectory:
@@ -16,6 +17,7 @@ class _BrokenDirectory:
 
 class _State:
     directory = _BrokenDirectory()
+    client_certificates = ClientCertificates()
 
 
 async def test_an_unexpected_failure_is_a_500_problem_and_still_reaches_the_server_log() -> None:
