@@ -26,6 +26,11 @@ export DOCBUS_TEST_KAFKA_BOOTSTRAP
 export DOCBUS_TEST_KAFKA_SECURE_ENV="$DOCBUS_KAFKA_DIR/secure-client.env"
 echo "   $DOCBUS_TEST_KAFKA_BOOTSTRAP (SASL_SSL: $(sed -n 's/^DOCBUS_KAFKA_BOOTSTRAP=//p' "$DOCBUS_TEST_KAFKA_SECURE_ENV"))"
 
+echo "== nginx (the TLS-terminating proxy in front of the gateway in some tests; not started here)"
+DOCBUS_TEST_NGINX="$(bash deploy/nginx/ensure-nginx.sh)"
+export DOCBUS_TEST_NGINX
+echo "   $DOCBUS_TEST_NGINX"
+
 echo "== lint and types"
 "$BIN/ruff" check bus adapters connectors schemas tests
 "$BIN/mypy" -p docbus
