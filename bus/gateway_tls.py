@@ -97,8 +97,10 @@ class ServingCertificate:
     Certificates are renewed every few months (an ACME client, the province's CA): the files are replaced and the
     gateway must serve the new ones without dropping its connections. The context uvicorn listens with (``front``)
     keeps the certificate loaded at start and has a callback that runs at the start of every handshake: at most
-    every ``check_seconds`` it looks at the two files (size, modification time, inode) and, if they changed, loads
-    them into a new context; every handshake then continues on the newest one. New files that cannot serve (a key
+    every ``check_seconds`` it looks at the two files, and the client CA file on mutual TLS (size, modification
+    time, inode), and, if they changed, loads them into a new context; every handshake then continues on the
+    newest one (OpenSSL verifies a client's certificate against the CAs of the context the handshake ends on, so
+    a client CA file that gained or lost a CA counts from then on too). New files that cannot serve (a key
     that is not the certificate's, as between the writes of the two files; a certificate out of date; an
     unreadable file) are not taken: the gateway goes on with what it has and logs a warning, once per state of
     the files. Established connections keep the certificate they were opened with.
@@ -144,7 +146,7 @@ class ServingCertificate:
             return False
         self._current, self.report = context, report
         _record_expiry(report)
-        log.info("HTTPS: now serving the renewed certificate %s", report.summary())
+        log.info("HTTPS: took the replaced files; now serving the certificate %s", report.summary())
         return True
 
     def _keep(self, problem: str) -> None:
@@ -173,7 +175,7 @@ def _record_expiry(report: CertificateReport) -> None:
 def _files_state(tls: GatewayTls) -> tuple[tuple[int, int, int], ...]:
     """What tells a replaced file from the one loaded (a missing file has a state of its own)."""
     states = []
-    for path in (tls.cert_file, tls.key_file):
+    for path in (tls.cert_file, tls.key_file, *([tls.client_ca_file] if tls.client_ca_file else [])):
         try:
             info = path.stat()
         except OSError:

@@ -213,7 +213,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(env: dict[str, str], 
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     logged = (tmp_path / "gateway.log").read_text()
-    assert "now serving the renewed certificate CN=docbus.example.gov.vn" in logged
+    assert "took the replaced files; now serving the certificate CN=docbus.example.gov.vn" in logged
     assert "the replaced certificate files cannot serve (the certificate and key cannot serve TLS" in logged
     assert "the replaced certificate files cannot serve (the certificate expired on" in logged
     assert "Traceback" not in logged
@@ -268,6 +268,56 @@ def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_cl
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert orjson.loads(sent.stdout)["message_id"]
+
+
+def test_a_replaced_client_ca_file_is_taken_without_a_restart(env: dict[str, str], tmp_path: Path) -> None:
+    """A province that moves its agencies to a new CA replaces the client CA file: clients of the new CA get in
+    from then on, those of a CA no longer in it do not, and a file that cannot be used is not taken."""
+    pki, agencies = mutual_tls(env, tmp_path)
+    successor = Pki(tmp_path / "successor", "Agencies' new CA")
+    ca_file = tmp_path / "client-ca.pem"
+    shutil.copy(agencies.ca_file, ca_file)
+    env |= {"DOCBUS_TLS_CLIENT_CA_FILE": str(ca_file), "DOCBUS_TLS_RELOAD_CHECK_SECONDS": "0.3"}
+    old_client, new_client = agencies.client("old", SENDER), successor.client("new", SENDER)
+
+    def context(client: tuple[Path, Path]) -> ssl.SSLContext:
+        tls = ssl.create_default_context(cafile=str(pki.ca_file))
+        tls.load_cert_chain(*client)
+        return tls
+
+    proc, port = serve_https(env, tmp_path, context(old_client), "--log-level", "info")
+
+    def lets_in(client: tuple[Path, Path]) -> bool:
+        try:
+            answer = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=context(client), timeout=5)
+        except (httpx.TransportError, ssl.SSLError):
+            return False
+        return answer.status_code == 200
+
+    def settles(old: bool, new: bool) -> None:
+        """Waits until five connections in a row see the CAs as expected."""
+        deadline, streak = time.monotonic() + 30, 0
+        while streak < 5:
+            assert time.monotonic() < deadline, f"the old CA's client let in: {lets_in(old_client)}, the new's: " \
+                f"{lets_in(new_client)}; expected {old} and {new}"  # fmt: skip
+            streak = streak + 1 if (lets_in(old_client), lets_in(new_client)) == (old, new) else 0
+            time.sleep(0.1)
+
+    try:
+        settles(old=True, new=False)
+        ca_file.write_bytes(agencies.ca_file.read_bytes() + successor.ca_file.read_bytes())  # both, for a while
+        settles(old=True, new=True)
+        shutil.copy(successor.ca_file, ca_file)  # then only the new one
+        settles(old=False, new=True)
+        ca_file.write_text("not a certificate\n")  # a broken file is not taken
+        time.sleep(1)
+        settles(old=False, new=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    logged = (tmp_path / "gateway.log").read_text()
+    assert "the replaced certificate files cannot serve (the client CA file cannot be used" in logged
+    assert "Traceback" not in logged
 
 
 def test_a_key_bound_to_a_client_certificate_is_accepted_only_with_that_certificate(
