@@ -10,7 +10,7 @@
     docbus agency list
     docbus agency rotate-key ORGAN_ID [--keep-old-for DURATION]
     docbus agency suspend ORGAN_ID --reason TEXT | resume ORGAN_ID
-    docbus agency bind-certificate ORGAN_ID CERT | unbind-certificate ORGAN_ID
+    docbus agency bind-certificate ORGAN_ID CERT [--keep-old-for DURATION] | unbind-certificate ORGAN_ID
     docbus send FILE --key KEY [--url URL] [--idempotency-key K]
     docbus dlq list|show ID|resend ID                  dead letters
     docbus dlq resend --destination NAME [--limit N] [--dry-run]  every waiting dead letter of a destination
@@ -143,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("organ_id")
     p.add_argument("certificate", type=Path)
+    p.add_argument(
+        "--keep-old-for",
+        type=_duration,
+        metavar="DURATION",
+        help="keep the certificate bound so far accepted this long (15m, 2h, 1d; at most 30 days) while the "
+        "agency's system switches to the new one",
+    )
     p.set_defaults(func=_agency_bind)
     p = agency.add_parser("unbind-certificate", help="accept the agency's key with any client certificate again")
     p.add_argument("organ_id")
@@ -577,9 +584,14 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                 except (OSError, ValueError) as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
-                await directory.bind_certificate(args.organ_id, fingerprint)
+                bound = await directory.bind_certificate(args.organ_id, fingerprint, keep_old_for=args.keep_old_for)
                 print(f"the key of {args.organ_id} is accepted only over mutual TLS with {subject}")
                 print(f"  (the certificate with SHA-256 fingerprint {fingerprint})")
+                previous, kept_until = bound.previous_certificate(), bound.previous_client_cert_expires_at
+                if previous is not None and kept_until is not None:
+                    print(
+                        f"  and, until {kept_until:%Y-%m-%d %H:%M:%S} UTC, with the one bound before ({previous[:16]}…)"
+                    )
                 if settings.tls_client_ca_file is None and not settings.trusted_proxies:
                     print(
                         "warning: this gateway neither asks clients for certificates (DOCBUS_TLS_CLIENT_CA_FILE) nor "
@@ -657,6 +669,11 @@ def _agency_line(agency: Agency) -> list[str]:
         line.append(f"old key until {overlap:%Y-%m-%d %H:%M} UTC")
     if agency.client_cert_sha256 is not None:
         line.append(f"only with the client certificate SHA-256 {agency.client_cert_sha256[:16]}…")
+    previous = agency.previous_certificate()
+    if previous is not None and agency.previous_client_cert_expires_at is not None:
+        line.append(
+            f"old certificate {previous[:16]}… until {agency.previous_client_cert_expires_at:%Y-%m-%d %H:%M} UTC"
+        )
     if agency.suspended_at is not None:
         line.append(
             f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC by {agency.suspended_by}: "

@@ -8,6 +8,10 @@ An agency's system cannot switch keys at the instant an operator rotates one, so
 working for a while (``keep_old_for``, at most :data:`MAX_KEY_OVERLAP`): both keys authenticate until then. A
 rotation without an overlap ends the old key, and any earlier one still overlapping, at once.
 
+A key can be bound to the TLS client certificate of the agency's system (SHA-256 of its DER): it is then accepted
+only from a request that showed that certificate. Binding a renewed certificate may keep the one bound so far
+accepted for a while, the same way (``keep_old_for``, at most :data:`MAX_KEY_OVERLAP`).
+
 An operator can suspend an agency: its key is then refused with 403 and the reason (the caller learns why, and
 that its key is right) until the agency is resumed with the same key.
 """
@@ -59,6 +63,15 @@ class Agency:
     suspended_by: str | None = None
     suspended_reason: str | None = None
     client_cert_sha256: str | None = None  # the key works only over mutual TLS with this certificate
+    previous_client_cert_sha256: str | None = None  # ... or with this one, until the instant below
+    previous_client_cert_expires_at: datetime | None = None
+
+    def previous_certificate(self, now: datetime | None = None) -> str | None:
+        """The certificate bound before, while it is still accepted; ``None`` otherwise."""
+        until = self.previous_client_cert_expires_at
+        if self.previous_client_cert_sha256 is None or until is None or until <= (now or datetime.now(UTC)):
+            return None
+        return self.previous_client_cert_sha256
 
     def as_dict(self) -> dict[str, object]:
         """What an operator sees of an agency (never its key: keys are shown once)."""
@@ -80,6 +93,10 @@ class Agency:
             "suspended_by": self.suspended_by,
             "suspended_reason": self.suspended_reason,
             "client_cert_sha256": self.client_cert_sha256,
+            "previous_client_cert_sha256": self.previous_certificate(),
+            "previous_client_cert_expires_at": instant(self.previous_client_cert_expires_at)
+            if self.previous_certificate()
+            else None,
         }
 
 
@@ -170,12 +187,37 @@ class AgencyDirectory:
     async def _set_suspension(self, organ_id: str, at: datetime | None, by: str | None, reason: str | None) -> None:
         await self._update(organ_id, suspended_at=at, suspended_by=by, suspended_reason=reason)
 
-    async def bind_certificate(self, organ_id: str, sha256: str | None) -> None:
+    async def bind_certificate(
+        self, organ_id: str, sha256: str | None, *, keep_old_for: timedelta | None = None
+    ) -> Agency:
         """Accept ``organ_id``'s key only over mutual TLS showing the certificate with this SHA-256 fingerprint
-        (hex); ``None`` unbinds it. Takes effect within the cache window elsewhere."""
+        (hex); ``None`` unbinds it (and any certificate still in its change-over). With ``keep_old_for`` the
+        certificate bound so far stays accepted that much longer, so the agency's system can switch without a
+        gap. Takes effect within the cache window elsewhere; returns the agency as it is now."""
         if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ValidationFailed("a certificate fingerprint is 64 hexadecimal digits (SHA-256)")
-        await self._update(organ_id, client_cert_sha256=sha256)
+        if keep_old_for is not None and not timedelta(0) < keep_old_for <= MAX_KEY_OVERLAP:
+            raise ValidationFailed(
+                f"the old certificate may be kept for more than 0 and at most {MAX_KEY_OVERLAP.days} days"
+            )
+        previous: dict[str, object] = {"previous_client_cert_sha256": None, "previous_client_cert_expires_at": None}
+        if keep_old_for is not None:
+            agency = await self.get(organ_id)
+            if agency is None:
+                raise ValidationFailed(f"no agency {organ_id} is registered")
+            if sha256 is None or agency.client_cert_sha256 in (None, sha256):
+                raise ValidationFailed(
+                    f"--keep-old-for keeps the certificate bound so far while a new one is bound; {organ_id} has "
+                    + ("none bound" if agency.client_cert_sha256 is None else "this very one bound already")
+                )
+            previous = {
+                "previous_client_cert_sha256": agency.client_cert_sha256,
+                "previous_client_cert_expires_at": datetime.now(UTC) + keep_old_for,
+            }
+        await self._update(organ_id, client_cert_sha256=sha256, **previous)
+        bound = await self.get(organ_id)
+        assert bound is not None  # _update found its row
+        return bound
 
     async def _update(self, organ_id: str, **values: object) -> None:
         """Change ``organ_id``'s row; every gateway process sees it once its cached verdicts expire."""
@@ -248,13 +290,20 @@ def _active(agency: Agency, client_cert_sha256: str | None) -> Agency:
             f"{agency.suspended_reason}; ask the bus' operators to resume it"
         )
     bound = agency.client_cert_sha256
-    if bound is not None and client_cert_sha256 != bound:
-        shown = "none" if client_cert_sha256 is None else f"the certificate with SHA-256 {client_cert_sha256[:16]}…"
-        raise Forbidden(
-            f"the key of agency {agency.organ_id} is accepted only over mutual TLS with the certificate whose SHA-256 "
-            f"fingerprint begins {bound[:16]}; this request showed {shown}"
-        )
-    return agency
+    if bound is None or client_cert_sha256 == bound:
+        return agency
+    previous = agency.previous_certificate()
+    if previous is not None and client_cert_sha256 == previous:
+        return agency
+    shown = "none" if client_cert_sha256 is None else f"the certificate with SHA-256 {client_cert_sha256[:16]}…"
+    also = ""
+    if previous is not None and agency.previous_client_cert_expires_at is not None:
+        until = agency.previous_client_cert_expires_at
+        also = f" (or, until {until:%Y-%m-%d %H:%M} UTC, the one whose fingerprint begins {previous[:16]})"
+    raise Forbidden(
+        f"the key of agency {agency.organ_id} is accepted only over mutual TLS with the certificate whose SHA-256 "
+        f"fingerprint begins {bound[:16]}{also}; this request showed {shown}"
+    )
 
 
 def _agency(row: Mapping[str, object]) -> Agency:
@@ -272,4 +321,8 @@ def _agency(row: Mapping[str, object]) -> Agency:
         suspended_by=str(row["suspended_by"]) if row.get("suspended_by") is not None else None,
         suspended_reason=str(row["suspended_reason"]) if row.get("suspended_reason") is not None else None,
         client_cert_sha256=str(row["client_cert_sha256"]) if row.get("client_cert_sha256") is not None else None,
+        previous_client_cert_sha256=str(cert) if (cert := row.get("previous_client_cert_sha256")) else None,
+        previous_client_cert_expires_at=as_utc(until)
+        if (until := row.get("previous_client_cert_expires_at"))
+        else None,
     )

@@ -57,6 +57,9 @@ agencies = Table(
     Column("suspended_reason", String(500), nullable=True),
     # Mutual TLS: the key is accepted only over a connection showing this certificate (SHA-256 of its DER).
     Column("client_cert_sha256", String(64), nullable=True),
+    # A certificate change-over: the certificate bound before keeps working until previous_client_cert_expires_at.
+    Column("previous_client_cert_sha256", String(64), nullable=True),
+    Column("previous_client_cert_expires_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_agencies_previous_key_hash", agencies.c.previous_key_hash)
 

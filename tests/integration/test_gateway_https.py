@@ -360,6 +360,18 @@ def test_a_key_bound_to_a_client_certificate_is_accepted_only_with_that_certific
             mine = client.get("/v1/messages", headers={"Authorization": f"Bearer {key}"})
         assert mine.status_code == 200, mine.text
 
+        # The agency's system renews its certificate: the new one is bound, the old one kept for the change-over.
+        renewal = docbus(env, "agency", "bind-certificate", SENDER, str(other_cert), "--keep-old-for", "1h")
+        assert renewal.returncode == 0, renewal.stderr
+        assert f"with the one bound before ({fingerprint[:16]}…)" in renewal.stdout
+        assert f"old certificate {fingerprint[:16]}… until" in docbus(env, "agency", "list").stdout
+        assert send(own_cert, own_key).returncode == 0 and send(other_cert, other_key).returncode == 0
+        assert docbus(env, "agency", "bind-certificate", SENDER, str(other_cert)).returncode == 0  # over at once
+        after = send(own_cert, own_key)
+        assert after.returncode == 1 and f"this request showed the certificate with SHA-256 {fingerprint[:16]}" in (
+            after.stderr
+        )
+
         unbound = docbus(env, "agency", "unbind-certificate", SENDER)
         assert unbound.returncode == 0 and "any client certificate again" in unbound.stdout
         assert send(other_cert, other_key).returncode == 0

@@ -340,3 +340,47 @@ async def test_a_rotation_may_keep_the_old_key_working_for_a_while(db: Database)
             await directory.rotate_key("000.00.00.H41", keep_old_for=bad)
     with pytest.raises(ValidationFailed):
         await directory.rotate_key("000.00.00.H99")
+
+
+async def test_binding_a_renewed_certificate_may_keep_the_old_one_accepted_for_a_while(db: Database) -> None:
+    directory = AgencyDirectory(db, cache_seconds=0)
+    _agency, key = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
+    old, new, newer, stranger = "a1" * 32, "b2" * 32, "c3" * 32, "d4" * 32
+    with pytest.raises(ValidationFailed, match="has none bound"):  # nothing to keep yet
+        await directory.bind_certificate("000.00.00.H41", old, keep_old_for=timedelta(hours=1))
+    await directory.bind_certificate("000.00.00.H41", old)
+    with pytest.raises(ValidationFailed, match="this very one bound already"):
+        await directory.bind_certificate("000.00.00.H41", old, keep_old_for=timedelta(hours=1))
+    for bad in (timedelta(0), timedelta(days=31)):
+        with pytest.raises(ValidationFailed, match="at most 30 days"):
+            await directory.bind_certificate("000.00.00.H41", new, keep_old_for=bad)
+
+    bound = await directory.bind_certificate("000.00.00.H41", new, keep_old_for=timedelta(hours=1))
+    assert bound.client_cert_sha256 == new and bound.previous_certificate() == old
+    assert bound.previous_client_cert_expires_at is not None
+    assert timedelta(minutes=59) < bound.previous_client_cert_expires_at - datetime.now(UTC) <= timedelta(hours=1)
+    assert bound.as_dict()["previous_client_cert_sha256"] == old
+    for shown in (new, old):  # both are accepted during the change-over
+        assert (await directory.authenticate(key, shown)).organ_id == "000.00.00.H41"
+    for shown in (stranger, None):
+        with pytest.raises(Forbidden, match=r"begins b2b2b2b2b2b2b2b2 \(or, until .* UTC, the one whose fing"):
+            await directory.authenticate(key, shown)
+
+    await directory.bind_certificate("000.00.00.H41", newer, keep_old_for=timedelta(seconds=1))
+    with pytest.raises(Forbidden):  # only the certificate just replaced overlaps; the one before it is gone
+        await directory.authenticate(key, old)
+    assert (await directory.authenticate(key, new)).organ_id == "000.00.00.H41"
+    await asyncio.sleep(1.1)
+    with pytest.raises(Forbidden) as over:  # the change-over is over
+        await directory.authenticate(key, new)
+    assert "(or, until" not in over.value.detail
+    listed = await directory.get("000.00.00.H41")
+    assert listed is not None and listed.previous_certificate() is None
+    assert listed.as_dict()["previous_client_cert_sha256"] is None
+
+    await directory.bind_certificate("000.00.00.H41", new, keep_old_for=timedelta(days=1))
+    unbound = await directory.bind_certificate("000.00.00.H41", None)  # lifts the binding and the change-over
+    assert unbound.client_cert_sha256 is None and unbound.previous_client_cert_sha256 is None
+    assert (await directory.authenticate(key, stranger)).organ_id == "000.00.00.H41"
+    with pytest.raises(ValidationFailed, match=r"no agency 000\.00\.00\.H99"):
+        await directory.bind_certificate("000.00.00.H99", new, keep_old_for=timedelta(hours=1))
