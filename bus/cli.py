@@ -1028,7 +1028,13 @@ def _client_certificate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-cert", type=Path, help="the agency system's certificate (PEM), for a bus on mutual TLS"
     )
-    parser.add_argument("--client-key", type=Path, help="the key of --client-cert (PEM, unencrypted)")
+    parser.add_argument("--client-key", type=Path, help="the key of --client-cert (PEM)")
+    parser.add_argument(
+        "--client-key-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the password of an encrypted --client-key, as the first line of FILE (never on the command line)",
+    )
 
 
 def _agency_client(args: argparse.Namespace, key: str) -> AgencyClient | None:
@@ -1041,11 +1047,30 @@ def _agency_client(args: argparse.Namespace, key: str) -> AgencyClient | None:
     if (args.client_cert is None) != (args.client_key is None):
         print("error: --client-cert and --client-key go together", file=sys.stderr)
         return None
+    password = None
+    if args.client_key_password_file is not None:
+        if args.client_key is None:
+            print("error: --client-key-password-file opens a --client-key; give one", file=sys.stderr)
+            return None
+        try:
+            password = args.client_key_password_file.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            reason = "it is empty" if isinstance(exc, IndexError) else exc
+            print(f"error: cannot read the password in {args.client_key_password_file}: {reason}", file=sys.stderr)
+            return None
     try:
-        return AgencyClient(args.url, key, ca_file=args.ca_file, cert_file=args.client_cert, key_file=args.client_key)
+        return AgencyClient(
+            args.url,
+            key,
+            ca_file=args.ca_file,
+            cert_file=args.client_cert,
+            key_file=args.client_key,
+            key_password=password,
+        )
     except (OSError, ssl.SSLError, ValueError) as exc:
         files = ", ".join(str(f) for f in (args.ca_file, args.client_cert, args.client_key) if f is not None)
-        print(f"error: cannot use the TLS files {files}: {exc}", file=sys.stderr)
+        hint = " (give it with --client-key-password-file)" if "no password is set" in str(exc) else ""
+        print(f"error: cannot use the TLS files {files}: {exc}{hint}", file=sys.stderr)
         return None
 
 

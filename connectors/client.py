@@ -58,13 +58,15 @@ class AgencyClient(HttpClientOwner):
         ca_file: Path | None = None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
+        key_password: str | None = None,
     ) -> None:
         """``ca_file``: the CA certificates (PEM) an ``https://`` bus's certificate must chain to, when it is
         not one the system trusts (a province's own CA); the host name is checked either way. ``cert_file`` and
-        ``key_file``: the agency system's client certificate, for a bus on mutual TLS (the key unencrypted)."""
+        ``key_file``: the agency system's client certificate, for a bus on mutual TLS, and ``key_password`` when
+        the key is encrypted (an encrypted key without it fails at once, saying so, rather than asking)."""
         verify: ssl.SSLContext | bool = True
         if ca_file is not None or cert_file is not None:
-            verify = checking_context(ca_file, cert_file=cert_file, key_file=key_file)
+            verify = checking_context(ca_file, cert_file=cert_file, key_file=key_file, key_password=key_password)
         self._http = httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout, verify=verify
         )

@@ -264,6 +264,26 @@ def test_a_gateway_on_mutual_tls_takes_only_clients_with_a_certificate_of_its_cl
             assert "could not be reached" in answer.stderr and "--client-cert CERT.pem" in answer.stderr
         half = docbus(env, "send", str(DOC), "--key", key, "--url", url, *ca, "--client-cert", str(client_cert))
         assert half.returncode == 2 and "--client-cert and --client-key go together" in half.stderr
+
+        # A system whose key is encrypted gives its password in a file, never on the command line.
+        locked_cert, locked_key = agencies.client("locked", SENDER, password="mật-khẩu 1")
+        locked = [*ca, "--client-cert", str(locked_cert), "--client-key", str(locked_key)]
+        password_file, wrong_file = tmp_path / "key-password", tmp_path / "wrong-password"
+        password_file.write_text("mật-khẩu 1\n", encoding="utf-8")
+        wrong_file.write_text("mật-khẩu 2\n", encoding="utf-8")
+        no_password = docbus(env, "send", str(DOC), "--key", key, "--url", url, *locked)
+        assert no_password.returncode == 2, no_password.stderr
+        assert "the key is encrypted and no password is set (give it with --client-key-password-file)" in (
+            no_password.stderr
+        )
+        wrong = docbus(env, "send", str(DOC), "--key", key, "--url", url, *locked,
+                       "--client-key-password-file", str(wrong_file))  # fmt: skip
+        assert wrong.returncode == 2 and "the password does not open the key" in wrong.stderr
+        assert "mật-khẩu" not in wrong.stderr
+        opened = docbus(env, "send", str(DOC), "--key", key, "--url", url, *locked, "--idempotency-key", "locked-1",
+                        "--client-key-password-file", str(password_file))  # fmt: skip
+        assert opened.returncode == 0, opened.stderr
+        assert orjson.loads(opened.stdout)["sender"] == SENDER
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
