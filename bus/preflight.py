@@ -45,7 +45,8 @@ class Finding:
 
 async def preflight(settings: Settings, *, timeout: float = 10.0) -> list[Finding]:
     """Every finding, in a stable order (the ones that reach a service are bounded by ``timeout`` each)."""
-    findings = [_schemas_and_policy(settings), _signing_key(settings), _https(settings), _payload_store(settings)]
+    findings = [_schemas_and_policy(settings), _signing_key(settings), _https(settings), _trusted_proxies(settings)]
+    findings.append(_payload_store(settings))
     findings.extend(_free_space(settings))
     findings.append(await _database(settings, timeout))
     findings.append(await _kafka(settings, timeout))
@@ -67,6 +68,27 @@ def _https(settings: Settings) -> Finding:
     if report.warning:
         return Finding("https", "warn", f"{tls.cert_file}: {report.summary()}: {report.warning}")
     return Finding("https", "ok", f"{tls.cert_file}: {report.summary()}")
+
+
+def _trusted_proxies(settings: Settings) -> Finding:
+    """Whose forwarded client certificates the gateway believes (``DOCBUS_TRUSTED_PROXIES``). Anyone who can
+    connect from a trusted address can claim any certificate, so trusting a wide or public network is a warning."""
+    from docbus.gateway.forwarded_certificates import parse_networks
+
+    networks = parse_networks(settings.trusted_proxies)  # the settings validated it
+    if not networks:
+        return Finding("proxies", "ok", "none trusted: client certificates come only from the gateway's own TLS")
+    listed = ", ".join(str(n) for n in networks)
+    detail = f"client certificates forwarded in {settings.proxy_client_cert_header} believed from {listed}"
+    wide = [str(n) for n in networks if n.num_addresses > 2**16 or n.is_global]
+    if wide:
+        return Finding(
+            "proxies",
+            "warn",
+            f"{detail}; {', '.join(wide)} is wide or public: whoever connects from there can claim any certificate "
+            "(name the proxies' own addresses)",
+        )
+    return Finding("proxies", "ok", detail)
 
 
 def masked_url(url: str) -> str:

@@ -122,3 +122,23 @@ def test_the_settings_name_a_bad_proxy_address(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DOCBUS_PROXY_CLIENT_CERT_HEADER", "X-Client-Cert: evil")
     with pytest.raises(ValidationError, match="proxy_client_cert_header"):
         Settings()
+
+
+def test_the_config_check_names_the_trusted_proxies_and_warns_of_wide_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docbus.preflight import _trusted_proxies
+    from docbus.settings import Settings
+
+    monkeypatch.delenv("DOCBUS_TRUSTED_PROXIES", raising=False)
+    none = _trusted_proxies(Settings())
+    assert (none.verdict, none.detail) == (
+        "ok",
+        "none trusted: client certificates come only from the gateway's own TLS",
+    )
+    monkeypatch.setenv("DOCBUS_TRUSTED_PROXIES", "127.0.0.1, 10.20.0.0/24")
+    narrow = _trusted_proxies(Settings())
+    assert narrow.verdict == "ok"
+    assert narrow.detail == "client certificates forwarded in X-Client-Cert believed from 127.0.0.1/32, 10.20.0.0/24"
+    for wide in ("10.0.0.0/8", "0.0.0.0/0", "203.0.113.7, 8.8.8.8"):
+        monkeypatch.setenv("DOCBUS_TRUSTED_PROXIES", wide)
+        finding = _trusted_proxies(Settings())
+        assert finding.verdict == "warn" and "whoever connects from there can claim any certificate" in finding.detail
