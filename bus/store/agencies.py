@@ -79,6 +79,8 @@ class Agency:
         def instant(at: datetime | None) -> str | None:
             return at.isoformat() if at is not None else None
 
+        previous = self.previous_certificate()  # only while it is still accepted
+
         return {
             "organ_id": self.organ_id,
             "name": self.name,
@@ -93,10 +95,8 @@ class Agency:
             "suspended_by": self.suspended_by,
             "suspended_reason": self.suspended_reason,
             "client_cert_sha256": self.client_cert_sha256,
-            "previous_client_cert_sha256": self.previous_certificate(),
-            "previous_client_cert_expires_at": instant(self.previous_client_cert_expires_at)
-            if self.previous_certificate()
-            else None,
+            "previous_client_cert_sha256": previous,
+            "previous_client_cert_expires_at": instant(self.previous_client_cert_expires_at) if previous else None,
         }
 
 
@@ -200,23 +200,30 @@ class AgencyDirectory:
             raise ValidationFailed(
                 f"the old certificate may be kept for more than 0 and at most {MAX_KEY_OVERLAP.days} days"
             )
-        previous: dict[str, object] = {"previous_client_cert_sha256": None, "previous_client_cert_expires_at": None}
-        if keep_old_for is not None:
-            agency = await self.get(organ_id)
-            if agency is None:
+        if keep_old_for is not None and sha256 is None:
+            raise ValidationFailed("unbinding keeps no certificate: the old one is kept only while a new one is bound")
+        async with self._db.transaction() as conn:  # what was bound, and what replaces it, in one transaction
+            bound_now = select(agencies.c.client_cert_sha256).where(agencies.c.organ_id == organ_id)
+            row = (await conn.execute(bound_now.with_for_update())).first()
+            if row is None:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
-            if sha256 is None or agency.client_cert_sha256 in (None, sha256):
-                raise ValidationFailed(
-                    f"--keep-old-for keeps the certificate bound so far while a new one is bound; {organ_id} has "
-                    + ("none bound" if agency.client_cert_sha256 is None else "this very one bound already")
+            current = row.client_cert_sha256
+            if keep_old_for is not None and current in (None, sha256):
+                state = "none bound" if current is None else "this very one bound already"
+                raise ValidationFailed(f"there is no old certificate to keep: {organ_id} has {state}")
+            await conn.execute(
+                update(agencies)
+                .where(agencies.c.organ_id == organ_id)
+                .values(
+                    client_cert_sha256=sha256,
+                    previous_client_cert_sha256=current if keep_old_for is not None else None,
+                    previous_client_cert_expires_at=datetime.now(UTC) + keep_old_for if keep_old_for else None,
                 )
-            previous = {
-                "previous_client_cert_sha256": agency.client_cert_sha256,
-                "previous_client_cert_expires_at": datetime.now(UTC) + keep_old_for,
-            }
-        await self._update(organ_id, client_cert_sha256=sha256, **previous)
+            )
+        self._cache.clear()
+        self._generation += 1
         bound = await self.get(organ_id)
-        assert bound is not None  # _update found its row
+        assert bound is not None  # its row was just updated
         return bound
 
     async def _update(self, organ_id: str, **values: object) -> None:

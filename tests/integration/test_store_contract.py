@@ -346,7 +346,7 @@ async def test_binding_a_renewed_certificate_may_keep_the_old_one_accepted_for_a
     directory = AgencyDirectory(db, cache_seconds=0)
     _agency, key = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An")
     old, new, newer, stranger = "a1" * 32, "b2" * 32, "c3" * 32, "d4" * 32
-    with pytest.raises(ValidationFailed, match="has none bound"):  # nothing to keep yet
+    with pytest.raises(ValidationFailed, match=r"no old certificate to keep: 000\.00\.00\.H41 has none bound"):
         await directory.bind_certificate("000.00.00.H41", old, keep_old_for=timedelta(hours=1))
     await directory.bind_certificate("000.00.00.H41", old)
     with pytest.raises(ValidationFailed, match="this very one bound already"):
@@ -379,6 +379,8 @@ async def test_binding_a_renewed_certificate_may_keep_the_old_one_accepted_for_a
     assert listed.as_dict()["previous_client_cert_sha256"] is None
 
     await directory.bind_certificate("000.00.00.H41", new, keep_old_for=timedelta(days=1))
+    with pytest.raises(ValidationFailed, match="unbinding keeps no certificate"):
+        await directory.bind_certificate("000.00.00.H41", None, keep_old_for=timedelta(days=1))
     unbound = await directory.bind_certificate("000.00.00.H41", None)  # lifts the binding and the change-over
     assert unbound.client_cert_sha256 is None and unbound.previous_client_cert_sha256 is None
     assert (await directory.authenticate(key, stranger)).organ_id == "000.00.00.H41"
