@@ -7,7 +7,7 @@
     docbus sim national-axis|provincial-axis [--port P]  an axis simulator
     docbus demo [--port P] [--duration S]              bus, simulators and sample traffic in one process
     docbus agency add ORGAN_ID --name NAME [--role agency|axis|operator] [--parent ORGAN_ID]
-    docbus agency list
+    docbus agency list | history ORGAN_ID [--json]
     docbus agency rotate-key ORGAN_ID [--keep-old-for DURATION]
     docbus agency suspend ORGAN_ID --reason TEXT | resume ORGAN_ID
     docbus agency bind-certificate ORGAN_ID CERT [--keep-old-for DURATION] | unbind-certificate ORGAN_ID
@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     p = agency.add_parser("list", help="list registered agencies")
     p.set_defaults(func=_agency_list)
     p = agency.add_parser(
+        "history", help="what was done to an agency's entry (registered, key rotated, suspended, ...), by whom, when"
+    )
+    p.add_argument("organ_id")
+    p.add_argument("--json", action="store_true", help="one JSON object per change")
+    p.set_defaults(func=_agency_history)
+    p = agency.add_parser(
         "rotate-key", help="issue a new API key (last line); the old one stops working, or with --keep-old-for later"
     )
     p.add_argument("organ_id")
@@ -191,7 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_messages, action="show")
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(metavar="ACTION")
-    p = audit.add_parser("verify", help="recompute every message's event hash chain")
+    p = audit.add_parser(
+        "verify", help="recompute every message's event hash chain and every agency's chain of directory changes"
+    )
     p.set_defaults(func=_audit_verify)
 
     log = sub.add_parser("log", help="the embedded broker's log: consumer groups, retention").add_subparsers(
@@ -601,6 +609,19 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
             elif action == "unbind":
                 await directory.bind_certificate(args.organ_id, None)
                 print(f"the key of {args.organ_id} is accepted with any client certificate again")
+            elif action == "history":
+                changes = await directory.history(args.organ_id)
+                if not changes and await directory.get(args.organ_id) is None:
+                    print(f"error: no agency {args.organ_id} is registered", file=sys.stderr)
+                    return 1
+                for change in changes:
+                    if args.json:
+                        print(orjson.dumps(change.as_dict()).decode())
+                    else:
+                        shown = " ".join(f"{k}={v}" for k, v in change.detail.items() if v is not None)
+                        print(
+                            f"{change.seq}\t{change.at:%Y-%m-%d %H:%M:%S} UTC\t{change.actor}\t{change.action}\t{shown}"
+                        )
             else:
                 for a in await directory.list():
                     print("\t".join(_agency_line(a)))
@@ -639,6 +660,10 @@ def _agency_add(args: argparse.Namespace) -> int:
 
 def _agency_list(args: argparse.Namespace) -> int:
     return _with_directory("list", args)
+
+
+def _agency_history(args: argparse.Namespace) -> int:
+    return _with_directory("history", args)
 
 
 def _agency_rotate(args: argparse.Namespace) -> int:
@@ -793,14 +818,18 @@ def _messages(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(_args: argparse.Namespace) -> int:
-    from docbus.audit_verify import verify_all
+    from docbus.audit_verify import verify_agencies, verify_all
 
     async def work(db: Database) -> int:
         checked, event_count, problems = await verify_all(db)
         for problem in problems:
             print(problem)
         print(f"{checked} messages, {event_count} events checked: {len(problems)} problems")
-        return 1 if problems else 0
+        organs, changes, directory_problems = await verify_agencies(db)
+        for problem in directory_problems:
+            print(problem)
+        print(f"{organs} agencies, {changes} directory changes checked: {len(directory_problems)} problems")
+        return 1 if problems or directory_problems else 0
 
     return _on_existing_database(Settings(), work)
 

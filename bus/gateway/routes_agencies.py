@@ -3,7 +3,8 @@
 Keys are never listed (they are shown once, when issued). Registering agencies and issuing keys stay with the
 ``docbus agency`` command on the bus' own machines: an operator credential that leaked must not be able to mint
 credentials. Suspending is here because it is what an operator on watch needs at once: stop a system flooding the
-bus, or a key under suspicion, without a shell on the server.
+bus, or a key under suspicion, without a shell on the server. Every change to an entry, from here or from the
+command, is kept in the agency's history (``/v1/agencies/{organ_id}/history``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ async def show_agency(organ_id: str, state: State, caller: Caller) -> Response:
     return _agency_response(await _registered(state, organ_id))
 
 
+@router.get("/{organ_id}/history")
+async def agency_history(organ_id: str, state: State, caller: Caller) -> Response:
+    """What was done to the agency's entry, oldest first: registered, key rotated, suspended, resumed, certificate
+    bound or unbound, each with its time and actor (operators only; ``docbus audit verify`` checks its chain)."""
+    _operator(caller)
+    await _registered(state, organ_id)
+    items = [change.as_dict() for change in await state.directory.history(organ_id)]
+    return Response(orjson.dumps({"items": items}), media_type="application/json")
+
+
 @router.post("/{organ_id}/suspend")
 async def suspend_agency(
     organ_id: str,
@@ -66,7 +77,7 @@ async def resume_agency(organ_id: str, state: State, caller: Caller) -> Response
     """Accept the agency's key again."""
     _operator(caller)
     await _registered(state, organ_id)
-    await state.directory.resume(organ_id)
+    await state.directory.resume(organ_id, by=caller.organ_id)
     return _agency_response(await _registered(state, organ_id))
 
 

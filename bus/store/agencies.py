@@ -27,10 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 
 from docbus.errors import Forbidden, Unauthenticated, ValidationFailed
+from docbus.store.agency_history import AgencyEvent, agency_history, append_agency_event
 from docbus.store.audit import as_utc
 from docbus.store.database import Database
 from docbus.store.tables import agencies
@@ -38,6 +40,7 @@ from docbus.validation.organ_id import InvalidOrganId, parse_organ_id
 
 KEY_PREFIX = "dbk_"
 MAX_KEY_OVERLAP = timedelta(days=30)
+CLI_ACTOR = "operator-cli"  # who made a change from the command line (the directory's history names it)
 
 
 class Role(StrEnum):
@@ -119,7 +122,7 @@ class AgencyDirectory:
         self._generation = 0  # bumped when keys change: a lookup that started before must not refill the cache
 
     async def add(
-        self, organ_id: str, *, name: str, role: Role = Role.AGENCY, parent: str | None = None
+        self, organ_id: str, *, name: str, role: Role = Role.AGENCY, parent: str | None = None, by: str = CLI_ACTOR
     ) -> tuple[Agency, str]:
         """Register an agency and return it with its new API key (shown once, never stored)."""
         try:
@@ -144,9 +147,11 @@ class AgencyDirectory:
             if found.first() is not None:
                 raise ValidationFailed(f"agency {organ_id} is already registered; use rotate-key for a new key")
             await conn.execute(insert(agencies).values(**row))
+            detail = {k: row[k] for k in ("name", "role", "parent", "level", "key_prefix")}
+            await append_agency_event(conn, organ_id, "registered", at=now, actor=by, detail=detail)
         return _agency(row), key
 
-    async def rotate_key(self, organ_id: str, *, keep_old_for: timedelta | None = None) -> str:
+    async def rotate_key(self, organ_id: str, *, keep_old_for: timedelta | None = None, by: str = CLI_ACTOR) -> str:
         """Issue a new key for ``organ_id``. The old one stops working (within the cache window), or with
         ``keep_old_for`` keeps working that much longer, so the agency's system can switch without a gap."""
         if keep_old_for is not None and not timedelta(0) < keep_old_for <= MAX_KEY_OVERLAP:
@@ -168,6 +173,11 @@ class AgencyDirectory:
                     previous_key_expires_at=now + keep_old_for if keep_old_for is not None else None,
                 )
             )
+            detail = {
+                "key_prefix": key[: len(KEY_PREFIX) + 6],
+                "old_key_until": (now + keep_old_for).isoformat() if keep_old_for is not None else None,
+            }
+            await append_agency_event(conn, organ_id, "key-rotated", at=now, actor=by, detail=detail)
         self._cache.clear()
         self._generation += 1
         return key
@@ -178,17 +188,17 @@ class AgencyDirectory:
         reason = reason.strip()
         if not reason or len(reason) > 500:
             raise ValidationFailed("give a reason of 1 to 500 characters: the agency is told it")
-        await self._set_suspension(organ_id, datetime.now(UTC), by[:128], reason)
+        now = datetime.now(UTC)
+        values = {"suspended_at": now, "suspended_by": by[:128], "suspended_reason": reason}
+        await self._update(organ_id, values, ("suspended", by, {"reason": reason}))
 
-    async def resume(self, organ_id: str) -> None:
+    async def resume(self, organ_id: str, *, by: str = CLI_ACTOR) -> None:
         """Accept ``organ_id``'s key again."""
-        await self._set_suspension(organ_id, None, None, None)
-
-    async def _set_suspension(self, organ_id: str, at: datetime | None, by: str | None, reason: str | None) -> None:
-        await self._update(organ_id, suspended_at=at, suspended_by=by, suspended_reason=reason)
+        values = {"suspended_at": None, "suspended_by": None, "suspended_reason": None}
+        await self._update(organ_id, values, ("resumed", by, {}))
 
     async def bind_certificate(
-        self, organ_id: str, sha256: str | None, *, keep_old_for: timedelta | None = None
+        self, organ_id: str, sha256: str | None, *, keep_old_for: timedelta | None = None, by: str = CLI_ACTOR
     ) -> Agency:
         """Accept ``organ_id``'s key only over mutual TLS showing the certificate with this SHA-256 fingerprint
         (hex); ``None`` unbinds it (and any certificate still in its change-over). With ``keep_old_for`` the
@@ -211,29 +221,47 @@ class AgencyDirectory:
             if keep_old_for is not None and current in (None, sha256):
                 state = "none bound" if current is None else "this very one bound already"
                 raise ValidationFailed(f"there is no old certificate to keep: {organ_id} has {state}")
+            now = datetime.now(UTC)
+            kept_until = now + keep_old_for if keep_old_for is not None else None
             await conn.execute(
                 update(agencies)
                 .where(agencies.c.organ_id == organ_id)
                 .values(
                     client_cert_sha256=sha256,
-                    previous_client_cert_sha256=current if keep_old_for is not None else None,
-                    previous_client_cert_expires_at=datetime.now(UTC) + keep_old_for if keep_old_for else None,
+                    previous_client_cert_sha256=current if kept_until is not None else None,
+                    previous_client_cert_expires_at=kept_until,
                 )
             )
+            if sha256 is None:
+                action, detail = "certificate-unbound", {"sha256": current}
+            else:
+                until = kept_until.isoformat() if kept_until is not None else None
+                action, detail = "certificate-bound", {"sha256": sha256, "previous": current, "previous_until": until}
+            await append_agency_event(conn, organ_id, action, at=now, actor=by, detail=detail)
         self._cache.clear()
         self._generation += 1
         bound = await self.get(organ_id)
         assert bound is not None  # its row was just updated
         return bound
 
-    async def _update(self, organ_id: str, **values: object) -> None:
-        """Change ``organ_id``'s row; every gateway process sees it once its cached verdicts expire."""
+    async def _update(
+        self, organ_id: str, values: Mapping[str, object], event: tuple[str, str, dict[str, Any]]
+    ) -> None:
+        """Change ``organ_id``'s row and record ``event`` (action, actor, detail) in its history, in one
+        transaction; every gateway process sees the change once its cached verdicts expire."""
+        action, actor, detail = event
         async with self._db.transaction() as conn:
             result = await conn.execute(update(agencies).where(agencies.c.organ_id == organ_id).values(**values))
             if result.rowcount != 1:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
+            await append_agency_event(conn, organ_id, action, at=datetime.now(UTC), actor=actor, detail=detail)
         self._cache.clear()
         self._generation += 1
+
+    async def history(self, organ_id: str) -> list[AgencyEvent]:
+        """What was done to ``organ_id``'s entry, oldest first (see :mod:`docbus.store.agency_history`)."""
+        async with self._db.reader.connect() as conn:
+            return await agency_history(conn, organ_id)
 
     async def list(self) -> list[Agency]:
         async with self._db.reader.connect() as conn:

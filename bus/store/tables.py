@@ -63,6 +63,23 @@ agencies = Table(
 )
 Index("ix_agencies_previous_key_hash", agencies.c.previous_key_hash)
 
+# What was done to each agency's entry, by whom and when (registered, key rotated, suspended, certificate bound...),
+# hash-chained per agency like a message's events (docbus.store.agency_history).
+agency_events = Table(
+    "agency_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("organ_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=False),  # JSON object
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("organ_id", "seq", name="uq_agency_events_organ_seq"),
+)
+
 messages = Table(
     "messages",
     metadata,

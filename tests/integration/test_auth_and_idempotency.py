@@ -161,6 +161,18 @@ async def test_operators_list_suspend_and_resume_agencies_over_http(
         sent = await agency.post("/v1/messages", content=with_unique_document_id(sample_bytes[DOC]), headers=XML)
         assert sent.status_code == 202
 
+        history = await operator.get("/v1/agencies/000.00.00.G22/history")  # every change, its actor and time
+        assert history.status_code == 200, history.text
+        changes = [(c["seq"], c["action"], c["actor"], c["detail"]) for c in history.json()["items"]]
+        assert changes == [
+            (1, "registered", "operator-cli", {**changes[0][3], "role": "agency"}),
+            (2, "suspended", "H41.01", {"reason": "floods the bus"}),
+            (3, "resumed", "H41.01", {}),
+        ]
+        assert key not in history.text and key[:10] == changes[0][3]["key_prefix"][:10]
+        assert (await agency.get("/v1/agencies/000.00.00.G22/history")).status_code == 403
+        assert (await operator.get("/v1/agencies/000.00.00.H99/history")).status_code == 404
+
 
 async def test_a_rotation_with_an_overlap_keeps_the_old_key_working_meanwhile(
     gateway: RunningGateway, sample_bytes: dict[str, bytes]

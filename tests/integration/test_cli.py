@@ -140,6 +140,19 @@ async def test_send_audit_and_dlq(env: dict[str, str], tmp_path: Path) -> None:
     tampered = docbus(env, "audit", "verify")
     assert tampered.returncode == 1
     assert "was altered" in tampered.stdout
+    assert "1 agencies, 1 directory changes checked: 0 problems" in tampered.stdout
+    history = docbus(env, "agency", "history", "000.00.00.G22", "--json")
+    assert history.returncode == 0, history.stderr
+    (registered,) = [orjson.loads(line) for line in history.stdout.splitlines()]
+    assert (registered["seq"], registered["action"], registered["actor"]) == (1, "registered", "operator-cli")
+    assert registered["detail"]["name"] and "key_prefix" in registered["detail"]
+    with sqlite3.connect(tmp_path / "data" / "docbus.sqlite3") as conn:
+        conn.execute("UPDATE agency_events SET actor = 'someone else'")
+    forged = docbus(env, "audit", "verify")
+    assert forged.returncode == 1
+    assert "agency 000.00.00.G22: entry 1 (registered) was altered" in forged.stdout
+    unknown = docbus(env, "agency", "history", "000.00.00.H99")
+    assert unknown.returncode == 1 and "no agency 000.00.00.H99 is registered" in unknown.stderr
     assert docbus(env, "dlq", "list").returncode == 0
     missing = docbus(env, "dlq", "show", "999")
     assert missing.returncode == 1

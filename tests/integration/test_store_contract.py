@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -386,3 +387,43 @@ async def test_binding_a_renewed_certificate_may_keep_the_old_one_accepted_for_a
     assert (await directory.authenticate(key, stranger)).organ_id == "000.00.00.H41"
     with pytest.raises(ValidationFailed, match=r"no agency 000\.00\.00\.H99"):
         await directory.bind_certificate("000.00.00.H99", new, keep_old_for=timedelta(hours=1))
+
+
+async def test_every_change_to_an_agency_is_kept_in_its_chained_history(db: Database) -> None:
+    from docbus.audit_verify import verify_agencies
+
+    directory = AgencyDirectory(db, cache_seconds=0)
+    _agency, first = await directory.add("000.00.00.H41", name="UBND Tỉnh Nghệ An", by="H41.01")
+    second = await directory.rotate_key("000.00.00.H41", keep_old_for=timedelta(hours=1))
+    await directory.bind_certificate("000.00.00.H41", "a1" * 32, by="H41.01")
+    await directory.bind_certificate("000.00.00.H41", "b2" * 32, keep_old_for=timedelta(days=2))
+    await directory.suspend("000.00.00.H41", "key under suspicion", by="H41.01")
+    await directory.resume("000.00.00.H41", by="H41.02")
+    await directory.bind_certificate("000.00.00.H41", None)
+    with pytest.raises(ValidationFailed):  # refused changes leave nothing in the history
+        await directory.suspend("000.00.00.H41", "", by="H41.01")
+    await directory.add("000.00.00.G22", name="VPCP")
+
+    history = await directory.history("000.00.00.H41")
+    assert [(c.seq, c.action, c.actor) for c in history] == [
+        (1, "registered", "H41.01"),
+        (2, "key-rotated", "operator-cli"),
+        (3, "certificate-bound", "H41.01"),
+        (4, "certificate-bound", "operator-cli"),
+        (5, "suspended", "H41.01"),
+        (6, "resumed", "H41.02"),
+        (7, "certificate-unbound", "operator-cli"),
+    ]
+    registered, rotated, bound, renewed = (c.detail for c in history[:4])
+    assert (registered["name"], registered["role"], registered["key_prefix"]) == (
+        "UBND Tỉnh Nghệ An",
+        "agency",
+        first[:10],
+    )
+    assert rotated["key_prefix"] == second[:10] and rotated["old_key_until"] is not None
+    assert first not in str(history) and second not in str(history)  # keys never, only their prefixes
+    assert bound == {"sha256": "a1" * 32, "previous": None, "previous_until": None}
+    assert renewed["sha256"] == "b2" * 32 and renewed["previous"] == "a1" * 32 and renewed["previous_until"]
+    assert history[6].detail == {"sha256": "b2" * 32}
+    assert all(earlier.at <= later.at for earlier, later in itertools.pairwise(history))
+    assert await verify_agencies(db) == (2, 8, [])
