@@ -1,11 +1,13 @@
 """The production files in ``deploy/systemd`` stay true to the code: every variable of the example environment
 is a setting docbus reads (and the example validates), the example routes load and their adapters accept the
-example's settings, and every unit's command line is one the ``docbus`` command accepts."""
+example's settings, every unit's command line is one the ``docbus`` command accepts, and the nginx proxy in
+``deploy/nginx`` forwards what the gateway reads."""
 
 from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -106,3 +108,20 @@ def test_every_alert_reads_metrics_docbus_exports() -> None:
                 (series[: -len(s)] for s in SUFFIXES if series.endswith(s) and series[: -len(s)] in exported), series
             )
             assert base in exported, f"{rule['alert']} reads {series}, which docbus does not export"
+
+
+def test_the_nginx_proxy_forwards_what_the_gateway_reads_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``deploy/nginx/docbus.conf`` and the gateway's defaults agree: the header the certificate travels in, the
+    body cap, and the gateway's address in the units (the nginx test runs the file itself, with its own ports)."""
+    for name in [n for n in os.environ if n.startswith("DOCBUS_")]:
+        monkeypatch.delenv(name)
+    conf = (SYSTEMD.parent / "nginx" / "docbus.conf").read_text()
+    settings = Settings()
+    assert f"proxy_set_header    {settings.proxy_client_cert_header} $docbus_client_cert;" in conf
+    cap = re.search(r"client_max_body_size\s+(\d+)m;", conf)
+    assert cap is not None and int(cap.group(1)) * 1024 * 1024 == settings.max_body_bytes
+    upstream = re.search(r"server (127\.0\.0\.1:\d+);", conf)
+    gateway_unit = (SYSTEMD / "docbus-gateway.service").read_text()
+    assert upstream is not None
+    host, port = upstream.group(1).split(":")
+    assert f"--host {host}" in gateway_unit and f"--port {port}" in gateway_unit
