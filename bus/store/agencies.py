@@ -14,6 +14,9 @@ accepted for a while, the same way (``keep_old_for``, at most :data:`MAX_KEY_OVE
 
 An operator can suspend an agency: its key is then refused with 403 and the reason (the caller learns why, and
 that its key is right) until the agency is resumed with the same key.
+
+Every change is recorded, in the transaction that makes it, in the agency's hash-chained history
+(:mod:`docbus.store.agency_history`) with its actor: ``by``, an operator's organ id, or :data:`CLI_ACTOR`.
 """
 
 from __future__ import annotations
