@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from docbus.signing import canonical_json
-from docbus.store.audit import GENESIS, as_utc, utc_iso
+from docbus.store.audit import GENESIS, as_utc, utc_iso, verify_links
 from docbus.store.tables import agency_events
 
 
@@ -42,6 +42,9 @@ class AgencyEvent:
             "actor": self.actor,
             "detail": self.detail,
         }
+
+
+_HASHED = ("organ_id", "seq", "action", "at", "actor", "detail")  # what an entry's hash covers
 
 
 def agency_event_hash(
@@ -104,23 +107,8 @@ async def agency_history(conn: AsyncConnection, organ_id: str) -> list[AgencyEve
 
 def verify_agency_chain(organ_id: str, chain: list[dict[str, Any]]) -> list[str]:
     """Problems found in one agency's entries (ordered by seq); empty when the chain is intact."""
-    problems = []
-    prev = GENESIS
-    for expected_seq, entry in enumerate(chain, start=1):
-        if entry["seq"] != expected_seq:
-            problems.append(f"agency {organ_id}: entry {expected_seq} is missing (found seq {entry['seq']})")
-        if entry["prev_hash"] != prev:
-            problems.append(f"agency {organ_id}: entry {entry['seq']} does not follow the one before it")
-        digest = agency_event_hash(
-            prev,
-            organ_id=organ_id,
-            seq=entry["seq"],
-            action=entry["action"],
-            at=entry["at"],
-            actor=entry["actor"],
-            detail=entry["detail"],
-        )
-        if digest != entry["hash"]:
-            problems.append(f"agency {organ_id}: entry {entry['seq']} ({entry['action']}) was altered")
-        prev = entry["hash"]
-    return problems
+
+    def recompute(prev: str, entry: dict[str, Any]) -> str:
+        return agency_event_hash(prev, **{name: entry[name] for name in _HASHED})
+
+    return verify_links(f"agency {organ_id}", "entry", "action", chain, recompute)

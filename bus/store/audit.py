@@ -4,6 +4,7 @@ event breaks every hash after it. ``docbus audit verify`` recomputes the chains 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,14 +51,9 @@ def utc_iso(at: datetime) -> str:
 
 def verify_chain(message_id: str, chain: list[dict[str, Any]]) -> list[str]:
     """Problems found in one message's events (ordered by seq); empty when the chain is intact."""
-    problems = []
-    prev = GENESIS
-    for expected_seq, event in enumerate(chain, start=1):
-        if event["seq"] != expected_seq:
-            problems.append(f"{message_id}: event {expected_seq} is missing (found seq {event['seq']})")
-        if event["prev_hash"] != prev:
-            problems.append(f"{message_id}: event {event['seq']} does not follow the one before it")
-        digest = event_hash(
+
+    def recompute(prev: str, event: dict[str, Any]) -> str:
+        return event_hash(
             prev,
             message_id=message_id,
             seq=event["seq"],
@@ -67,7 +63,25 @@ def verify_chain(message_id: str, chain: list[dict[str, Any]]) -> list[str]:
             destination=event["destination"],
             detail=event["detail"],
         )
-        if digest != event["hash"]:
-            problems.append(f"{message_id}: event {event['seq']} ({event['type']}) was altered")
-        prev = event["hash"]
+
+    return verify_links(message_id, "event", "type", chain, recompute)
+
+
+def verify_links(
+    owner: str, unit: str, kind: str, chain: list[dict[str, Any]], recompute: Callable[[str, dict[str, Any]], str]
+) -> list[str]:
+    """Problems found in one hash chain (links ordered by ``seq``, each with ``prev_hash`` and ``hash``; ``kind``
+    names the field that says what a link records): a missing link, a link that does not follow the one before
+    it, a link whose hash ``recompute`` (from the previous hash and the link) does not give. Shared by a message's
+    events and an agency's history, named ``owner``'s ``unit`` in the problems."""
+    problems = []
+    prev = GENESIS
+    for expected_seq, link in enumerate(chain, start=1):
+        if link["seq"] != expected_seq:
+            problems.append(f"{owner}: {unit} {expected_seq} is missing (found seq {link['seq']})")
+        if link["prev_hash"] != prev:
+            problems.append(f"{owner}: {unit} {link['seq']} does not follow the one before it")
+        if recompute(prev, link) != link["hash"]:
+            problems.append(f"{owner}: {unit} {link['seq']} ({link[kind]}) was altered")
+        prev = link["hash"]
     return problems
