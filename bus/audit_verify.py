@@ -3,11 +3,11 @@ changes, from the database, offline."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from docbus.store.agency_history import verify_agency_chain
 from docbus.store.audit import verify_chain
@@ -15,42 +15,42 @@ from docbus.store.database import Database
 from docbus.store.tables import agency_events, events
 
 
-async def _chains(db: Database) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def _chains(db: Database, table: Table, owner: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """``table``'s rows grouped by their ``owner`` column (a message, an agency), each group in ``seq`` order,
+    streamed: one group in memory at a time."""
     current: str | None = None
     chain: list[dict[str, Any]] = []
     async with db.reader.connect() as conn:
-        result = await conn.stream(select(events).order_by(events.c.message_id, events.c.seq))
+        result = await conn.stream(select(table).order_by(table.c[owner], table.c.seq))
         async for row in result:
-            event = row._asdict()
-            event["detail"] = orjson.loads(event["detail"])
-            if event["message_id"] != current:
+            link = row._asdict()
+            link["detail"] = orjson.loads(link["detail"])
+            if link[owner] != current:
                 if current is not None:
                     yield current, chain
-                current, chain = event["message_id"], []
-            chain.append(event)
+                current, chain = link[owner], []
+            chain.append(link)
     if current is not None:
         yield current, chain
 
 
 async def verify_all(db: Database) -> tuple[int, int, list[str]]:
     """(messages checked, events checked, problems)."""
-    messages = events_seen = 0
-    problems: list[str] = []
-    async for message_id, chain in _chains(db):
-        messages += 1
-        events_seen += len(chain)
-        problems.extend(verify_chain(message_id, chain))
-    return messages, events_seen, problems
+    return await _verify(_chains(db, events, "message_id"), verify_chain)
 
 
 async def verify_agencies(db: Database) -> tuple[int, int, list[str]]:
     """(agencies checked, directory changes checked, problems)."""
-    chains: dict[str, list[dict[str, Any]]] = {}
-    async with db.reader.connect() as conn:
-        result = await conn.stream(select(agency_events).order_by(agency_events.c.organ_id, agency_events.c.seq))
-        async for row in result:
-            entry = row._asdict()
-            entry["detail"] = orjson.loads(entry["detail"])
-            chains.setdefault(entry["organ_id"], []).append(entry)
-    problems = [problem for organ_id, chain in chains.items() for problem in verify_agency_chain(organ_id, chain)]
-    return len(chains), sum(len(chain) for chain in chains.values()), problems
+    return await _verify(_chains(db, agency_events, "organ_id"), verify_agency_chain)
+
+
+async def _verify(
+    chains: AsyncIterator[tuple[str, list[dict[str, Any]]]], check: Callable[[str, list[dict[str, Any]]], list[str]]
+) -> tuple[int, int, list[str]]:
+    owners = links = 0
+    problems: list[str] = []
+    async for owner, chain in chains:
+        owners += 1
+        links += len(chain)
+        problems.extend(check(owner, chain))
+    return owners, links, problems

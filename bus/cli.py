@@ -595,11 +595,10 @@ def _with_directory(action: str, args: argparse.Namespace) -> int:
                 bound = await directory.bind_certificate(args.organ_id, fingerprint, keep_old_for=args.keep_old_for)
                 print(f"the key of {args.organ_id} is accepted only over mutual TLS with {subject}")
                 print(f"  (the certificate with SHA-256 fingerprint {fingerprint})")
-                previous, kept_until = bound.previous_certificate(), bound.previous_client_cert_expires_at
-                if previous is not None and kept_until is not None:
-                    print(
-                        f"  and, until {kept_until:%Y-%m-%d %H:%M:%S} UTC, with the one bound before ({previous[:16]}…)"
-                    )
+                previous = bound.previous_certificate()
+                if previous is not None:
+                    old_sha256, until = previous
+                    print(f"  and, until {until:%Y-%m-%d %H:%M:%S} UTC, with the one bound before ({old_sha256[:16]}…)")
                 if settings.tls_client_ca_file is None and not settings.trusted_proxies:
                     print(
                         "warning: this gateway neither asks clients for certificates (DOCBUS_TLS_CLIENT_CA_FILE) nor "
@@ -695,10 +694,8 @@ def _agency_line(agency: Agency) -> list[str]:
     if agency.client_cert_sha256 is not None:
         line.append(f"only with the client certificate SHA-256 {agency.client_cert_sha256[:16]}…")
     previous = agency.previous_certificate()
-    if previous is not None and agency.previous_client_cert_expires_at is not None:
-        line.append(
-            f"old certificate {previous[:16]}… until {agency.previous_client_cert_expires_at:%Y-%m-%d %H:%M} UTC"
-        )
+    if previous is not None:
+        line.append(f"old certificate {previous[0][:16]}… until {previous[1]:%Y-%m-%d %H:%M} UTC")
     if agency.suspended_at is not None:
         line.append(
             f"SUSPENDED since {agency.suspended_at:%Y-%m-%d %H:%M} UTC by {agency.suspended_by}: "

@@ -73,9 +73,7 @@ def _https(settings: Settings) -> Finding:
 def _trusted_proxies(settings: Settings) -> Finding:
     """Whose forwarded client certificates the gateway believes (``DOCBUS_TRUSTED_PROXIES``). Anyone who can
     connect from a trusted address can claim any certificate, so trusting a wide or public network is a warning."""
-    from docbus.gateway.forwarded_certificates import parse_networks
-
-    networks = parse_networks(settings.trusted_proxies)  # the settings validated it
+    networks = settings.client_certificates().trusted_proxies
     if not networks:
         return Finding("proxies", "ok", "none trusted: client certificates come only from the gateway's own TLS")
     listed = ", ".join(str(n) for n in networks)

@@ -72,12 +72,12 @@ class Agency:
     previous_client_cert_sha256: str | None = None  # ... or with this one, until the instant below
     previous_client_cert_expires_at: datetime | None = None
 
-    def previous_certificate(self, now: datetime | None = None) -> str | None:
-        """The certificate bound before, while it is still accepted; ``None`` otherwise."""
-        until = self.previous_client_cert_expires_at
-        if self.previous_client_cert_sha256 is None or until is None or until <= (now or datetime.now(UTC)):
+    def previous_certificate(self, now: datetime | None = None) -> tuple[str, datetime] | None:
+        """The certificate bound before and until when it is accepted, while it still is; ``None`` otherwise."""
+        sha256, until = self.previous_client_cert_sha256, self.previous_client_cert_expires_at
+        if sha256 is None or until is None or until <= (now or datetime.now(UTC)):
             return None
-        return self.previous_client_cert_sha256
+        return sha256, until
 
     def as_dict(self) -> dict[str, object]:
         """What an operator sees of an agency (never its key: keys are shown once)."""
@@ -86,6 +86,7 @@ class Agency:
             return at.isoformat() if at is not None else None
 
         previous = self.previous_certificate()  # only while it is still accepted
+        previous_sha256, previous_until = previous if previous is not None else (None, None)
 
         return {
             "organ_id": self.organ_id,
@@ -101,8 +102,8 @@ class Agency:
             "suspended_by": self.suspended_by,
             "suspended_reason": self.suspended_reason,
             "client_cert_sha256": self.client_cert_sha256,
-            "previous_client_cert_sha256": previous,
-            "previous_client_cert_expires_at": instant(self.previous_client_cert_expires_at) if previous else None,
+            "previous_client_cert_sha256": previous_sha256,
+            "previous_client_cert_expires_at": instant(previous_until),
         }
 
 
@@ -193,7 +194,7 @@ class AgencyDirectory:
             raise ValidationFailed("give a reason of 1 to 500 characters: the agency is told it")
         now = datetime.now(UTC)
         values = {"suspended_at": now, "suspended_by": by[:128], "suspended_reason": reason}
-        await self._update(organ_id, values, ("suspended", by, {"reason": reason}))
+        await self._update(organ_id, values, ("suspended", by, {"reason": reason}), at=now)
 
     async def resume(self, organ_id: str, *, by: str = CLI_ACTOR) -> None:
         """Accept ``organ_id``'s key again."""
@@ -248,16 +249,21 @@ class AgencyDirectory:
         return bound
 
     async def _update(
-        self, organ_id: str, values: Mapping[str, object], event: tuple[str, str, dict[str, Any]]
+        self,
+        organ_id: str,
+        values: Mapping[str, object],
+        event: tuple[str, str, dict[str, Any]],
+        *,
+        at: datetime | None = None,
     ) -> None:
-        """Change ``organ_id``'s row and record ``event`` (action, actor, detail) in its history, in one
-        transaction; every gateway process sees the change once its cached verdicts expire."""
+        """Change ``organ_id``'s row and record ``event`` (action, actor, detail) in its history at ``at`` (now),
+        in one transaction; every gateway process sees the change once its cached verdicts expire."""
         action, actor, detail = event
         async with self._db.transaction() as conn:
             result = await conn.execute(update(agencies).where(agencies.c.organ_id == organ_id).values(**values))
             if result.rowcount != 1:
                 raise ValidationFailed(f"no agency {organ_id} is registered")
-            await append_agency_event(conn, organ_id, action, at=datetime.now(UTC), actor=actor, detail=detail)
+            await append_agency_event(conn, organ_id, action, at=at or datetime.now(UTC), actor=actor, detail=detail)
         self._cache.clear()
         self._generation += 1
 
@@ -331,13 +337,12 @@ def _active(agency: Agency, client_cert_sha256: str | None) -> Agency:
     if bound is None or client_cert_sha256 == bound:
         return agency
     previous = agency.previous_certificate()
-    if previous is not None and client_cert_sha256 == previous:
+    if previous is not None and client_cert_sha256 == previous[0]:
         return agency
     shown = "none" if client_cert_sha256 is None else f"the certificate with SHA-256 {client_cert_sha256[:16]}…"
     also = ""
-    if previous is not None and agency.previous_client_cert_expires_at is not None:
-        until = agency.previous_client_cert_expires_at
-        also = f" (or, until {until:%Y-%m-%d %H:%M} UTC, the one whose fingerprint begins {previous[:16]})"
+    if previous is not None:
+        also = f" (or, until {previous[1]:%Y-%m-%d %H:%M} UTC, the one whose fingerprint begins {previous[0][:16]})"
     raise Forbidden(
         f"the key of agency {agency.organ_id} is accepted only over mutual TLS with the certificate whose SHA-256 "
         f"fingerprint begins {bound[:16]}{also}; this request showed {shown}"
